@@ -1,0 +1,114 @@
+//! A rule as the dataflows run it. Files are parsed into these by the `kairos` crate
+//! (`src/rules`); here every rule is already valid.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Channel;
+use crate::time::Millis;
+
+/// The moments the engine knows how to detect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MomentKind {
+    /// A network event puts the subscriber in a country other than home and other than the
+    /// country of their previous network event (contract §4).
+    RoamingArrival,
+}
+
+impl MomentKind {
+    /// All moments.
+    pub const ALL: [MomentKind; 1] = [MomentKind::RoamingArrival];
+
+    /// The contract's name of the moment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MomentKind::RoamingArrival => "roaming_arrival",
+        }
+    }
+
+    /// The inverse of [`MomentKind::as_str`].
+    pub fn parse(text: &str) -> Option<MomentKind> {
+        MomentKind::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+
+    /// The template variables the moment provides to messages.
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            MomentKind::RoamingArrival => &["country", "country_name", "offer"],
+        }
+    }
+}
+
+/// One rule: a moment, the offer it makes and how.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Stable id (`roaming-welcome`); actions and cooldowns are keyed by it.
+    pub id: String,
+    /// Content hash of the rule's definition, carried by every action it produces.
+    pub version: String,
+    pub moment: MomentKind,
+    pub offer: String,
+    pub channel: Channel,
+    /// No second action for the same subscriber and dedupe key within this long.
+    pub cooldown: Millis,
+    /// Message templates by language (`en` is always present); `{variable}` placeholders.
+    pub messages: BTreeMap<String, String>,
+}
+
+impl Rule {
+    /// Picks the subscriber's language when the rule has a message for it, else `en`, and
+    /// fills the template's `{variables}`.
+    ///
+    /// ```
+    /// # use std::collections::BTreeMap;
+    /// # use kairos_model::{Rule, MomentKind, Channel};
+    /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::RoamingArrival,
+    ///     offer: "ROAM".into(), channel: Channel::Sms, cooldown: 0,
+    ///     messages: BTreeMap::from([("en".into(), "Welcome to {country_name}!".into())]) };
+    /// assert_eq!(rule.render(Some("pt"), &[("country_name", "Spain")]),
+    ///            ("en".to_string(), "Welcome to Spain!".to_string()));
+    /// ```
+    pub fn render(&self, language: Option<&str>, variables: &[(&str, &str)]) -> (String, String) {
+        let (language, template) = language
+            .and_then(|l| self.messages.get_key_value(l))
+            .or_else(|| self.messages.get_key_value("en"))
+            .map(|(l, t)| (l.as_str(), t.as_str()))
+            .unwrap_or(("en", ""));
+        let mut message = String::with_capacity(template.len() + 16);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            message.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close) => {
+                    let name = &after[..close];
+                    match variables.iter().find(|(n, _)| *n == name) {
+                        Some((_, value)) => message.push_str(value),
+                        None => message.push_str(&rest[open..open + close + 2]),
+                    }
+                    rest = &after[close + 1..];
+                }
+                None => {
+                    message.push_str(&rest[open..]);
+                    rest = "";
+                }
+            }
+        }
+        message.push_str(rest);
+        (language.to_string(), message)
+    }
+}
+
+/// The rules in force, in id order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The rules that act on a moment.
+    pub fn for_moment(&self, moment: MomentKind) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(move |r| r.moment == moment)
+    }
+}

@@ -1,0 +1,211 @@
+//! config: the `kairos run` configuration file (TOML), every field documented with its
+//! default. Unknown keys are errors, reported with the file, line and column.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration of `kairos run`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where events come from and actions go.
+    pub kafka: KafkaConfig,
+    /// Output topic names.
+    #[serde(default)]
+    pub topics: OutputTopics,
+    /// The engine itself.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Kafka connection and input topics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `"127.0.0.1:19092"`.
+    pub brokers: String,
+    /// Topics to read; any of them may carry any event type. Default: the contract's six.
+    #[serde(default = "default_input_topics")]
+    pub input_topics: Vec<String>,
+    /// Where to start reading a partition: `earliest` (default) or `latest`.
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// librdkafka's `group.id`. Partitions are assigned, not subscribed, and nothing is
+    /// committed; the id only names the client to the brokers. Default `kairos`.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Extra librdkafka properties for every client (e.g. `"security.protocol" = "SSL"`).
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+/// Where a partition is first read from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl StartFrom {
+    /// librdkafka's `auto.offset.reset` value.
+    pub fn as_reset(self) -> &'static str {
+        match self {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        }
+    }
+}
+
+/// Output topic names (contract §1).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputTopics {
+    pub actions_sms: String,
+    pub actions_email: String,
+    pub actions_push: String,
+    pub decisions: String,
+    pub dead_letter: String,
+}
+
+impl Default for OutputTopics {
+    fn default() -> Self {
+        OutputTopics {
+            actions_sms: "kairos.actions.sms".into(),
+            actions_email: "kairos.actions.email".into(),
+            actions_push: "kairos.actions.push".into(),
+            decisions: "kairos.decisions".into(),
+            dead_letter: "kairos.dead-letter".into(),
+        }
+    }
+}
+
+/// The engine's settings, shared by `run` and `replay`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Timely worker threads. Default 2.
+    pub workers: usize,
+    /// The rules folder. Default `rules` (relative to the working directory).
+    pub rules: PathBuf,
+    /// How far behind the newest event of a partition an event may be and still take its
+    /// place in event-time order; older ones are applied at the frontier and counted as
+    /// late. Default 0: partitions are ordered by the producers, keyed by subscriber.
+    pub allowed_lateness_ms: u64,
+    /// How long a caught-up partition must be quiet before it stops holding the frontier.
+    /// Default 100 ms: the latency of the last events before a pause.
+    pub idle_after_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 2,
+            rules: PathBuf::from("rules"),
+            allowed_lateness_ms: 0,
+            idle_after_ms: 100,
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` on. Default `127.0.0.1:9898`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9898)),
+        }
+    }
+}
+
+fn default_input_topics() -> Vec<String> {
+    [
+        "kairos.customers",
+        "kairos.network",
+        "kairos.usage",
+        "kairos.selfcare",
+        "kairos.topups",
+        "kairos.responses",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_group_id() -> String {
+    "kairos".into()
+}
+
+impl RunConfig {
+    /// Reads and checks a configuration file; errors say `file:line:col: what`.
+    pub fn load(path: &Path) -> Result<RunConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let config: RunConfig = toml::from_str(&text).map_err(|e| {
+            let (line, col) = e.span().map_or((1, 1), |span| {
+                let before = &text[..span.start.min(text.len())];
+                (
+                    before.matches('\n').count() + 1,
+                    before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1,
+                )
+            });
+            format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
+        })?;
+        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.engine.workers == 0 || self.engine.workers > 256 {
+            return Err(format!(
+                "engine.workers = {} — use 1 to 256 worker threads",
+                self.engine.workers
+            ));
+        }
+        if self.kafka.input_topics.is_empty() {
+            return Err("kafka.input_topics is empty — list at least one topic to read".into());
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err("kafka.brokers is empty — give host:port of at least one broker".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let config: RunConfig = toml::from_str("[kafka]\nbrokers = \"127.0.0.1:19092\"\n").unwrap();
+        assert_eq!(config.kafka.input_topics.len(), 6);
+        assert_eq!(config.kafka.start_from, StartFrom::Earliest);
+        assert_eq!(config.topics.actions_sms, "kairos.actions.sms");
+        assert_eq!(config.engine.workers, 2);
+        assert_eq!(config.metrics.listen.port(), 9898);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_say_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"x:1\"\n[engine]\nworkrs = 2\n").unwrap();
+        let e = RunConfig::load(&path).unwrap_err();
+        assert!(e.contains("k.toml:4:1: unknown field `workrs`"), "{e}");
+        std::fs::write(&path, "[kafka]\nbrokers = \"x:1\"\n[engine]\nworkers = 0\n").unwrap();
+        let e = RunConfig::load(&path).unwrap_err();
+        assert!(e.contains("engine.workers = 0"), "{e}");
+    }
+}

@@ -1,0 +1,276 @@
+//! File ingest for `kairos replay`: JSON Lines files (`.jsonl`, `.jsonl.gz`), read by one
+//! reader thread in a fixed order and dealt to the workers in chunks of lines.
+//!
+//! Determinism: the result must not depend on the number of workers (contract §3). Each
+//! chunk's events enter the dataflow at an epoch computed from the chunks *before* it —
+//! the newest `ts` among them, less the allowed lateness — which every worker learns from
+//! the shared [`ChunkBoard`]. The epoch of a chunk therefore depends only on the input, not
+//! on which worker decoded which chunk or when.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use flate2::read::MultiGzDecoder;
+use kairos_model::Millis;
+
+/// Lines per chunk: large enough to amortise the hand-off, small enough to spread work.
+pub const CHUNK_LINES: usize = 4096;
+
+/// Chunks buffered per worker between the reader and the worker.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The input files of a replay, in the order they are read.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            if found.is_empty() {
+                return Err(format!("no .jsonl or .jsonl.gz files in {}", path.display()));
+            }
+            found.sort();
+            files.extend(found);
+        } else if is_events_file(path) {
+            files.push(path.clone());
+        } else {
+            return Err(format!("{} is not a .jsonl or .jsonl.gz file", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+fn is_events_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if is_events_file(&path) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Up to [`CHUNK_LINES`] consecutive non-blank lines of one file.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Position of the chunk in the whole input (0, 1, 2, …).
+    pub index: u64,
+    /// Index of the file in the [`discover`] order.
+    pub file: u32,
+    /// The lines' bytes, back to back, without line terminators.
+    data: Vec<u8>,
+    /// For each line: its 1-based line number and where it ends in `data`.
+    lines: Vec<(u64, usize)>,
+}
+
+impl Chunk {
+    /// The lines with their 1-based line numbers.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.lines.iter().map(move |&(number, end)| {
+            let line = &self.data[start..end];
+            start = end;
+            (number, line)
+        })
+    }
+}
+
+/// Starts the reader thread: chunk `i` goes to worker `i % workers`. The thread ends when
+/// the input is read; its result says whether every file could be read to the end.
+pub fn spawn_reader(files: Vec<PathBuf>, workers: usize) -> (Vec<Receiver<Chunk>>, JoinHandle<Result<(), String>>) {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| sync_channel(CHUNKS_IN_FLIGHT)).unzip();
+    let handle = std::thread::Builder::new()
+        .name("kairos-file-reader".into())
+        .spawn(move || read_all(&files, &senders))
+        .expect("spawning the reader thread");
+    (receivers, handle)
+}
+
+fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>]) -> Result<(), String> {
+    let mut index = 0u64;
+    for (file_index, path) in files.iter().enumerate() {
+        let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let raw: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
+            Box::new(MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, raw);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        let mut chunk = new_chunk(index, file_index);
+        loop {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("cannot read {} after line {number}: {e}", path.display()))?;
+            if read == 0 {
+                break;
+            }
+            number += 1;
+            let content = trim_line(&line);
+            if content.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            chunk.data.extend_from_slice(content);
+            chunk.lines.push((number, chunk.data.len()));
+            if chunk.lines.len() == CHUNK_LINES {
+                let full = std::mem::replace(&mut chunk, new_chunk(index + 1, file_index));
+                send(senders, full)?;
+                index += 1;
+            }
+        }
+        if !chunk.lines.is_empty() {
+            send(senders, chunk)?;
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+fn new_chunk(index: u64, file: usize) -> Chunk {
+    Chunk {
+        index,
+        file: file as u32,
+        data: Vec::with_capacity(CHUNK_LINES * 200),
+        lines: Vec::with_capacity(CHUNK_LINES),
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn send(senders: &[SyncSender<Chunk>], chunk: Chunk) -> Result<(), String> {
+    let worker = (chunk.index % senders.len() as u64) as usize;
+    senders[worker]
+        .send(chunk)
+        .map_err(|_| "a worker stopped before the input was read".to_string())
+}
+
+/// The newest event time of every chunk, published by the worker that decoded it, so that
+/// every worker can compute the epoch of its next chunk from the chunks before it.
+#[derive(Debug, Default)]
+pub struct ChunkBoard {
+    state: Mutex<BoardState>,
+}
+
+#[derive(Debug, Default)]
+struct BoardState {
+    /// Published chunks not yet contiguous with the prefix.
+    waiting: BTreeMap<u64, Option<Millis>>,
+    /// `before[c]`: the newest `ts` in chunks `0..c`; known for `c ≤ before.len() - 1`.
+    before: Vec<Option<Millis>>,
+}
+
+impl ChunkBoard {
+    /// Records the newest `ts` of chunk `index` (`None` when it had no valid event).
+    pub fn publish(&self, index: u64, newest: Option<Millis>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.before.is_empty() {
+            state.before.push(None);
+        }
+        state.waiting.insert(index, newest);
+        loop {
+            let next = state.before.len() as u64 - 1;
+            let Some(newest) = state.waiting.remove(&next) else {
+                break;
+            };
+            let running = *state.before.last().unwrap_or(&None);
+            state.before.push(running.max(newest));
+        }
+    }
+
+    /// The newest `ts` in every chunk before `index`, once they are all published.
+    pub fn newest_before(&self, index: u64) -> Option<Option<Millis>> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if index == 0 {
+            return Some(None);
+        }
+        state.before.get(index as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn board_prefixes_are_independent_of_publication_order() {
+        let board = ChunkBoard::default();
+        assert_eq!(board.newest_before(0), Some(None));
+        board.publish(2, Some(50));
+        assert_eq!(board.newest_before(1), None);
+        board.publish(0, Some(30));
+        assert_eq!(board.newest_before(1), Some(Some(30)));
+        assert_eq!(board.newest_before(3), None);
+        board.publish(1, None);
+        assert_eq!(board.newest_before(2), Some(Some(30)));
+        assert_eq!(board.newest_before(3), Some(Some(50)));
+    }
+
+    #[test]
+    fn reads_plain_and_gzip_files_in_chunks_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.jsonl");
+        let lines: String = (0..CHUNK_LINES + 3).map(|i| format!("{{\"n\":{i}}}\r\n")).collect();
+        std::fs::write(&plain, format!("{lines}\n   \n")).unwrap();
+        let gz = dir.path().join("sub").join("b.jsonl.gz");
+        std::fs::create_dir(gz.parent().unwrap()).unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        encoder.write_all(b"{\"n\":\"gz\"}").unwrap();
+        encoder.finish().unwrap();
+        std::fs::write(dir.path().join("ignored.txt"), "x").unwrap();
+
+        let files = discover(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(files, vec![plain.clone(), gz.clone()]);
+        let (receivers, reader) = spawn_reader(files, 2);
+        reader.join().unwrap().unwrap();
+        let chunks: Vec<Chunk> = receivers.iter().flat_map(|r| r.try_iter()).collect();
+        let mut indexes: Vec<u64> = chunks.iter().map(|c| c.index).collect();
+        indexes.sort();
+        assert_eq!(indexes, vec![0, 1, 2]);
+        let last_of_first_file = chunks.iter().find(|c| c.index == 1).unwrap();
+        let lines: Vec<(u64, Vec<u8>)> = last_of_first_file.lines().map(|(n, l)| (n, l.to_vec())).collect();
+        assert_eq!(
+            lines[0],
+            (CHUNK_LINES as u64 + 1, format!("{{\"n\":{CHUNK_LINES}}}").into_bytes())
+        );
+        assert_eq!(lines.len(), 3);
+        let gz_chunk = chunks.iter().find(|c| c.index == 2).unwrap();
+        assert_eq!(gz_chunk.file, 1);
+        assert_eq!(gz_chunk.lines().next().unwrap(), (1, &b"{\"n\":\"gz\"}"[..]));
+    }
+
+    #[test]
+    fn unreadable_paths_are_errors() {
+        assert!(discover(&[PathBuf::from("/nonexistent/x.jsonl")])
+            .unwrap_err()
+            .starts_with("cannot read /nonexistent/x.jsonl"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(discover(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .starts_with("no .jsonl"));
+        let txt = dir.path().join("x.txt");
+        std::fs::write(&txt, "").unwrap();
+        assert!(discover(&[txt])
+            .unwrap_err()
+            .ends_with("is not a .jsonl or .jsonl.gz file"));
+    }
+}

@@ -1,0 +1,330 @@
+//! Kafka ingest for `kairos run`: each timely worker owns a fixed share of the input
+//! topics' partitions (`assign`, never consumer-group rebalancing), polls each through its
+//! own partition queue, and derives the epoch it allows from what its partitions have
+//! delivered.
+//!
+//! Offsets are not committed to Kafka: where to resume belongs with the engine's durable
+//! state (see ARCHITECTURE.md), so a restart can never skip events whose effects were lost.
+//!
+//! The epoch (this worker's share of the input frontier):
+//! - an *active* partition allows `newest ts − allowed lateness`; one that has delivered
+//!   nothing yet allows nothing (0);
+//! - a partition that has reached its end and been quiet for `idle_after` is *idle* and
+//!   does not hold the frontier back;
+//! - a worker whose partitions are all idle follows the slowest active worker, or, when
+//!   every partition of every worker is idle, moves just past the newest event any of them
+//!   has seen — so the last events before a pause are decided without waiting for more.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kairos_model::{Event, Millis, Origin};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::{KafkaConfig, StartFrom};
+use crate::decode::{decode, DecodeError};
+use crate::ingest::{DeadLetter, SourcePosition};
+use crate::telemetry;
+
+/// Receives librdkafka's statistics (for the lag gauge) and its errors (for the log).
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // librdkafka reports -1 for partitions this client does not consume.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(telemetry::INPUT_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {}
+
+/// What each worker publishes so that the others can follow it (see the module docs).
+#[derive(Debug)]
+pub struct SharedFrontier {
+    /// Per worker: the least epoch its active partitions allow, or `u64::MAX` if none is active.
+    active: Vec<AtomicU64>,
+    /// Per worker: just past the newest event of its idle partitions.
+    idle: Vec<AtomicU64>,
+}
+
+impl SharedFrontier {
+    /// Room for `workers` workers.
+    pub fn new(workers: usize) -> SharedFrontier {
+        SharedFrontier {
+            active: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            idle: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Publishes worker `me`'s view and returns the epoch it should move to.
+    fn agree(&self, me: usize, active: Option<Millis>, idle: Millis) -> Millis {
+        self.active[me].store(active.unwrap_or(u64::MAX), Ordering::Release);
+        self.idle[me].fetch_max(idle, Ordering::AcqRel);
+        if let Some(active) = active {
+            return active;
+        }
+        let others = self
+            .active
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
+        if others != u64::MAX {
+            return others;
+        }
+        self.idle.iter().map(|a| a.load(Ordering::Acquire)).max().unwrap_or(0)
+    }
+}
+
+struct OwnedPartition {
+    topic: String,
+    partition: i32,
+    /// Index of the partition among all input partitions (the [`Origin::source`]).
+    source: u32,
+    queue: PartitionQueue<IngestContext>,
+    newest: Option<Millis>,
+    at_end: bool,
+    last_message: Instant,
+}
+
+/// One worker's share of the input partitions.
+pub struct PartitionIngest {
+    consumer: Arc<BaseConsumer<IngestContext>>,
+    partitions: Vec<OwnedPartition>,
+    shared: Arc<SharedFrontier>,
+    worker: usize,
+    lateness: Millis,
+    idle_after: Duration,
+    last_error_log: Option<Instant>,
+}
+
+/// A message read: a decoded event, or a dead letter.
+pub enum Received {
+    Event(Event),
+    Invalid(DeadLetter, Option<Vec<u8>>),
+}
+
+/// The input partitions, in the order every worker agrees on.
+pub fn list_partitions(config: &KafkaConfig) -> Result<Vec<(String, i32)>, String> {
+    let consumer: BaseConsumer = consumer_config(config, "kairos-metadata")
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", config.brokers))?;
+    let mut all = Vec::new();
+    for topic in &config.input_topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| {
+                format!(
+                    "cannot read metadata of input topic {topic} from {}: {e}",
+                    config.brokers
+                )
+            })?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(format!("input topic {topic} not found on {}", config.brokers));
+        };
+        if found.error().is_some() || found.partitions().is_empty() {
+            return Err(format!(
+                "input topic {topic} does not exist on {} (create it, or fix [kafka] input_topics)",
+                config.brokers
+            ));
+        }
+        let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        partitions.sort();
+        all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
+    }
+    Ok(all)
+}
+
+fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", client_id)
+        // A group id is required by librdkafka's consumer, but partitions are assigned,
+        // never subscribed, and no offset is ever committed to the group.
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // End-of-partition events tell a caught-up partition from a slow one.
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", config.start_from.as_reset())
+        .set("fetch.wait.max.ms", "50")
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &config.client {
+        client.set(key, value);
+    }
+    client
+}
+
+impl PartitionIngest {
+    /// Assigns worker `worker` of `workers` its partitions: the `i`-th input partition
+    /// belongs to worker `i % workers`.
+    pub fn assign(
+        config: &KafkaConfig,
+        all: &[(String, i32)],
+        worker: usize,
+        workers: usize,
+        shared: Arc<SharedFrontier>,
+        lateness: Millis,
+        idle_after: Duration,
+    ) -> Result<PartitionIngest, String> {
+        let consumer: BaseConsumer<IngestContext> = consumer_config(config, &format!("kairos-w{worker}"))
+            .create_with_context(IngestContext)
+            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        let consumer = Arc::new(consumer);
+        let owned: Vec<(usize, &(String, i32))> =
+            all.iter().enumerate().filter(|(i, _)| i % workers == worker).collect();
+        let mut assignment = TopicPartitionList::new();
+        let start = match config.start_from {
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Latest => Offset::End,
+        };
+        for (_, (topic, partition)) in &owned {
+            assignment
+                .add_partition_offset(topic, *partition, start)
+                .map_err(|e| format!("cannot assign {topic}/{partition}: {e}"))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| format!("cannot assign partitions: {e}"))?;
+        let mut partitions = Vec::new();
+        for (source, (topic, partition)) in owned {
+            let queue = consumer
+                .split_partition_queue(topic, *partition)
+                .ok_or_else(|| format!("cannot open a queue for {topic}/{partition}"))?;
+            partitions.push(OwnedPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                source: source as u32,
+                queue,
+                newest: None,
+                at_end: false,
+                last_message: Instant::now(),
+            });
+        }
+        Ok(PartitionIngest {
+            consumer,
+            partitions,
+            shared,
+            worker,
+            lateness,
+            idle_after,
+            last_error_log: None,
+        })
+    }
+
+    /// Number of partitions this worker owns.
+    pub fn owned(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Reads up to `budget` messages per partition without blocking; returns how many.
+    pub fn poll(&mut self, budget: usize, mut deliver: impl FnMut(Received)) -> usize {
+        // Serves librdkafka's callbacks (statistics, errors); messages come from the queues.
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            if let Err(error) = result {
+                self.log_error(&error);
+            }
+        }
+        let mut read = 0;
+        let mut errors = Vec::new();
+        for owned in &mut self.partitions {
+            for _ in 0..budget {
+                match owned.queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        owned.at_end = true;
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        errors.push(error);
+                        break;
+                    }
+                    Some(Ok(message)) => {
+                        read += 1;
+                        owned.at_end = false;
+                        owned.last_message = Instant::now();
+                        let origin = Origin {
+                            source: owned.source,
+                            position: message.offset() as u64,
+                        };
+                        let position = || SourcePosition::Kafka {
+                            topic: owned.topic.clone(),
+                            partition: owned.partition,
+                            offset: message.offset(),
+                        };
+                        let key = message.key().map(<[u8]>::to_vec);
+                        match message.payload() {
+                            None => deliver(Received::Invalid(
+                                DeadLetter::new(
+                                    position(),
+                                    DecodeError {
+                                        field: None,
+                                        reason: "empty message (no value)".into(),
+                                    },
+                                    b"",
+                                ),
+                                key,
+                            )),
+                            Some(payload) => match decode(payload, origin) {
+                                Ok(event) => {
+                                    owned.newest = owned.newest.max(Some(event.ts));
+                                    deliver(Received::Event(event));
+                                }
+                                Err(error) => {
+                                    deliver(Received::Invalid(DeadLetter::new(position(), error, payload), key))
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        for error in errors {
+            self.log_error(&error);
+        }
+        read
+    }
+
+    /// The epoch this worker allows now (see the module docs); never moves backwards is
+    /// the caller's job (`InputHandle::advance_to` only moves forwards).
+    pub fn epoch(&self) -> Millis {
+        let mut active: Option<Millis> = None;
+        let mut idle: Millis = 0;
+        for p in &self.partitions {
+            let is_idle = p.at_end && p.last_message.elapsed() >= self.idle_after;
+            if is_idle {
+                idle = idle.max(p.newest.map_or(0, |t| t.saturating_add(1)));
+            } else {
+                let allows = p.newest.map_or(0, |t| t.saturating_sub(self.lateness));
+                active = Some(active.map_or(allows, |a: Millis| a.min(allows)));
+            }
+        }
+        self.shared.agree(self.worker, active, idle)
+    }
+
+    fn log_error(&mut self, error: &KafkaError) {
+        // At most one line a second: a broker outage must not flood the log.
+        if self
+            .last_error_log
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(worker = self.worker, %error, "Kafka consumer error");
+            self.last_error_log = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! kairos: a triggered-marketing engine for telecom operators.
+//!
+//! The modules follow the data flow (see `ARCHITECTURE.md`):
+//!
+//! ```text
+//! ingest (files | Kafka) → decode → dataflows (kairos-dataflows) → sinks (files | Kafka)
+//!                             └── errors → dead-letter
+//! ```
+//!
+//! [`pipeline`] wires them, once, for both modes: `kairos replay` and `kairos run` run the
+//! same dataflow and differ only at the edges. [`rules`] turns rule files into the rule set
+//! the dataflow runs; [`config`] reads `kairos run`'s configuration; [`telemetry`] names
+//! every metric.
+
+pub mod config;
+pub mod decode;
+pub mod ingest;
+pub mod pipeline;
+pub mod rules;
+pub mod sinks;
+pub mod telemetry;

@@ -1,0 +1,345 @@
+//! rules: the rule files marketing operations write, checked and turned into a
+//! [`RuleSet`] the dataflows run.
+//!
+//! One TOML file per rule under the rules folder (see `rules/README.md` for the format).
+//! Every problem is reported as `file:line:col: what is wrong — what would be valid`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use kairos_model::{Channel, MomentKind, Rule, RuleSet};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RuleError {
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// One rule file, as written. Unknown keys are errors: a typo must not silently change
+/// what a rule does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    /// Stable id; lower-case letters, digits and `-`.
+    id: String,
+    /// Free text for people.
+    #[serde(default)]
+    description: Option<String>,
+    /// The moment that triggers the rule, e.g. `roaming_arrival`.
+    moment: String,
+    /// The offer code the action carries.
+    offer: String,
+    /// `sms`, `email` or `push`.
+    channel: Channel,
+    /// No second action for the same subscriber and dedupe key within this long:
+    /// a number followed by `s`, `m`, `h` or `d` (`24h`). Default: no cooldown.
+    #[serde(default)]
+    cooldown: Option<String>,
+    /// Message templates by language code; `en` is required.
+    messages: BTreeMap<String, String>,
+}
+
+/// Loads and checks every `*.toml` rule file in `dir`, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
+    let whole = |message: String| {
+        vec![RuleError {
+            path: dir.to_path_buf(),
+            position: None,
+            message,
+        }]
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read the rules folder: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(whole("no rule files (*.toml) in the rules folder".to_string()));
+    }
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut errors = Vec::new();
+    for path in &paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(RuleError {
+                    path: path.clone(),
+                    position: None,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse_rule(path, &text) {
+            Ok(rule) => {
+                if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
+                    errors.push(RuleError {
+                        path: path.clone(),
+                        position: position_of(&text, "id"),
+                        message: format!(
+                            "duplicate rule id {:?} — ids must be unique across the folder ({} is taken)",
+                            rule.id, other.id
+                        ),
+                    });
+                } else {
+                    rules.push(rule);
+                }
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(RuleSet { rules })
+}
+
+/// Parses and checks one rule file's text.
+pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
+    let err = |key: Option<&str>, message: String| RuleError {
+        path: path.to_path_buf(),
+        position: key.and_then(|k| position_of(text, k)),
+        message,
+    };
+    let file: RuleFile = toml::from_str(text).map_err(|e| {
+        let position = e.span().map(|span| line_col(text, span.start));
+        vec![RuleError {
+            path: path.to_path_buf(),
+            position,
+            message: e.message().trim().to_string(),
+        }]
+    })?;
+    let mut errors = Vec::new();
+    if file.id.is_empty()
+        || !file
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        errors.push(err(
+            Some("id"),
+            format!(
+                "invalid id {:?} — use lower-case letters, digits and '-', e.g. \"roaming-welcome\"",
+                file.id
+            ),
+        ));
+    }
+    let moment = MomentKind::parse(&file.moment);
+    if moment.is_none() {
+        let known: Vec<&str> = MomentKind::ALL.iter().map(|m| m.as_str()).collect();
+        errors.push(err(
+            Some("moment"),
+            format!("unknown moment {:?} — known moments: {}", file.moment, known.join(", ")),
+        ));
+    }
+    if file.offer.trim().is_empty() {
+        errors.push(err(
+            Some("offer"),
+            "empty offer — give the offer code the action carries, e.g. \"ROAM-PACK\"".to_string(),
+        ));
+    }
+    let cooldown = match file.cooldown.as_deref().map(parse_duration) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(why)) => {
+            errors.push(err(Some("cooldown"), why));
+            0
+        }
+    };
+    if !file.messages.contains_key("en") {
+        errors.push(err(
+            Some("messages"),
+            "no `en` message — every rule needs an English message as the fallback".to_string(),
+        ));
+    }
+    if let Some(moment) = moment {
+        for (language, template) in &file.messages {
+            for variable in template_variables(template) {
+                if !moment.variables().contains(&variable) {
+                    errors.push(err(
+                        Some(language),
+                        format!(
+                            "unknown variable {{{variable}}} in the {language} message — {} provides: {}",
+                            moment.as_str(),
+                            moment
+                                .variables()
+                                .iter()
+                                .map(|v| format!("{{{v}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let _ = file.description;
+    match moment {
+        Some(moment) if errors.is_empty() => Ok(Rule {
+            id: file.id,
+            version: version_of(text),
+            moment,
+            offer: file.offer,
+            channel: file.channel,
+            cooldown,
+            messages: file.messages,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The rule version: the first 7 hex digits of the SHA-256 of the file's bytes.
+fn version_of(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()[..7].to_string()
+}
+
+/// `30s`, `15m`, `24h`, `7d` → milliseconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let hint = "a duration is a whole number followed by s, m, h or d, e.g. \"24h\"";
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} — {hint}"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("invalid duration {text:?} — {hint}")),
+    };
+    number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+fn template_variables(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+/// Where `key = …` first appears, for errors found after parsing.
+fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let trimmed = line.trim_start();
+        let rest = trimmed.strip_prefix(key)?;
+        rest.trim_start()
+            .starts_with('=')
+            .then(|| (i + 1, line.len() - trimmed.len() + 1))
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "roaming-welcome"
+moment = "roaming_arrival"
+offer = "ROAM-PACK"
+channel = "sms"
+cooldown = "24h"
+[messages]
+en = "Welcome to {country_name}!"
+"#;
+
+    #[test]
+    fn parses_a_good_rule() {
+        let rule = parse_rule(Path::new("r.toml"), GOOD).unwrap();
+        assert_eq!(rule.cooldown, 24 * 3_600_000);
+        assert_eq!(rule.version.len(), 7);
+        assert_eq!(rule.channel, Channel::Sms);
+    }
+
+    #[test]
+    fn version_changes_with_content() {
+        let a = parse_rule(Path::new("r.toml"), GOOD).unwrap();
+        let b = parse_rule(Path::new("r.toml"), &GOOD.replace("ROAM-PACK", "ROAM-PACK-2")).unwrap();
+        assert_ne!(a.version, b.version);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_place() {
+        let bad = GOOD
+            .replace("roaming_arrival", "landing")
+            .replace("\"24h\"", "\"1 day\"")
+            .replace("id = \"roaming-welcome\"", "id = \"Roaming Welcome\"");
+        let errors = parse_rule(Path::new("r.toml"), &bad).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{text:?}");
+        assert!(text[0].starts_with("r.toml:2:1: invalid id"), "{text:?}");
+        assert!(
+            text[1].starts_with("r.toml:3:1: unknown moment \"landing\" — known moments: roaming_arrival"),
+            "{text:?}"
+        );
+        assert!(text[2].starts_with("r.toml:6:1: invalid duration"), "{text:?}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_have_positions() {
+        let e = parse_rule(Path::new("r.toml"), &GOOD.replace("offer =", "ofer =")).unwrap_err();
+        assert!(
+            e[0].to_string().starts_with("r.toml:4:1: unknown field `ofer`"),
+            "{}",
+            e[0]
+        );
+        let e = parse_rule(
+            Path::new("r.toml"),
+            &GOOD.replace("channel = \"sms\"", "channel = \"fax\""),
+        )
+        .unwrap_err();
+        assert!(e[0].to_string().contains("r.toml:5:11"), "{}", e[0]);
+    }
+
+    #[test]
+    fn unknown_template_variables_are_errors() {
+        let e = parse_rule(Path::new("r.toml"), &GOOD.replace("{country_name}", "{city}")).unwrap_err();
+        assert!(e[0].message.contains("unknown variable {city}"), "{}", e[0]);
+        assert_eq!(e[0].position, Some((8, 1)));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("7d"), Ok(7 * 86_400_000));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-1h").is_err());
+    }
+
+    #[test]
+    fn shipped_rules_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let set = load_dir(&dir).unwrap();
+        assert!(set.rules.iter().any(|r| r.id == "roaming-welcome"));
+    }
+}

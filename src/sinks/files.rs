@@ -1,0 +1,108 @@
+//! The replay outputs of contract §3, written once the replay has finished:
+//! `actions.jsonl` (sorted by `moment_ts`, `msisdn`, `rule`), `decisions.jsonl`,
+//! `dead-letter.jsonl` and `summary.json`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use kairos_model::{Decision, Verdict};
+use serde::Serialize;
+
+use crate::ingest::DeadLetter;
+use crate::telemetry::IngestTally;
+
+/// What `summary.json` reports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplaySummary {
+    pub files: usize,
+    pub workers: usize,
+    pub events_by_type: BTreeMap<&'static str, u64>,
+    pub events_valid: u64,
+    pub events_invalid: u64,
+    pub events_late: u64,
+    pub events_without_customer: u64,
+    pub moments: u64,
+    pub actions_by_rule: BTreeMap<String, u64>,
+    pub suppressed_by_reason: BTreeMap<String, u64>,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+impl ReplaySummary {
+    /// Counts from the replay's tallies and decisions.
+    pub fn new(
+        files: usize,
+        workers: usize,
+        tally: &IngestTally,
+        decisions: &[Decision],
+        without_customer: u64,
+        moments: u64,
+        seconds: f64,
+    ) -> ReplaySummary {
+        let mut actions_by_rule = BTreeMap::new();
+        let mut suppressed_by_reason = BTreeMap::new();
+        for decision in decisions {
+            match decision.verdict {
+                Verdict::Sent => *actions_by_rule.entry(decision.action.rule.clone()).or_insert(0) += 1,
+                Verdict::Suppressed(reason) => {
+                    *suppressed_by_reason.entry(reason.as_str().to_string()).or_insert(0) += 1
+                }
+            }
+        }
+        let read = tally.valid() + tally.invalid;
+        ReplaySummary {
+            files,
+            workers,
+            events_by_type: tally.by_type(),
+            events_valid: tally.valid(),
+            events_invalid: tally.invalid,
+            events_late: tally.late,
+            events_without_customer: without_customer,
+            moments,
+            actions_by_rule,
+            suppressed_by_reason,
+            seconds,
+            events_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
+        }
+    }
+}
+
+/// Writes the four outputs into `dir` (created if missing). Decisions and dead letters are
+/// sorted so that every output is the same for the same input, whatever the workers.
+pub fn write_replay_outputs(
+    dir: &Path,
+    decisions: &mut [Decision],
+    dead_letters: &mut [DeadLetter],
+    summary: &ReplaySummary,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    decisions.sort_by(|a, b| a.action.sort_key().cmp(&b.action.sort_key()));
+    write_lines(
+        &dir.join("actions.jsonl"),
+        decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Sent)
+            .map(|d| d.action.to_json()),
+    )?;
+    write_lines(&dir.join("decisions.jsonl"), decisions.iter().map(Decision::to_json))?;
+    dead_letters.sort_by(|a, b| a.source.cmp(&b.source));
+    write_lines(
+        &dir.join("dead-letter.jsonl"),
+        dead_letters.iter().map(DeadLetter::to_json),
+    )?;
+    let mut file = BufWriter::new(File::create(dir.join("summary.json"))?);
+    serde_json::to_writer_pretty(&mut file, summary)?;
+    file.write_all(b"\n")?;
+    file.flush()
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> std::io::Result<()> {
+    let mut file = BufWriter::new(File::create(path)?);
+    for line in lines {
+        file.write_all(line.as_bytes())?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()
+}
