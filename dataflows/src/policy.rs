@@ -30,11 +30,14 @@ impl ContactHistory {
             .map(|(_, _, t)| *t)
     }
 
-    /// Records a sent action, forgetting entries no cooldown can need any more.
-    pub fn record(&mut self, rule: &str, key: &str, at: Millis, longest_cooldown: Millis) {
-        self.sent
-            .retain(|(r, k, t)| !(r == rule && k == key) && t.saturating_add(longest_cooldown) > at);
-        self.sent.push((rule.to_string(), key.to_string(), at));
+    /// Records a sent action; only the latest per rule and key is kept. Nothing is
+    /// forgotten by age: a late event may still need an old entry (it is applied after
+    /// newer ones), and the entries are bounded by the distinct keys of a subscriber.
+    pub fn record(&mut self, rule: &str, key: &str, at: Millis) {
+        match self.sent.iter_mut().find(|(r, k, _)| r == rule && k == key) {
+            Some(entry) => entry.2 = at,
+            None => self.sent.push((rule.to_string(), key.to_string(), at)),
+        }
     }
 
     /// Number of remembered entries.
@@ -58,7 +61,7 @@ impl ContactHistory {
 /// let mut history = ContactHistory::default();
 /// let yes = Consent { sms: true, ..Consent::default() };
 /// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1000), Ok(()));
-/// history.record("r", "US", 1000, 100);
+/// history.record("r", "US", 1000);
 /// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1099), Err(SuppressReason::Cooldown));
 /// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1100), Ok(()));
 /// assert_eq!(admit(&Consent::default(), &history, "r", "ES", Channel::Sms, 100, 1100), Err(SuppressReason::NoConsent));

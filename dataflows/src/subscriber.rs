@@ -50,18 +50,15 @@ impl CustomerState {
 pub struct SubscriberLogic {
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
-    longest_cooldown: Millis,
     states: HashMap<Msisdn, SubscriberState>,
 }
 
 impl SubscriberLogic {
     /// Logic for one worker's share of subscribers.
     pub fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>) -> SubscriberLogic {
-        let longest_cooldown = rules.rules.iter().map(|r| r.cooldown).max().unwrap_or(0);
         SubscriberLogic {
             rules,
             stats,
-            longest_cooldown,
             states: HashMap::new(),
         }
     }
@@ -120,7 +117,7 @@ impl SubscriberLogic {
                             event.ts,
                         ) {
                             Ok(()) => {
-                                state.contacts.record(&rule.id, key, event.ts, self.longest_cooldown);
+                                state.contacts.record(&rule.id, key, event.ts);
                                 Verdict::Sent
                             }
                             Err(reason) => Verdict::Suppressed(reason),

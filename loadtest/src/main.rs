@@ -1,6 +1,6 @@
 //! `kairos-loadtest`: the seeded event generator (and, later, the load harness).
 
-mod world;
+use kairos_loadtest::world;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -1,0 +1,3 @@
+//! kairos-loadtest: a seeded generator of synthetic operator worlds (and the load harness).
+
+pub mod world;

@@ -1,0 +1,155 @@
+//! `kairos replay` end to end (contract §3): the roaming scenario's actions, dead letters,
+//! decisions and summary; byte-identical output for 1, 2 and 4 workers; gzip input; and
+//! the exit status when it cannot run.
+
+mod common;
+
+use common::{read_jsonl, replay, roaming_scenario, write_jsonl, ANA, EXPECTED_ACTIONS};
+
+#[test]
+fn roaming_scenario_gives_exactly_the_contracts_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, invalid) = roaming_scenario();
+    let events = dir.path().join("events.jsonl");
+    write_jsonl(&events, &lines);
+    let out = dir.path().join("out");
+    let actions = replay(&events, &out, 2);
+
+    assert_eq!(actions.len(), EXPECTED_ACTIONS.len(), "{actions:#?}");
+    for (action, (moment_ts, country)) in actions.iter().zip(EXPECTED_ACTIONS) {
+        assert_eq!(action["rule"], "roaming-welcome");
+        assert_eq!(action["moment"], "roaming_arrival");
+        assert_eq!(action["msisdn"], ANA);
+        assert_eq!(action["channel"], "sms");
+        assert_eq!(action["offer"], "ROAM-PACK");
+        assert_eq!(action["moment_ts"], moment_ts);
+        assert_eq!(action["send_at"], moment_ts);
+        assert_eq!(action["language"], "en");
+        assert!(
+            action["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Welcome to {country}!")),
+            "{action}"
+        );
+        assert!(action["action_id"].as_str().unwrap().starts_with("rw-"));
+        assert_eq!(action["rule_version"].as_str().unwrap().len(), 7);
+        assert!(action.get("household").is_none());
+    }
+
+    let dead = read_jsonl(&out.join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["line"], invalid as u64 + 1);
+    assert_eq!(dead[0]["field"], "ts");
+    assert!(dead[0]["file"].as_str().unwrap().ends_with("events.jsonl"));
+    assert!(dead[0]["error"].as_str().unwrap().contains("not an RFC 3339 timestamp"));
+
+    let decisions = read_jsonl(&out.join("decisions.jsonl"));
+    let verdicts: Vec<(String, String)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["moment_key"].as_str().unwrap().into(),
+                d["reason"].as_str().unwrap_or("sent").into(),
+            )
+        })
+        .collect();
+    let expected = [("US", "sent"), ("FR", "no_consent"), ("ES", "sent"), ("ES", "cooldown")];
+    assert_eq!(verdicts, expected.map(|(k, r)| (k.to_string(), r.to_string())));
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["events_valid"], lines.len() as u64 - 1);
+    assert_eq!(summary["events_invalid"], 1);
+    assert_eq!(summary["events_by_type"]["customer"], 2);
+    assert_eq!(summary["events_by_type"]["network"], 7);
+    assert_eq!(summary["events_without_customer"], 1);
+    assert_eq!(summary["actions_by_rule"]["roaming-welcome"], 2);
+    assert_eq!(summary["suppressed_by_reason"]["cooldown"], 1);
+    assert_eq!(summary["suppressed_by_reason"]["no_consent"], 1);
+}
+
+#[test]
+fn output_is_byte_identical_whatever_the_workers_and_gzip_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    // A world from the project's seeded generator, big enough for many chunks and moments.
+    let spec = kairos_loadtest::world::WorldSpec {
+        subscribers: 2_000,
+        days: 2,
+        start: chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
+        seed: 11,
+        events_per_day: 12,
+        travel_rate: 0.2,
+        invalid_rate: 0.002,
+    };
+    let mut lines = Vec::new();
+    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    let plain = dir.path().join("world.jsonl");
+    write_jsonl(&plain, &lines);
+    let gz = dir.path().join("gz").join("world.jsonl.gz");
+    std::fs::create_dir(gz.parent().unwrap()).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, (lines.join("\n") + "\n").as_bytes()).unwrap();
+    encoder.finish().unwrap();
+
+    let outputs = |events: &std::path::Path, workers: usize| {
+        let out = dir.path().join(format!(
+            "out-{workers}-{}",
+            events.extension().unwrap().to_str().unwrap()
+        ));
+        replay(events, &out, workers);
+        ["actions.jsonl", "decisions.jsonl", "dead-letter.jsonl"].map(|f| std::fs::read(out.join(f)).unwrap())
+    };
+    let one = outputs(&plain, 1);
+    assert!(one[0].len() > 10_000, "the world should produce many actions");
+    assert!(!one[2].is_empty(), "the world plants invalid lines");
+    assert!(one == outputs(&plain, 2), "2 workers differ from 1");
+    assert!(one == outputs(&plain, 4), "4 workers differ from 1");
+    let from_gzip = outputs(&gz, 3);
+    assert!(
+        one[0] == from_gzip[0] && one[1] == from_gzip[1],
+        "gzip input gives other actions"
+    );
+}
+
+#[test]
+fn it_says_why_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let missing = common::kairos(&[
+        "replay",
+        "--events",
+        "/nonexistent/events.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("kairos: cannot read /nonexistent/events.jsonl"),
+        "{stderr}"
+    );
+
+    let (lines, _) = roaming_scenario();
+    let events = dir.path().join("events.jsonl");
+    write_jsonl(&events, &lines);
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("bad.toml"), "id = \"x\"\nmoment = \"landing\"\n").unwrap();
+    let bad = common::kairos(&[
+        "replay",
+        "--events",
+        events.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("kairos: invalid rules:") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line reason: {stderr}");
+}
