@@ -198,6 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = RunConfig::load(&root.join("kairos.example.toml")).unwrap();
+        assert_eq!(
+            example,
+            toml::from_str("[kafka]\nbrokers = \"127.0.0.1:19092\"\n").unwrap(),
+            "the example shows the defaults"
+        );
+        let docker = RunConfig::load(&root.join("docker/kairos.toml")).unwrap();
+        assert_eq!(docker.kafka.brokers, "kafka:9092");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_say_where() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
