@@ -289,25 +289,28 @@ listen = "127.0.0.1:{metrics_port}"
     );
 
     // Metrics are exported every second by the workers; give them a moment.
+    let expected_metrics = [
+        "kairos_ingest_events_total{type=\"network\"} 7".to_string(),
+        "kairos_ingest_events_total{type=\"customer\"} 2".to_string(),
+        "kairos_ingest_invalid_events_total 1".to_string(),
+        "kairos_sink_actions_total{rule=\"roaming-welcome\",channel=\"sms\"} 2".to_string(),
+        "kairos_policy_suppressed_total{rule=\"roaming-welcome\",reason=\"cooldown\"} 1".to_string(),
+        "kairos_ingest_event_time_lag_seconds{worker=\"1\"}".to_string(),
+        // From librdkafka's statistics: the owned input partitions are caught up.
+        format!(
+            "kairos_ingest_lag_messages{{topic=\"{}\",partition=\"2\"}} 0",
+            topics.network
+        ),
+    ];
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut metrics = String::new();
-    while Instant::now() < deadline {
-        metrics = scrape(metrics_port);
-        if metrics.contains("kairos_ingest_events_total{type=\"network\"} 7") {
-            break;
-        }
+    let mut metrics = scrape(metrics_port);
+    while Instant::now() < deadline && !expected_metrics.iter().all(|m| metrics.contains(m.as_str())) {
         std::thread::sleep(Duration::from_millis(250));
+        metrics = scrape(metrics_port);
     }
-    for expected in [
-        "kairos_ingest_events_total{type=\"network\"} 7",
-        "kairos_ingest_events_total{type=\"customer\"} 2",
-        "kairos_ingest_invalid_events_total 1",
-        "kairos_sink_actions_total{rule=\"roaming-welcome\",channel=\"sms\"} 2",
-        "kairos_policy_suppressed_total{rule=\"roaming-welcome\",reason=\"cooldown\"} 1",
-        "kairos_ingest_event_time_lag_seconds",
-    ] {
+    for expected in &expected_metrics {
         assert!(
-            metrics.contains(expected),
+            metrics.contains(expected.as_str()),
             "missing {expected:?} in /metrics:\n{metrics}"
         );
     }

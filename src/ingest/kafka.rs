@@ -40,17 +40,59 @@ impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                // librdkafka reports -1 for partitions this client does not consume.
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // librdkafka lists partition -1 (unassigned messages) too; and it reports -1
+                // offsets for partitions this client does not fetch.
+                if *partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                if let Some(lag) = unread(p.hi_offset, p.app_offset, p.lo_offset) {
                     metrics::gauge!(telemetry::INPUT_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                        .set(lag as f64);
                 }
             }
         }
     }
 }
 
+/// Messages not yet handed to the engine: from the next offset to read (or the start of the
+/// log, before the first message) to the high watermark. librdkafka's own `consumer_lag`
+/// counts from the *committed* offset, and kairos never commits to Kafka.
+fn unread(high_watermark: i64, next_to_read: i64, low_watermark: i64) -> Option<i64> {
+    let from = if next_to_read >= 0 {
+        next_to_read
+    } else {
+        low_watermark.max(0)
+    };
+    (high_watermark >= 0).then(|| (high_watermark - from).max(0))
+}
+
 impl ConsumerContext for IngestContext {}
+
+/// What one partition has delivered, as far as the frontier is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    /// The newest event time read from it.
+    pub newest: Option<Millis>,
+    /// At its end and quiet for `idle_after`.
+    pub idle: bool,
+}
+
+/// A worker's view of its partitions: the least epoch its active partitions allow (`None`
+/// when none is active), and just past the newest event of its idle ones.
+pub fn worker_view(partitions: impl IntoIterator<Item = PartitionView>, lateness: Millis) -> (Option<Millis>, Millis) {
+    let mut active: Option<Millis> = None;
+    let mut idle: Millis = 0;
+    for p in partitions {
+        if p.idle {
+            idle = idle.max(p.newest.map_or(0, |t| t.saturating_add(1)));
+        } else {
+            // A partition that has delivered nothing yet allows nothing.
+            let allows = p.newest.map_or(0, |t| t.saturating_sub(lateness));
+            active = Some(active.map_or(allows, |a| a.min(allows)));
+        }
+    }
+    (active, idle)
+}
 
 /// What each worker publishes so that the others can follow it (see the module docs).
 #[derive(Debug)]
@@ -163,7 +205,7 @@ fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", config.start_from.as_reset())
         .set("fetch.wait.max.ms", "50")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "1000");
     for (key, value) in &config.client {
         client.set(key, value);
     }
@@ -300,20 +342,14 @@ impl PartitionIngest {
         read
     }
 
-    /// The epoch this worker allows now (see the module docs); never moves backwards is
-    /// the caller's job (`InputHandle::advance_to` only moves forwards).
+    /// The epoch this worker allows now (see the module docs). It never moves backwards:
+    /// that is the caller's job (`InputHandle::advance_to` only moves forwards).
     pub fn epoch(&self) -> Millis {
-        let mut active: Option<Millis> = None;
-        let mut idle: Millis = 0;
-        for p in &self.partitions {
-            let is_idle = p.at_end && p.last_message.elapsed() >= self.idle_after;
-            if is_idle {
-                idle = idle.max(p.newest.map_or(0, |t| t.saturating_add(1)));
-            } else {
-                let allows = p.newest.map_or(0, |t| t.saturating_sub(self.lateness));
-                active = Some(active.map_or(allows, |a: Millis| a.min(allows)));
-            }
-        }
+        let views = self.partitions.iter().map(|p| PartitionView {
+            newest: p.newest,
+            idle: p.at_end && p.last_message.elapsed() >= self.idle_after,
+        });
+        let (active, idle) = worker_view(views, self.lateness);
         self.shared.agree(self.worker, active, idle)
     }
 
@@ -326,5 +362,57 @@ impl PartitionIngest {
             tracing::warn!(worker = self.worker, %error, "Kafka consumer error");
             self.last_error_log = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(newest: Option<Millis>, idle: bool) -> PartitionView {
+        PartitionView { newest, idle }
+    }
+
+    #[test]
+    fn active_partitions_hold_the_frontier_idle_ones_do_not() {
+        // The slowest active partition decides, less the lateness.
+        assert_eq!(
+            worker_view([view(Some(1_000), false), view(Some(5_000), false)], 100),
+            (Some(900), 0)
+        );
+        // One that has delivered nothing yet holds everything at 0.
+        assert_eq!(
+            worker_view([view(None, false), view(Some(5_000), false)], 0),
+            (Some(0), 0)
+        );
+        // Idle partitions do not hold the frontier back, whatever their position.
+        assert_eq!(
+            worker_view([view(Some(10), true), view(Some(5_000), false)], 0),
+            (Some(5_000), 11)
+        );
+        assert_eq!(worker_view([view(Some(10), true), view(None, true)], 0), (None, 11));
+        assert_eq!(worker_view([], 0), (None, 0));
+    }
+
+    #[test]
+    fn unread_counts_from_the_next_offset_or_the_log_start() {
+        assert_eq!(unread(100, 40, 0), Some(60));
+        assert_eq!(unread(100, -1, 10), Some(90), "nothing read yet");
+        assert_eq!(unread(100, 100, 0), Some(0));
+        assert_eq!(unread(-1, 5, 0), None);
+    }
+
+    #[test]
+    fn workers_without_active_partitions_follow_the_others() {
+        let shared = SharedFrontier::new(3);
+        // Worker 0 is active at 500; worker 1 is all idle: it follows worker 0, not its own
+        // (older) idle position, and does not hold the others back.
+        assert_eq!(shared.agree(0, Some(500), 0), 500);
+        assert_eq!(shared.agree(2, Some(700), 0), 700);
+        assert_eq!(shared.agree(1, None, 300), 500);
+        // When every worker is idle, all move just past the newest event anyone has seen.
+        assert_eq!(shared.agree(0, None, 900), 700, "worker 2 is still active");
+        assert_eq!(shared.agree(2, None, 1_200), 1_200);
+        assert_eq!(shared.agree(1, None, 300), 1_200);
     }
 }
