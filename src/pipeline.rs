@@ -179,10 +179,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
             }
             worker.step();
         }
-        drop(input);
-        while !probe.done() {
-            worker.step();
-        }
+        finish(worker, input, &probe);
         let decisions = collected.take();
         WorkerOutput {
             decisions,
@@ -240,7 +237,15 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| -> Result<(), String> {
         let index = worker.index();
-        let mut ingest = PartitionIngest::assign(
+        // Every worker builds the dataflow before anything can fail, so that a worker that
+        // fails still takes part in shutting it down.
+        let decision_sink = Arc::clone(&worker_sink);
+        let (mut input, probe) = build_dataflow(worker, Arc::clone(&rules), Arc::clone(&stats), move |decisions| {
+            for decision in decisions.drain(..) {
+                decision_sink.decision(&decision);
+            }
+        });
+        let assigned = PartitionIngest::assign(
             &kafka,
             &partitions,
             index,
@@ -248,18 +253,22 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
             Arc::clone(&shared),
             lateness,
             idle_after,
-        )?;
-        let decision_sink = Arc::clone(&worker_sink);
-        let (mut input, probe) = build_dataflow(worker, Arc::clone(&rules), Arc::clone(&stats), move |decisions| {
-            for decision in decisions.drain(..) {
-                decision_sink.decision(&decision);
+        );
+        let mut ingest = match assigned {
+            Ok(ingest) => {
+                tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
+                Some(ingest)
             }
-        });
-        tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
+            Err(error) => {
+                shutdown.store(true, Ordering::Relaxed);
+                finish(worker, input, &probe);
+                return Err(error);
+            }
+        };
         let mut tally = IngestTally::default();
         let mut received = Vec::new();
         let mut last_report = Instant::now();
-        while !shutdown.load(Ordering::Relaxed) {
+        while let Some(ingest) = ingest.as_mut().filter(|_| !shutdown.load(Ordering::Relaxed)) {
             let read = ingest.poll(1024, |message| received.push(message));
             let now = *input.time();
             for message in received.drain(..) {
@@ -289,12 +298,8 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
                 report_progress(index, *input.time(), &stats);
             }
         }
-        // Decide everything read so far, then stop.
-        drop(input);
-        while !probe.done() {
-            worker.step();
-        }
         tally.publish();
+        finish(worker, input, &probe);
         Ok(())
     })?;
     let mut failure = None;
@@ -307,6 +312,14 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Closes the input and decides everything read so far.
+fn finish(worker: &mut Worker, input: EventInput, probe: &ProbeHandle<Millis>) {
+    drop(input);
+    while !probe.done() {
+        worker.step();
     }
 }
 

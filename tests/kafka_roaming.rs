@@ -341,3 +341,26 @@ listen = "127.0.0.1:{metrics_port}"
     let from_kafka: Vec<String> = parsed.iter().map(|a| a.to_string()).collect();
     assert_eq!(replayed, from_kafka);
 }
+
+#[test]
+fn kafka_run_refuses_a_missing_input_topic_with_a_clear_reason() {
+    let brokers = kafka_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kairos.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"no-such-topic-{port}\"]\n[engine]\nrules = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            common::root().join("rules").display()
+        ),
+    )
+    .unwrap();
+    let output = common::kairos(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("kairos: input topic no-such-topic-{port}")),
+        "{stderr}"
+    );
+}
