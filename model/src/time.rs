@@ -23,8 +23,14 @@ pub const HOUR: Millis = 60 * 60 * 1000;
 pub fn parse_rfc3339(text: &str) -> Result<Millis, &'static str> {
     let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| "not an RFC 3339 timestamp")?;
     let millis = parsed.timestamp_millis();
+    if millis > LATEST {
+        return Err("timestamp after 9999-12-31T23:59:59.999Z");
+    }
     u64::try_from(millis).map_err(|_| "timestamp before 1970-01-01")
 }
+
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 output can write.
+const LATEST: i64 = 253_402_300_799_999;
 
 /// Formats [`Millis`] as RFC 3339 UTC with a `Z`, with milliseconds only when non-zero.
 ///
@@ -82,6 +88,13 @@ mod tests {
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_range_ends_where_rfc3339_output_ends() {
+        let last = parse_rfc3339("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(format_rfc3339(last), "9999-12-31T23:59:59.999Z");
+        assert_eq!(last, LATEST as u64);
     }
 
     #[test]

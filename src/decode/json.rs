@@ -209,7 +209,11 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
 
 /// Why bytes are not a JSON object at all.
 pub fn parse(bytes: &[u8]) -> Result<RawFields<'_>, String> {
-    serde_json::from_slice::<RawFields<'_>>(bytes).map_err(|e| describe(&e))
+    // JSON is UTF-8 (RFC 8259 §8.1). serde_json checks the strings it reads, but not the
+    // ones it skips (unknown fields), so the whole message is checked once, up front.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("not valid JSON (not UTF-8: invalid byte at offset {})", e.valid_up_to()))?;
+    serde_json::from_str::<RawFields<'_>>(text).map_err(|e| describe(&e))
 }
 
 fn describe(error: &serde_json::Error) -> String {

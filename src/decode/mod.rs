@@ -335,7 +335,7 @@ impl<'a> Fields<'_, 'a> {
             DecodeError::at(
                 amount_field.name(),
                 format!(
-                    "missing required field (a {kind_name} record carries `{}`)",
+                    "missing required field (usage of kind {kind_name} carries `{}`)",
                     amount_field.name()
                 ),
             )
@@ -354,6 +354,8 @@ fn scalar_count(path: &str, value: Option<&Scalar<'_>>) -> Result<Option<u64>, D
         Some(Scalar::Unsigned(n)) => Ok(Some(*n)),
         Some(Scalar::Negative(n)) => Err(DecodeError::at(path, format!("must not be negative (got {n})"))),
         Some(Scalar::Float(f)) if *f < 0.0 => Err(DecodeError::at(path, format!("must not be negative (got {f})"))),
+        // Producers that write every number as a float (`2.0`) are common: whole floats count.
+        Some(Scalar::Float(f)) if f.fract() == 0.0 && *f < 18_446_744_073_709_551_616.0 => Ok(Some(*f as u64)),
         Some(Scalar::Float(f)) => Err(DecodeError::at(
             path,
             format!("expected a whole number below 2^64 (got {f})"),
