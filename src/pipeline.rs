@@ -107,9 +107,9 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     let names: Arc<Vec<String>> = Arc::new(files.iter().map(|p| p.display().to_string()).collect());
     let file_count = files.len();
     let started = Instant::now();
-    let (receivers, reader) = spawn_reader(files, options.workers);
-    let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
     let board = Arc::new(ChunkBoard::default());
+    let (receivers, reader) = spawn_reader(files, options.workers, Arc::clone(&board));
+    let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
     let stats = Arc::new(DataflowStats::default());
     let lateness = options.allowed_lateness_ms;
     let worker_stats = Arc::clone(&stats);
@@ -178,6 +178,22 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
                 input.send(event);
             }
             worker.step();
+        }
+        // Event time ends at the newest `ts` of the input (contract §3): decide everything
+        // up to it, timers included; then close, and later timers do not fire.
+        let newest = loop {
+            match board.newest_overall() {
+                Some(newest) => break newest,
+                None => {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+            }
+        };
+        if let Some(end) = newest.map(|t| t.saturating_add(1)).filter(|end| end > input.time()) {
+            input.advance_to(end);
+            while probe.less_than(&end) {
+                worker.step();
+            }
         }
         finish(worker, input, &probe);
         let decisions = collected.take();

@@ -16,8 +16,10 @@
 //! The per-subscriber state is a keyed timely operator for now; the shared differential
 //! arrangements of features, households and rules come with the issues that need them.
 
+pub mod calendar;
 pub mod moments;
 pub mod policy;
+pub mod state;
 pub mod subscriber;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,10 @@
-//! Contact policy applied to each moment: consent, then cooldown per rule and dedupe key.
-//! (Caps, quiet hours, arbitration and control groups come with the contact-policy issue.)
+//! Contact policy applied to each moment: a reachable channel (consent, and an address for
+//! e-mail), then the rule's cooldown per dedupe key. (Caps, quiet hours, arbitration and
+//! control groups come with the contact-policy issue.)
 
 use kairos_model::event::{Consent, CustomerRecord};
-use kairos_model::{Channel, Millis, SuppressReason};
+use kairos_model::{Channel, Millis, Rule, SuppressReason};
+use serde::{Deserialize, Serialize};
 
 /// Whether the customer consented to marketing on `channel`. A missing `consent` object or
 /// channel means no consent (contract §1).
@@ -14,8 +16,21 @@ pub fn has_consent(consent: &Consent, channel: Channel) -> bool {
     }
 }
 
+/// Whether the customer can be contacted on `channel`: consent, and for e-mail an address.
+pub fn reachable(customer: &CustomerRecord, channel: Channel) -> bool {
+    has_consent(&customer.consent, channel) && (channel != Channel::Email || customer.email.is_some())
+}
+
+/// The rule's channel if the customer is reachable there, else its fallback channel.
+pub fn choose_channel(customer: &CustomerRecord, rule: &Rule) -> Result<Channel, SuppressReason> {
+    std::iter::once(rule.channel)
+        .chain(rule.fallback_channel)
+        .find(|channel| reachable(customer, *channel))
+        .ok_or(SuppressReason::NoConsent)
+}
+
 /// When a rule last acted on one subscriber, per dedupe key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactHistory {
     /// (rule id, dedupe key, moment time of the last sent action).
     sent: Vec<(String, String, Millis)>,
@@ -51,42 +66,45 @@ impl ContactHistory {
     }
 }
 
-/// Decides whether a moment at `at` may become an action: `Ok(())` to send, or the first
-/// policy that suppresses it. A cooldown runs from the last *sent* action, so a suppressed
-/// moment does not extend it; exactly `cooldown` later is allowed again.
+/// Decides whether a moment at `at` may become an action, and on which channel: the first
+/// reachable of the rule's channel and fallback, then the cooldown. A cooldown runs from the
+/// last *sent* action of the rule and key, so a suppressed moment does not extend it;
+/// exactly `cooldown` later is allowed again.
 ///
 /// ```
+/// # use std::collections::BTreeMap;
 /// use kairos_dataflows::policy::{admit, ContactHistory};
-/// use kairos_model::{event::Consent, Channel, SuppressReason};
+/// use kairos_model::{event::{Consent, CustomerRecord}, Channel, CountryCode, MomentKind, Rule, SuppressReason};
+/// let mut customer = CustomerRecord { account_id: "A".into(), address_id: None,
+///     home_country: CountryCode::parse("PT").unwrap(), timezone: "Europe/Lisbon".into(), language: None,
+///     email: None, tenure_start: None, prepaid: None, plan: None, device: None, contract_end: None,
+///     consent: Consent { sms: true, email: true, push: false } };
+/// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, offer: "O".into(),
+///     channel: Channel::Email, fallback_channel: Some(Channel::Sms), threshold: None, cooldown: 100,
+///     messages: BTreeMap::new() };
 /// let mut history = ContactHistory::default();
-/// let yes = Consent { sms: true, ..Consent::default() };
-/// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1000), Ok(()));
-/// history.record("r", "US", 1000);
-/// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1099), Err(SuppressReason::Cooldown));
-/// assert_eq!(admit(&yes, &history, "r", "US", Channel::Sms, 100, 1100), Ok(()));
-/// assert_eq!(admit(&Consent::default(), &history, "r", "ES", Channel::Sms, 100, 1100), Err(SuppressReason::NoConsent));
+/// // No e-mail address: the fallback channel.
+/// assert_eq!(admit(&customer, &history, &rule, "k", 1000), Ok(Channel::Sms));
+/// customer.email = Some("a@example.com".into());
+/// assert_eq!(admit(&customer, &history, &rule, "k", 1000), Ok(Channel::Email));
+/// history.record("r", "k", 1000);
+/// assert_eq!(admit(&customer, &history, &rule, "k", 1099), Err(SuppressReason::Cooldown));
+/// assert_eq!(admit(&customer, &history, &rule, "k", 1100), Ok(Channel::Email));
+/// customer.consent = Consent::default();
+/// assert_eq!(admit(&customer, &history, &rule, "other", 1100), Err(SuppressReason::NoConsent));
 /// ```
 pub fn admit(
-    consent: &Consent,
+    customer: &CustomerRecord,
     history: &ContactHistory,
-    rule: &str,
+    rule: &Rule,
     key: &str,
-    channel: Channel,
-    cooldown: Millis,
     at: Millis,
-) -> Result<(), SuppressReason> {
-    if !has_consent(consent, channel) {
-        return Err(SuppressReason::NoConsent);
-    }
-    if let Some(last) = history.last_sent(rule, key) {
-        if at < last.saturating_add(cooldown) {
+) -> Result<Channel, SuppressReason> {
+    let channel = choose_channel(customer, rule)?;
+    if let Some(last) = history.last_sent(&rule.id, key) {
+        if at < last.saturating_add(rule.cooldown) {
             return Err(SuppressReason::Cooldown);
         }
     }
-    Ok(())
-}
-
-/// The customer's preferred language, if any.
-pub fn language(customer: &CustomerRecord) -> Option<&str> {
-    customer.language.as_deref()
+    Ok(channel)
 }

@@ -1,52 +1,55 @@
 //! `SubscriberState`: the keyed operator that owns each subscriber's state, applies their
-//! events in event-time order, detects moments and applies the contact policy.
+//! events in event-time order, fires timers when event time passes them, detects moments
+//! and applies the contact policy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use kairos_model::event::{Customer, CustomerRecord, EventBody};
-use kairos_model::{Action, CountryCode, Decision, Event, Millis, MomentKind, Msisdn, RuleSet, Verdict};
+use chrono_tz::Tz;
+use kairos_model::event::{EventBody, UsageKind};
+use kairos_model::time::format_rfc3339;
+use kairos_model::{Action, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::policy::{admit, ContactHistory};
+use crate::policy::admit;
+use crate::state::{CustomerChange, SubscriberState};
 use crate::{moments, subscriber_route, DataflowStats};
 
-/// What the engine knows about one subscriber.
-#[derive(Clone, Debug, Default)]
-pub struct SubscriberState {
-    customer: CustomerState,
-    /// Serving country of the last network event that had one.
-    last_country: Option<CountryCode>,
-    contacts: ContactHistory,
+/// An instant in the future at which something about a subscriber must be re-examined.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timer {
+    pub due: Millis,
+    pub msisdn: Msisdn,
+    pub kind: TimerKind,
 }
 
-#[derive(Clone, Debug, Default)]
-enum CustomerState {
-    #[default]
-    Unknown,
-    Known {
-        since: Millis,
-        record: Box<CustomerRecord>,
-    },
-    /// Erased by `"deleted": true`; remembered so an older record cannot resurrect it.
-    Deleted {
-        since: Millis,
-    },
+/// Why a timer was set.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// `handset_ageing` starts to hold for this handset.
+    HandsetAgeing { imei: String },
 }
 
-impl CustomerState {
-    fn since(&self) -> Option<Millis> {
-        match self {
-            CustomerState::Unknown => None,
-            CustomerState::Known { since, .. } | CustomerState::Deleted { since } => Some(*since),
-        }
-    }
+/// A moment detected on one subscriber, before the rules and policy act on it.
+struct Moment {
+    kind: MomentKind,
+    /// The event time at which the moment happened.
+    at: Millis,
+    /// What makes this moment distinct for dedupe and action ids (country, cycle, IMEI).
+    key: String,
+    /// Set when the moment was found for one rule only (a data-pack threshold).
+    rule: Option<String>,
+    variables: Vec<(&'static str, String)>,
 }
 
-/// Applies one subscriber's events, in order, and says what to decide.
+/// The name under which once-only moments not tied to one rule are remembered.
+const HANDSET_ONCE: &str = "handset_ageing";
+
+/// One worker's share of subscribers, and the rules they are judged by.
 pub struct SubscriberLogic {
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
@@ -68,98 +71,244 @@ impl SubscriberLogic {
         self.states.len()
     }
 
-    /// Applies one event and pushes the decisions it causes.
-    pub fn apply(&mut self, event: &Event, decisions: &mut Vec<Decision>) {
+    /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
+    /// pushes the decisions and timers it causes.
+    pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
         let state = self.states.entry(event.msisdn).or_default();
+        let mut found = Vec::new();
         match &event.body {
-            EventBody::Customer(update) => {
-                if state.customer.since().is_some_and(|since| event.ts < since) {
-                    DataflowStats::bump(&self.stats.stale_customer_records);
-                    return;
-                }
-                match update {
-                    Customer::Upsert(record) => {
-                        state.customer = CustomerState::Known {
-                            since: event.ts,
-                            record: record.clone(),
-                        };
+            EventBody::Customer(update) => match state.apply_customer(event.ts, update) {
+                CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
+                CustomerChange::Deleted => {}
+                CustomerChange::Upserted => {
+                    if let Some(timer) = handset_check(state, event.msisdn, event.ts, now, &mut found) {
+                        timers.push(timer);
                     }
-                    Customer::Deleted => {
-                        // Contract §1: state and contact history are purged.
-                        *state = SubscriberState {
-                            customer: CustomerState::Deleted { since: event.ts },
-                            ..Default::default()
-                        };
+                }
+            },
+            EventBody::Network(network) => {
+                let previous = state.country;
+                if network.country.is_some() {
+                    state.country = network.country;
+                }
+                match state.record() {
+                    None => DataflowStats::bump(&self.stats.events_without_customer),
+                    Some(record) => {
+                        if let Some(country) = moments::roaming_arrival(record, previous, network) {
+                            found.push(Moment {
+                                kind: MomentKind::RoamingArrival,
+                                at: event.ts,
+                                key: country.to_string(),
+                                rule: None,
+                                variables: vec![
+                                    ("country", country.to_string()),
+                                    ("country_name", country.name().into()),
+                                ],
+                            });
+                        }
                     }
                 }
             }
-            EventBody::Network(network) => {
-                let previous = state.last_country;
-                if network.country.is_some() {
-                    state.last_country = network.country;
-                }
-                let CustomerState::Known { record, .. } = &state.customer else {
+            EventBody::Usage(usage) if usage.kind == UsageKind::Data => {
+                let Some(record) = state.record() else {
                     DataflowStats::bump(&self.stats.events_without_customer);
                     return;
                 };
-                if let Some(country) = moments::roaming_arrival(record, previous, network) {
-                    DataflowStats::bump(&self.stats.moments);
-                    let name = country.name();
-                    for rule in self.rules.for_moment(MomentKind::RoamingArrival) {
-                        let key = country.as_str();
-                        let verdict = match admit(
-                            &record.consent,
-                            &state.contacts,
-                            &rule.id,
-                            key,
-                            rule.channel,
-                            rule.cooldown,
-                            event.ts,
-                        ) {
-                            Ok(()) => {
-                                state.contacts.record(&rule.id, key, event.ts);
-                                Verdict::Sent
-                            }
-                            Err(reason) => Verdict::Suppressed(reason),
-                        };
-                        let (language, message) = rule.render(
-                            record.language.as_deref(),
-                            &[("country", key), ("country_name", name), ("offer", &rule.offer)],
-                        );
-                        let action = Action {
-                            action_id: Action::id_for(&rule.id, event.msisdn, event.ts, key),
-                            rule: rule.id.clone(),
-                            rule_version: rule.version.clone(),
-                            moment: MomentKind::RoamingArrival,
-                            msisdn: event.msisdn,
-                            household: None,
-                            offer: rule.offer.clone(),
-                            channel: rule.channel,
-                            moment_ts: event.ts,
-                            send_at: event.ts,
-                            language,
-                            message,
-                        };
-                        decisions.push(Decision {
-                            action,
-                            verdict,
-                            moment_key: key.to_string(),
-                        });
-                    }
+                let tz = timezone(&record.timezone);
+                let anchor = record.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1);
+                if let Some(cycle) = state.add_data(event.ts, usage.amount, tz, anchor) {
+                    data_pack_check(&self.rules, state, event.ts, cycle.start, cycle.used, &mut found);
                 }
             }
             EventBody::Usage(_) | EventBody::Selfcare(_) | EventBody::Topup(_) | EventBody::Response(_) => {
-                if !matches!(state.customer, CustomerState::Known { .. }) {
+                if state.record().is_none() {
                     DataflowStats::bump(&self.stats.events_without_customer);
                 }
+            }
+        }
+        decide(&self.rules, &self.stats, state, event.msisdn, found, decisions);
+    }
+
+    /// Fires a timer whose instant event time has passed, if it still holds.
+    pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>) {
+        let Some(state) = self.states.get_mut(&timer.msisdn) else {
+            return;
+        };
+        let mut found = Vec::new();
+        match &timer.kind {
+            TimerKind::HandsetAgeing { imei } => {
+                // A newer record may have changed the handset or the contract: then this
+                // timer is stale, and the newer record set its own.
+                let current = state.record().and_then(|record| {
+                    let starts = moments::handset_ageing_starts(record, timezone(&record.timezone))?;
+                    Some((starts, record_imei(record)))
+                });
+                if current == Some((timer.due, imei.clone())) {
+                    handset_check(state, timer.msisdn, timer.due, timer.due, &mut found);
+                }
+            }
+        }
+        decide(&self.rules, &self.stats, state, timer.msisdn, found, decisions);
+    }
+}
+
+fn timezone(name: &str) -> Tz {
+    // Decode only accepts known zones; UTC is the fallback for state written by an older
+    // tz database.
+    name.parse().unwrap_or(Tz::UTC)
+}
+
+fn record_imei(record: &CustomerRecord) -> String {
+    record.device.as_ref().and_then(|d| d.imei.clone()).unwrap_or_default()
+}
+
+/// `handset_ageing`: a moment now if the condition already holds at `now` (moment time
+/// `max(starts, record_ts)`), or a timer for the instant it starts to hold. Nothing once the
+/// moment has fired for this handset.
+fn handset_check(
+    state: &mut SubscriberState,
+    msisdn: Msisdn,
+    record_ts: Millis,
+    now: Millis,
+    found: &mut Vec<Moment>,
+) -> Option<Timer> {
+    let record = state.record()?;
+    let starts = moments::handset_ageing_starts(record, timezone(&record.timezone))?;
+    let imei = record_imei(record);
+    if state.has_fired(HANDSET_ONCE, &imei) {
+        return None;
+    }
+    if starts > now {
+        return Some(Timer {
+            due: starts,
+            msisdn,
+            kind: TimerKind::HandsetAgeing { imei },
+        });
+    }
+    let model = record
+        .device
+        .as_ref()
+        .and_then(|d| d.model.clone())
+        .unwrap_or_else(|| "your phone".into());
+    let contract_end = record.contract_end.map(|d| d.to_string()).unwrap_or_default();
+    found.push(Moment {
+        kind: MomentKind::HandsetAgeing,
+        at: starts.max(record_ts),
+        key: imei,
+        rule: None,
+        variables: vec![("model", model), ("contract_end", contract_end)],
+    });
+    None
+}
+
+/// `data_pack_threshold`: every rule whose threshold the cycle's total has reached and that
+/// has not fired in this cycle yet.
+fn data_pack_check(
+    rules: &RuleSet,
+    state: &SubscriberState,
+    ts: Millis,
+    cycle_start: Millis,
+    used: u64,
+    found: &mut Vec<Moment>,
+) {
+    let Some(record) = state.record() else { return };
+    let Some(ratio) = moments::pack_ratio(record, used) else {
+        return;
+    };
+    let pack = record.plan.as_ref().and_then(|p| p.data_pack_bytes).unwrap_or(0);
+    let key = format_rfc3339(cycle_start);
+    for rule in rules.for_moment(MomentKind::DataPackThreshold) {
+        let threshold = rule.threshold.unwrap_or(1.0);
+        if ratio >= threshold && !state.has_fired(&rule.id, &key) {
+            found.push(Moment {
+                kind: MomentKind::DataPackThreshold,
+                at: ts,
+                key: key.clone(),
+                rule: Some(rule.id.clone()),
+                variables: vec![
+                    ("percent", format!("{:.0}", threshold * 100.0)),
+                    ("pack_gb", format!("{:.0}", pack as f64 / (1u64 << 30) as f64)),
+                ],
+            });
+        }
+    }
+}
+
+/// Turns moments into decisions: once-only moments are marked, every rule of the moment is
+/// judged by the contact policy, and every outcome is recorded.
+fn decide(
+    rules: &RuleSet,
+    stats: &DataflowStats,
+    state: &mut SubscriberState,
+    msisdn: Msisdn,
+    found: Vec<Moment>,
+    decisions: &mut Vec<Decision>,
+) {
+    for moment in found {
+        DataflowStats::bump(&stats.moments);
+        // Once per rule and cycle (data pack), once per handset: whatever the policy decides.
+        match (&moment.rule, moment.kind) {
+            (Some(rule), _) => state.mark_fired(rule, &moment.key, true),
+            (None, MomentKind::HandsetAgeing) => state.mark_fired(HANDSET_ONCE, &moment.key, false),
+            (None, _) => {}
+        }
+        let rules = rules
+            .for_moment(moment.kind)
+            .filter(|r| moment.rule.as_ref().is_none_or(|id| *id == r.id));
+        for rule in rules {
+            if let Some(decision) = judge(rule, state, msisdn, &moment) {
+                decisions.push(decision);
             }
         }
     }
 }
 
+fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Moment) -> Option<Decision> {
+    let record = state.record()?;
+    let verdict = admit(record, &state.contacts, rule, &moment.key, moment.at);
+    let channel = verdict.unwrap_or(rule.channel);
+    let mut variables: Vec<(&str, &str)> = moment.variables.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    variables.push(("offer", &rule.offer));
+    let (language, message) = rule.render(record.language.as_deref(), &variables);
+    let action = Action {
+        action_id: Action::id_for(&rule.id, msisdn, moment.at, &moment.key),
+        rule: rule.id.clone(),
+        rule_version: rule.version.clone(),
+        moment: moment.kind,
+        msisdn,
+        household: None,
+        offer: rule.offer.clone(),
+        channel,
+        moment_ts: moment.at,
+        send_at: moment.at,
+        language,
+        message,
+    };
+    let verdict = match verdict {
+        Ok(_) => {
+            state.contacts.record(&rule.id, &moment.key, moment.at);
+            Verdict::Sent
+        }
+        Err(reason) => Verdict::Suppressed(reason),
+    };
+    Some(Decision {
+        action,
+        verdict,
+        moment_key: moment.key.clone(),
+    })
+}
+
+/// What waits in the operator for the frontier to pass its instant.
+enum Pending {
+    Event(Event),
+    Timer(Timer),
+}
+
 /// The operator: exchanges events by subscriber, holds each until the frontier passes
-/// `max(ts, T)`, then applies each instant's events in [`Event::apply_order`] and emits the
-/// decisions at that instant.
+/// `max(ts, T)`, then applies each instant's events in [`Event::apply_order`], then that
+/// instant's timers, and emits the decisions at that instant. When the input closes (an
+/// empty frontier), held events are applied and timers beyond the end of event time are
+/// dropped: they do not fire (contract §3).
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
@@ -168,11 +317,12 @@ pub fn subscriber_state<'scope>(
     let route = Exchange::new(|event: &Event| subscriber_route(event.msisdn));
     events.unary_frontier(route, "SubscriberState", move |_initial, _info| {
         let mut logic = SubscriberLogic::new(rules, stats);
-        // Events waiting for the frontier, by the instant they apply at.
-        let mut pending: BTreeMap<Millis, Vec<Event>> = BTreeMap::new();
+        // Events and timers waiting for the frontier, by the instant they apply at.
+        let mut pending: BTreeMap<Millis, Vec<Pending>> = BTreeMap::new();
         // A capability at or before every pending instant.
         let mut held: Option<Capability<Millis>> = None;
         let mut decisions = Vec::new();
+        let mut timers = Vec::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|stamp, data| {
                 let Some(cap) = stamp.retain_least(output.output_index()) else {
@@ -181,7 +331,10 @@ pub fn subscriber_state<'scope>(
                 let epoch = *cap.time();
                 for batch in data {
                     for event in batch.drain(..) {
-                        pending.entry(event.ts.max(epoch)).or_default().push(event);
+                        pending
+                            .entry(event.ts.max(epoch))
+                            .or_default()
+                            .push(Pending::Event(event));
                     }
                 }
                 if held.as_ref().is_none_or(|h| h.time() > cap.time()) {
@@ -189,18 +342,34 @@ pub fn subscriber_state<'scope>(
                 }
             });
             let Some(cap) = held.as_mut() else { return };
-            // Every instant strictly before the frontier is complete.
-            let complete = |instant: Millis| !frontier.frontier().less_equal(&instant);
+            let closed = frontier.frontier().is_empty();
             while let Some(entry) = pending.first_entry() {
                 let instant = *entry.key();
-                if !complete(instant) {
+                if frontier.frontier().less_equal(&instant) {
                     break;
                 }
-                let mut batch = entry.remove();
-                batch.sort_by_key(|e| e.apply_order());
-                for event in &batch {
-                    logic.apply(event, &mut decisions);
+                let mut events = Vec::new();
+                let mut due = Vec::new();
+                for item in entry.remove() {
+                    match item {
+                        Pending::Event(event) => events.push(event),
+                        Pending::Timer(timer) => due.push(timer),
+                    }
                 }
+                events.sort_by_key(|e| e.apply_order());
+                for event in &events {
+                    logic.apply(event, instant, &mut decisions, &mut timers);
+                }
+                if !closed {
+                    due.sort();
+                    for timer in &due {
+                        logic.fire(timer, &mut decisions);
+                    }
+                    for timer in timers.drain(..) {
+                        pending.entry(timer.due).or_default().push(Pending::Timer(timer));
+                    }
+                }
+                timers.clear();
                 if !decisions.is_empty() {
                     let at = cap.delayed(&instant);
                     output.session(&at).give_iterator(decisions.drain(..));

@@ -12,18 +12,30 @@ use crate::time::Millis;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum MomentKind {
     /// A network event puts the subscriber in a country other than home and other than the
-    /// country of their previous network event (contract §4).
+    /// country of their previous network event (contract §4). Dedupe key: the country.
     RoamingArrival,
+    /// Data usage in the current billing cycle reaches the rule's `threshold` share of the
+    /// pack. Once per rule and cycle; dedupe key: the cycle's start.
+    DataPackThreshold,
+    /// The handset is 730 days old and the contract ends within 60 days (or has ended).
+    /// Once per rule and handset; dedupe key: the IMEI.
+    HandsetAgeing,
 }
 
 impl MomentKind {
     /// All moments.
-    pub const ALL: [MomentKind; 1] = [MomentKind::RoamingArrival];
+    pub const ALL: [MomentKind; 3] = [
+        MomentKind::RoamingArrival,
+        MomentKind::DataPackThreshold,
+        MomentKind::HandsetAgeing,
+    ];
 
     /// The contract's name of the moment.
     pub fn as_str(self) -> &'static str {
         match self {
             MomentKind::RoamingArrival => "roaming_arrival",
+            MomentKind::DataPackThreshold => "data_pack_threshold",
+            MomentKind::HandsetAgeing => "handset_ageing",
         }
     }
 
@@ -36,7 +48,14 @@ impl MomentKind {
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             MomentKind::RoamingArrival => &["country", "country_name", "offer"],
+            MomentKind::DataPackThreshold => &["percent", "pack_gb", "offer"],
+            MomentKind::HandsetAgeing => &["model", "contract_end", "offer"],
         }
+    }
+
+    /// Whether the rule needs a `threshold`.
+    pub fn needs_threshold(self) -> bool {
+        self == MomentKind::DataPackThreshold
     }
 }
 
@@ -50,6 +69,10 @@ pub struct Rule {
     pub moment: MomentKind,
     pub offer: String,
     pub channel: Channel,
+    /// Used when the subscriber cannot be reached on `channel` (no consent, no address).
+    pub fallback_channel: Option<Channel>,
+    /// For `data_pack_threshold`: the share of the pack (0.8 = 80 %).
+    pub threshold: Option<f64>,
     /// No second action for the same subscriber and dedupe key within this long.
     pub cooldown: Millis,
     /// Message templates by language (`en` is always present); `{variable}` placeholders.
@@ -64,7 +87,7 @@ impl Rule {
     /// # use std::collections::BTreeMap;
     /// # use kairos_model::{Rule, MomentKind, Channel};
     /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::RoamingArrival,
-    ///     offer: "ROAM".into(), channel: Channel::Sms, cooldown: 0,
+    ///     offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, cooldown: 0,
     ///     messages: BTreeMap::from([("en".into(), "Welcome to {country_name}!".into())]) };
     /// assert_eq!(rule.render(Some("pt"), &[("country_name", "Spain")]),
     ///            ("en".to_string(), "Welcome to Spain!".to_string()));

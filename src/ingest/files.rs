@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::read::MultiGzDecoder;
@@ -90,18 +90,28 @@ impl Chunk {
 }
 
 /// Starts the reader thread: chunk `i` goes to worker `i % workers`. The thread ends when
-/// the input is read; its result says whether every file could be read to the end.
-pub fn spawn_reader(files: Vec<PathBuf>, workers: usize) -> (Vec<Receiver<Chunk>>, JoinHandle<Result<(), String>>) {
+/// the input is read, and then tells `board` how many chunks there were; its result says
+/// whether every file could be read to the end.
+pub fn spawn_reader(
+    files: Vec<PathBuf>,
+    workers: usize,
+    board: Arc<ChunkBoard>,
+) -> (Vec<Receiver<Chunk>>, JoinHandle<Result<(), String>>) {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| sync_channel(CHUNKS_IN_FLIGHT)).unzip();
     let handle = std::thread::Builder::new()
         .name("kairos-file-reader".into())
-        .spawn(move || read_all(&files, &senders))
+        .spawn(move || {
+            let mut chunks = 0;
+            let result = read_all(&files, &senders, &mut chunks);
+            // Also on failure: the workers wait for the end of the input.
+            board.close(chunks);
+            result
+        })
         .expect("spawning the reader thread");
     (receivers, handle)
 }
 
-fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>]) -> Result<(), String> {
-    let mut index = 0u64;
+fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>], index: &mut u64) -> Result<(), String> {
     for (file_index, path) in files.iter().enumerate() {
         let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let raw: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
@@ -112,7 +122,7 @@ fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>]) -> Result<(), Stri
         let mut reader = BufReader::with_capacity(1 << 20, raw);
         let mut line = Vec::new();
         let mut number = 0u64;
-        let mut chunk = new_chunk(index, file_index);
+        let mut chunk = new_chunk(*index, file_index);
         loop {
             line.clear();
             let read = reader
@@ -129,14 +139,14 @@ fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>]) -> Result<(), Stri
             chunk.data.extend_from_slice(content);
             chunk.lines.push((number, chunk.data.len()));
             if chunk.lines.len() == CHUNK_LINES {
-                let full = std::mem::replace(&mut chunk, new_chunk(index + 1, file_index));
+                let full = std::mem::replace(&mut chunk, new_chunk(*index + 1, file_index));
                 send(senders, full)?;
-                index += 1;
+                *index += 1;
             }
         }
         if !chunk.lines.is_empty() {
             send(senders, chunk)?;
-            index += 1;
+            *index += 1;
         }
     }
     Ok(())
@@ -176,6 +186,8 @@ struct BoardState {
     waiting: BTreeMap<u64, Option<Millis>>,
     /// `before[c]`: the newest `ts` in chunks `0..c`; known for `c ≤ before.len() - 1`.
     before: Vec<Option<Millis>>,
+    /// How many chunks the input had, once it is all read.
+    total: Option<u64>,
 }
 
 impl ChunkBoard {
@@ -194,6 +206,18 @@ impl ChunkBoard {
             let running = *state.before.last().unwrap_or(&None);
             state.before.push(running.max(newest));
         }
+    }
+
+    /// Records that the input had `total` chunks.
+    pub fn close(&self, total: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).total = Some(total);
+    }
+
+    /// The newest `ts` of the whole input, once it is all read and every chunk published:
+    /// where event time ends in a replay.
+    pub fn newest_overall(&self) -> Option<Option<Millis>> {
+        let total = self.state.lock().unwrap_or_else(|p| p.into_inner()).total?;
+        self.newest_before(total)
     }
 
     /// The newest `ts` in every chunk before `index`, once they are all published.
@@ -220,9 +244,12 @@ mod tests {
         board.publish(0, Some(30));
         assert_eq!(board.newest_before(1), Some(Some(30)));
         assert_eq!(board.newest_before(3), None);
+        assert_eq!(board.newest_overall(), None, "not closed yet");
         board.publish(1, None);
         assert_eq!(board.newest_before(2), Some(Some(30)));
         assert_eq!(board.newest_before(3), Some(Some(50)));
+        board.close(3);
+        assert_eq!(board.newest_overall(), Some(Some(50)));
     }
 
     #[test]
@@ -240,7 +267,8 @@ mod tests {
 
         let files = discover(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(files, vec![plain.clone(), gz.clone()]);
-        let (receivers, reader) = spawn_reader(files, 2);
+        let board = Arc::new(ChunkBoard::default());
+        let (receivers, reader) = spawn_reader(files, 2, Arc::clone(&board));
         reader.join().unwrap().unwrap();
         let chunks: Vec<Chunk> = receivers.iter().flat_map(|r| r.try_iter()).collect();
         let mut indexes: Vec<u64> = chunks.iter().map(|c| c.index).collect();

@@ -46,6 +46,13 @@ struct RuleFile {
     offer: String,
     /// `sms`, `email` or `push`.
     channel: Channel,
+    /// Used when the subscriber cannot be reached on `channel` (no consent, no e-mail
+    /// address). Default: none (suppressed as `no_consent`).
+    #[serde(default)]
+    fallback_channel: Option<Channel>,
+    /// For `data_pack_threshold`: the share of the pack that triggers the rule (0.8 = 80 %).
+    #[serde(default)]
+    threshold: Option<f64>,
     /// No second action for the same subscriber and dedupe key within this long:
     /// a number followed by `s`, `m`, `h` or `d` (`24h`). Default: no cooldown.
     #[serde(default)]
@@ -150,6 +157,32 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             format!("unknown moment {:?} — known moments: {}", file.moment, known.join(", ")),
         ));
     }
+    if let Some(moment) = moment {
+        match file.threshold {
+            None if moment.needs_threshold() => errors.push(err(
+                Some("moment"),
+                format!(
+                    "{} needs a threshold — add e.g. `threshold = 0.8` for 80 % of the pack",
+                    moment.as_str()
+                ),
+            )),
+            Some(_) if !moment.needs_threshold() => errors.push(err(
+                Some("threshold"),
+                format!("{} takes no threshold — remove it", moment.as_str()),
+            )),
+            Some(t) if !(t > 0.0 && t <= 10.0) => errors.push(err(
+                Some("threshold"),
+                format!("threshold {t} is out of range — a share of the pack above 0 and at most 10 (e.g. 0.8)"),
+            )),
+            _ => {}
+        }
+    }
+    if file.fallback_channel == Some(file.channel) {
+        errors.push(err(
+            Some("fallback_channel"),
+            "fallback_channel is the same as channel — name another channel or remove it".to_string(),
+        ));
+    }
     if file.offer.trim().is_empty() {
         errors.push(err(
             Some("offer"),
@@ -199,6 +232,8 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             moment,
             offer: file.offer,
             channel: file.channel,
+            fallback_channel: file.fallback_channel,
+            threshold: file.threshold,
             cooldown,
             messages: file.messages,
         }),

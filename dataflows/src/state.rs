@@ -1,0 +1,126 @@
+//! The state kept per subscriber: the customer record, the serving country, data used in the
+//! current billing cycle, which once-only moments have fired, and the contact history.
+
+use chrono_tz::Tz;
+use kairos_model::event::{Customer, CustomerRecord};
+use kairos_model::{CountryCode, Millis};
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{cycle_containing, Cycle};
+use crate::policy::ContactHistory;
+
+/// What the engine knows about one subscriber.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberState {
+    pub customer: CustomerState,
+    /// Serving country of the last network event that had one.
+    pub country: Option<CountryCode>,
+    /// Data used in the current billing cycle.
+    pub data_cycle: Option<DataCycle>,
+    /// Once-only moments already fired: (rule id, dedupe key).
+    pub fired: Vec<(String, String)>,
+    pub contacts: ContactHistory,
+}
+
+/// The customer record in force.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum CustomerState {
+    #[default]
+    Unknown,
+    Known {
+        /// `ts` of the record in force.
+        since: Millis,
+        record: Box<CustomerRecord>,
+    },
+    /// Erased by `"deleted": true`; remembered so an older record cannot resurrect it.
+    Deleted { since: Millis },
+}
+
+/// Bytes used in one billing cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCycle {
+    pub start: Millis,
+    pub end: Millis,
+    pub used: u64,
+}
+
+/// What applying a customer record did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CustomerChange {
+    /// Older than the record in force: ignored.
+    Stale,
+    Upserted,
+    Deleted,
+}
+
+impl SubscriberState {
+    /// The customer record in force, if any.
+    pub fn record(&self) -> Option<&CustomerRecord> {
+        match &self.customer {
+            CustomerState::Known { record, .. } => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Applies a customer record: a newer one (by `ts`) replaces the older as a whole; a
+    /// deletion purges state and contact history (contract §1).
+    pub fn apply_customer(&mut self, ts: Millis, update: &Customer) -> CustomerChange {
+        let since = match &self.customer {
+            CustomerState::Unknown => None,
+            CustomerState::Known { since, .. } | CustomerState::Deleted { since } => Some(*since),
+        };
+        if since.is_some_and(|since| ts < since) {
+            return CustomerChange::Stale;
+        }
+        match update {
+            Customer::Upsert(record) => {
+                self.customer = CustomerState::Known {
+                    since: ts,
+                    record: record.clone(),
+                };
+                CustomerChange::Upserted
+            }
+            Customer::Deleted => {
+                *self = SubscriberState {
+                    customer: CustomerState::Deleted { since: ts },
+                    ..SubscriberState::default()
+                };
+                CustomerChange::Deleted
+            }
+        }
+    }
+
+    /// Counts data used at `ts` into its billing cycle and returns the cycle's total, or
+    /// `None` when the record belongs to an earlier cycle than the one in progress (late).
+    pub fn add_data(&mut self, ts: Millis, bytes: u64, tz: Tz, anchor_day: u8) -> Option<DataCycle> {
+        let Cycle { start, end } = cycle_containing(ts, tz, anchor_day);
+        let cycle = match self.data_cycle {
+            Some(current) if current.start == start => DataCycle {
+                used: current.used.saturating_add(bytes),
+                ..current
+            },
+            Some(current) if start < current.start => return None,
+            _ => DataCycle {
+                start,
+                end,
+                used: bytes,
+            },
+        };
+        self.data_cycle = Some(cycle);
+        Some(cycle)
+    }
+
+    /// Whether a once-only moment of `rule` already fired for `key`.
+    pub fn has_fired(&self, rule: &str, key: &str) -> bool {
+        self.fired.iter().any(|(r, k)| r == rule && k == key)
+    }
+
+    /// Records that a once-only moment fired. With `replaces`, the rule's earlier keys are
+    /// forgotten (a new billing cycle makes the old one's irrelevant).
+    pub fn mark_fired(&mut self, rule: &str, key: &str, replaces: bool) {
+        if replaces {
+            self.fired.retain(|(r, _)| r != rule);
+        }
+        self.fired.push((rule.to_string(), key.to_string()));
+    }
+}
