@@ -57,7 +57,8 @@ pub fn build_dataflow(
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Millis, _, _>(|scope| {
-        kairos_dataflows::decisions(input.to_stream(scope), rules, stats)
+        let (decisions, _state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, None);
+        decisions
             .probe_with(&probe)
             .sink(Pipeline, "DecisionSink", move |(input, _frontier)| {
                 input.for_each(|_stamp, decisions| deliver(decisions))

@@ -17,6 +17,7 @@
 //! arrangements of features, households and rules come with the issues that need them.
 
 pub mod calendar;
+pub mod checkpoint;
 pub mod moments;
 pub mod policy;
 pub mod state;
@@ -26,7 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kairos_model::{Decision, Event, Millis, RuleSet};
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
+
+use crate::checkpoint::{Durability, StateRecord};
 
 /// Counters the dataflow keeps about what it saw; telemetry exports them.
 #[derive(Debug, Default)]
@@ -45,16 +49,27 @@ impl DataflowStats {
     }
 }
 
-/// Builds kairos's dataflow on a stream of decoded events and returns every decision.
+/// Builds kairos's dataflow on a stream of decoded events: every decision, and (with
+/// `durability`) the checkpoint records of the subscriber state.
 pub fn decisions<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
-) -> StreamVec<'scope, Millis, Decision> {
-    subscriber::subscriber_state(events, rules, stats)
+    durability: Option<Durability>,
+) -> (
+    StreamVec<'scope, Millis, Decision>,
+    StreamVec<'scope, Millis, StateRecord>,
+) {
+    subscriber::subscriber_state(events, rules, stats, durability).ok_err(|output| output)
 }
 
-/// The worker a subscriber's state lives on: a stable mix of the number, so that
+/// The worker a subscriber's state lives on, of `peers`: what timely's exchange does with
+/// [`subscriber_route`] (a remainder; a mask for powers of two, which is the same).
+pub fn subscriber_worker(msisdn: kairos_model::Msisdn, peers: usize) -> usize {
+    (subscriber_route(msisdn) % peers as u64) as usize
+}
+
+/// The hash that places a subscriber's state: a stable mix of the number, so that
 /// neighbouring numbers spread over workers.
 pub fn subscriber_route(msisdn: kairos_model::Msisdn) -> u64 {
     let mut x = msisdn.as_u64().wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -2,7 +2,7 @@
 //! events in event-time order, fires timers when event time passes them, detects moments
 //! and applies the contact policy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -15,6 +15,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::checkpoint::{Durability, StateRecord};
 use crate::policy::admit;
 use crate::state::{CustomerChange, SubscriberState};
 use crate::{moments, subscriber_route, DataflowStats};
@@ -54,6 +55,8 @@ pub struct SubscriberLogic {
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     states: HashMap<Msisdn, SubscriberState>,
+    /// Subscribers changed since the last checkpoint.
+    dirty: HashSet<Msisdn>,
 }
 
 impl SubscriberLogic {
@@ -63,7 +66,32 @@ impl SubscriberLogic {
             rules,
             stats,
             states: HashMap::new(),
+            dirty: HashSet::new(),
         }
+    }
+
+    /// Installs restored states and returns the timers they need (those at or after `from`:
+    /// earlier ones had their chance before the checkpoint).
+    pub fn restore(&mut self, restored: Vec<(Msisdn, SubscriberState)>, from: Millis) -> Vec<Timer> {
+        let mut timers = Vec::new();
+        for (msisdn, mut state) in restored {
+            let mut found = Vec::new();
+            if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
+                timers.push(timer);
+            }
+            self.states.insert(msisdn, state);
+        }
+        timers
+    }
+
+    /// The states changed since the last call, for a checkpoint.
+    pub fn take_changes(&mut self) -> Vec<(Msisdn, SubscriberState)> {
+        let mut changed: Vec<Msisdn> = self.dirty.drain().collect();
+        changed.sort();
+        changed
+            .into_iter()
+            .filter_map(|m| self.states.get(&m).map(|s| (m, s.clone())))
+            .collect()
     }
 
     /// Number of subscribers with state on this worker.
@@ -74,6 +102,7 @@ impl SubscriberLogic {
     /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
     /// pushes the decisions and timers it causes.
     pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
+        self.dirty.insert(event.msisdn);
         let state = self.states.entry(event.msisdn).or_default();
         let mut found = Vec::new();
         match &event.body {
@@ -300,27 +329,45 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
 
 /// What waits in the operator for the frontier to pass its instant.
 enum Pending {
-    Event(Event),
+    /// An event, with the epoch it was sent at.
+    Event(Event, Millis),
     Timer(Timer),
 }
+
+/// The operator's output: decisions, and (with durability) checkpoint records.
+pub type SubscriberOutput = Result<Decision, StateRecord>;
 
 /// The operator: exchanges events by subscriber, holds each until the frontier passes
 /// `max(ts, T)`, then applies each instant's events in [`Event::apply_order`], then that
 /// instant's timers, and emits the decisions at that instant. When the input closes (an
 /// empty frontier), held events are applied and timers beyond the end of event time are
 /// dropped: they do not fire (contract §3).
+///
+/// With `durability`, it starts from the restored states and, when the frontier reaches a
+/// requested checkpoint instant `R`, emits at `R` the states changed since the previous
+/// checkpoint and the events sent before `R` that still wait (see [`crate::checkpoint`]).
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
-) -> StreamVec<'scope, Millis, Decision> {
+    durability: Option<Durability>,
+) -> StreamVec<'scope, Millis, SubscriberOutput> {
     let route = Exchange::new(|event: &Event| subscriber_route(event.msisdn));
-    events.unary_frontier(route, "SubscriberState", move |_initial, _info| {
+    let me = events.scope().index();
+    events.unary_frontier(route, "SubscriberState", move |initial, _info| {
         let mut logic = SubscriberLogic::new(rules, stats);
         // Events and timers waiting for the frontier, by the instant they apply at.
         let mut pending: BTreeMap<Millis, Vec<Pending>> = BTreeMap::new();
+        // With durability: a capability at or before the next checkpoint instant.
+        let mut checkpoint_cap = durability.as_ref().map(|_| initial.clone());
+        let mut last_checkpoint = durability.as_ref().map_or(0, |d| d.restored_at);
+        let restored = durability.as_ref().map(|d| d.take_restored(me)).unwrap_or_default();
+        for timer in logic.restore(restored, last_checkpoint) {
+            pending.entry(timer.due).or_default().push(Pending::Timer(timer));
+        }
         // A capability at or before every pending instant.
-        let mut held: Option<Capability<Millis>> = None;
+        let mut held: Option<Capability<Millis>> = pending.keys().next().map(|t| initial.delayed(t));
+        drop(initial);
         let mut decisions = Vec::new();
         let mut timers = Vec::new();
         move |(input, frontier), output| {
@@ -334,25 +381,53 @@ pub fn subscriber_state<'scope>(
                         pending
                             .entry(event.ts.max(epoch))
                             .or_default()
-                            .push(Pending::Event(event));
+                            .push(Pending::Event(event, epoch));
                     }
                 }
                 if held.as_ref().is_none_or(|h| h.time() > cap.time()) {
                     held = Some(cap);
                 }
             });
-            let Some(cap) = held.as_mut() else { return };
             let closed = frontier.frontier().is_empty();
-            while let Some(entry) = pending.first_entry() {
-                let instant = *entry.key();
+            // The checkpoint wanted next, if the frontier has reached it.
+            let requested = durability.as_ref().map_or(0, |d| d.requests.requested());
+            let mut checkpoint = (requested > last_checkpoint && !frontier.less_than(&requested)).then_some(requested);
+            loop {
+                let next = pending.keys().next().copied();
+                // Take the checkpoint once every instant before it is applied.
+                if let Some(at) = checkpoint.filter(|at| next.is_none_or(|n| n >= *at)) {
+                    if let Some(cap) = checkpoint_cap.as_mut() {
+                        cap.downgrade(&at);
+                        let waiting: Vec<Event> = pending
+                            .values()
+                            .flatten()
+                            .filter_map(|p| match p {
+                                Pending::Event(event, sent) if *sent < at => Some(event.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        let mut session = output.session(&*cap);
+                        for (msisdn, state) in logic.take_changes() {
+                            session.give(Err(StateRecord::Subscriber { msisdn, state }));
+                        }
+                        session.give(Err(StateRecord::Pending {
+                            worker: me,
+                            events: waiting,
+                        }));
+                    }
+                    last_checkpoint = at;
+                    checkpoint = None;
+                }
+                let Some(instant) = next else { break };
                 if frontier.frontier().less_equal(&instant) {
                     break;
                 }
+                let Some(cap) = held.as_mut() else { break };
                 let mut events = Vec::new();
                 let mut due = Vec::new();
-                for item in entry.remove() {
+                for item in pending.remove(&instant).unwrap_or_default() {
                     match item {
-                        Pending::Event(event) => events.push(event),
+                        Pending::Event(event, _) => events.push(event),
                         Pending::Timer(timer) => due.push(timer),
                     }
                 }
@@ -372,12 +447,21 @@ pub fn subscriber_state<'scope>(
                 timers.clear();
                 if !decisions.is_empty() {
                     let at = cap.delayed(&instant);
-                    output.session(&at).give_iterator(decisions.drain(..));
+                    output.session(&at).give_iterator(decisions.drain(..).map(Ok));
                 }
             }
-            match pending.keys().next() {
-                Some(next) => cap.downgrade(next),
-                None => held = None,
+            match (pending.keys().next(), held.as_mut()) {
+                (Some(next), Some(cap)) => cap.downgrade(next),
+                _ => held = None,
+            }
+            // The next checkpoint will be at or after the frontier.
+            match frontier.frontier().first() {
+                Some(at) => {
+                    if let Some(cap) = checkpoint_cap.as_mut() {
+                        cap.downgrade(&(*at).max(*cap.time()));
+                    }
+                }
+                None => checkpoint_cap = None,
             }
         }
     })

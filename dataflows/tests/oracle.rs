@@ -433,7 +433,9 @@ fn dataflow(events: Vec<Event>, workers: usize) -> Vec<Outcome> {
         let sink = Arc::clone(&sink);
         let rules = Arc::clone(&rules);
         worker.dataflow::<Millis, _, _>(|scope| {
-            kairos_dataflows::decisions(input.to_stream(scope), rules, Arc::new(DataflowStats::default()))
+            let stats = Arc::new(DataflowStats::default());
+            let (decisions, _state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, None);
+            decisions
                 .probe_with(&probe)
                 .sink(Pipeline, "Collect", move |(input, _)| {
                     input.for_each(|_, decisions| {
