@@ -46,12 +46,15 @@ pub enum StateRecord {
     Pending { worker: usize, events: Vec<Event> },
 }
 
+/// Restored subscriber states, one list per worker.
+pub type RestoredShards = Arc<Mutex<Vec<Vec<(Msisdn, SubscriberState)>>>>;
+
 /// How the dataflow checkpoints and what it resumes from.
 #[derive(Clone, Debug, Default)]
 pub struct Durability {
     pub requests: Arc<CheckpointRequests>,
     /// Restored subscriber states, one list per worker (taken by that worker's operator).
-    pub restored: Arc<Mutex<Vec<Vec<(Msisdn, SubscriberState)>>>>,
+    pub restored: RestoredShards,
     /// The instant the restored checkpoint was taken at (0 when starting afresh).
     pub restored_at: Millis,
 }
