@@ -17,6 +17,10 @@ pub struct SubscriberState {
     pub country: Option<CountryCode>,
     /// Data used in the current billing cycle.
     pub data_cycle: Option<DataCycle>,
+    /// Data used before any customer record said which cycle it belongs to: (ts, bytes).
+    /// Counted into the cycles once a record arrives (contract §4: such events still
+    /// update state).
+    pub unassigned_data: Vec<(Millis, u64)>,
     /// Once-only moments already fired: (rule id, dedupe key).
     pub fired: Vec<(String, String)>,
     pub contacts: ContactHistory,
@@ -35,6 +39,9 @@ pub enum CustomerState {
     /// Erased by `"deleted": true`; remembered so an older record cannot resurrect it.
     Deleted { since: Millis },
 }
+
+/// How many data records are kept for a subscriber without a customer record.
+pub const UNASSIGNED_DATA_KEPT: usize = 512;
 
 /// Bytes used in one billing cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +115,25 @@ impl SubscriberState {
         };
         self.data_cycle = Some(cycle);
         Some(cycle)
+    }
+
+    /// Keeps data used while no customer record is known, for at most
+    /// [`UNASSIGNED_DATA_KEPT`] records (the oldest are dropped: they cannot matter after a
+    /// month of usage).
+    pub fn hold_data(&mut self, ts: Millis, bytes: u64) {
+        if self.unassigned_data.len() == UNASSIGNED_DATA_KEPT {
+            self.unassigned_data.remove(0);
+        }
+        self.unassigned_data.push((ts, bytes));
+    }
+
+    /// Counts the data held while no record was known into its billing cycles.
+    pub fn assign_held_data(&mut self, tz: Tz, anchor_day: u8) {
+        let mut held = std::mem::take(&mut self.unassigned_data);
+        held.sort();
+        for (ts, bytes) in held {
+            self.add_data(ts, bytes, tz, anchor_day);
+        }
     }
 
     /// Whether a once-only moment of `rule` already fired for `key`.

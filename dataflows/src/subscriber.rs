@@ -110,6 +110,10 @@ impl SubscriberLogic {
                 CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
                 CustomerChange::Deleted => {}
                 CustomerChange::Upserted => {
+                    if !state.unassigned_data.is_empty() {
+                        let (tz, anchor) = state.record().map_or((Tz::UTC, 1), cycle_of);
+                        state.assign_held_data(tz, anchor);
+                    }
                     if let Some(timer) = handset_check(state, event.msisdn, event.ts, now, &mut found) {
                         timers.push(timer);
                     }
@@ -141,10 +145,10 @@ impl SubscriberLogic {
             EventBody::Usage(usage) if usage.kind == UsageKind::Data => {
                 let Some(record) = state.record() else {
                     DataflowStats::bump(&self.stats.events_without_customer);
+                    state.hold_data(event.ts, usage.amount);
                     return;
                 };
-                let tz = timezone(&record.timezone);
-                let anchor = record.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1);
+                let (tz, anchor) = cycle_of(record);
                 if let Some(cycle) = state.add_data(event.ts, usage.amount, tz, anchor) {
                     data_pack_check(&self.rules, state, event.ts, cycle.start, cycle.used, &mut found);
                 }
@@ -185,6 +189,14 @@ fn timezone(name: &str) -> Tz {
     // Decode only accepts known zones; UTC is the fallback for state written by an older
     // tz database.
     name.parse().unwrap_or(Tz::UTC)
+}
+
+/// The time zone and billing-cycle anchor day of a customer (day 1 when the plan has none).
+fn cycle_of(record: &CustomerRecord) -> (Tz, u8) {
+    (
+        timezone(&record.timezone),
+        record.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1),
+    )
 }
 
 fn record_imei(record: &CustomerRecord) -> String {
@@ -408,10 +420,11 @@ pub fn subscriber_state<'scope>(
                             .collect();
                         let mut session = output.session(&*cap);
                         for (msisdn, state) in logic.take_changes() {
-                            session.give(Err(StateRecord::Subscriber { msisdn, state }));
+                            session.give(Err(StateRecord::Subscriber { msisdn, state: Box::new(state) }));
                         }
                         session.give(Err(StateRecord::Pending {
                             worker: me,
+                            at,
                             events: waiting,
                         }));
                     }

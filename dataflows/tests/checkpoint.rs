@@ -165,7 +165,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
         for (_, record) in first.records {
             match record {
                 StateRecord::Subscriber { msisdn, state } => {
-                    states.insert(msisdn, state);
+                    states.insert(msisdn, *state);
                 }
                 StateRecord::Pending { events, .. } => waiting.extend(events),
             }

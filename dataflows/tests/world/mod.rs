@@ -207,6 +207,8 @@ struct Sub {
     customer: Option<CustomerRecord>,
     country: Option<CountryCode>,
     cycle: Option<(Millis, u64)>,
+    /// Data used before any customer record: counted in once one arrives.
+    held: Vec<(Millis, u64)>,
     fired: BTreeSet<(String, String)>,
     last_sent: HashMap<(String, String), Millis>,
 }
@@ -293,6 +295,18 @@ impl Model {
                     Customer::Upsert(r) => {
                         sub.customer = Some((**r).clone());
                         sub.since = Some(event.ts);
+                        let tz: Tz = r.timezone.parse().unwrap();
+                        let anchor = r.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1);
+                        let mut held = std::mem::take(&mut sub.held);
+                        held.sort();
+                        for (ts, bytes) in held {
+                            let start = cycle_containing(ts, tz, anchor).start;
+                            sub.cycle = match sub.cycle {
+                                Some((s, used)) if s == start => Some((s, used + bytes)),
+                                Some((s, used)) if start < s => Some((s, used)),
+                                _ => Some((start, bytes)),
+                            };
+                        }
                         self.handset(msisdn, event.ts, now);
                     }
                     Customer::Deleted => {
@@ -313,7 +327,10 @@ impl Model {
                 }
             }
             EventBody::Usage(u) if u.kind == UsageKind::Data => {
-                let Some(customer) = &sub.customer else { return };
+                let Some(customer) = &sub.customer else {
+                    sub.held.push((event.ts, u.amount));
+                    return;
+                };
                 let plan = customer.plan.clone().unwrap();
                 let tz: Tz = customer.timezone.parse().unwrap();
                 let cycle = cycle_containing(event.ts, tz, plan.cycle_anchor_day.unwrap());
