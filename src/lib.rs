@@ -18,4 +18,5 @@ pub mod ingest;
 pub mod pipeline;
 pub mod rules;
 pub mod sinks;
+pub mod state;
 pub mod telemetry;

@@ -40,7 +40,10 @@ impl CheckpointRequests {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StateRecord {
     /// A subscriber whose state changed since the previous checkpoint.
-    Subscriber { msisdn: Msisdn, state: Box<SubscriberState> },
+    Subscriber {
+        msisdn: Msisdn,
+        state: Box<SubscriberState>,
+    },
     /// Events sent before the checkpoint that wait for a later instant (one record per
     /// worker, possibly empty, so the writer knows every worker took part).
     Pending {

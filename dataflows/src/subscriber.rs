@@ -420,7 +420,10 @@ pub fn subscriber_state<'scope>(
                             .collect();
                         let mut session = output.session(&*cap);
                         for (msisdn, state) in logic.take_changes() {
-                            session.give(Err(StateRecord::Subscriber { msisdn, state: Box::new(state) }));
+                            session.give(Err(StateRecord::Subscriber {
+                                msisdn,
+                                state: Box::new(state),
+                            }));
                         }
                         session.give(Err(StateRecord::Pending {
                             worker: me,
