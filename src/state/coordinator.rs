@@ -22,6 +22,9 @@ use kairos_model::Millis;
 
 use super::Position;
 
+/// A worker's positions when its epoch first reached a checkpoint instant.
+type Recorded = (Millis, Vec<Position>);
+
 /// Shared by the workers of one process (see the module docs).
 #[derive(Debug)]
 pub struct Coordinator {
@@ -34,7 +37,7 @@ pub struct Coordinator {
     nacked: AtomicBool,
     confirmed: AtomicU64,
     /// Per worker: its input positions when its epoch first reached the confirmed instant.
-    positions: Mutex<Vec<Option<(Millis, Vec<Position>)>>>,
+    positions: Mutex<Vec<Option<Recorded>>>,
     interval: Duration,
     last_done: Mutex<Instant>,
 }
