@@ -22,6 +22,29 @@ pub struct RunConfig {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The durable state.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Where and how often the state is made durable.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The RocksDB folder (created if missing). Default `state`. One engine per folder.
+    pub dir: PathBuf,
+    /// How often a checkpoint is taken, at most (wall clock). Default 1000 ms: after a crash,
+    /// at most about this much input is read and decided again (outputs are not repeated).
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("state"),
+            checkpoint_interval_ms: 1000,
+        }
+    }
 }
 
 /// Kafka connection and input topics.

@@ -18,6 +18,7 @@
 //! shared.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +26,12 @@ use std::sync::mpsc::TryRecvError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kairos_dataflows::DataflowStats;
+use kairos_dataflows::checkpoint::{CheckpointRequests, Durability, StateRecord};
+use kairos_dataflows::{subscriber_worker, DataflowStats};
 use kairos_model::{Decision, Event, Millis, Origin, RuleSet};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
@@ -37,10 +39,13 @@ use timely::worker::Worker;
 use crate::config::RunConfig;
 use crate::decode::decode;
 use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
-use crate::ingest::kafka::{list_partitions, PartitionIngest, Received, SharedFrontier};
+use crate::ingest::kafka::{list_partitions, FrontierRules, PartitionIngest, Received, SharedFrontier};
 use crate::ingest::{DeadLetter, SourcePosition};
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::sinks::kafka::KafkaSink;
+use crate::state::coordinator::Coordinator;
+use crate::state::writer::CheckpointWriter;
+use crate::state::StateStore;
 use crate::telemetry::{self, IngestTally};
 
 /// The dataflow's input: events, sent at the worker's current epoch.
@@ -230,47 +235,124 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     Ok(summary)
 }
 
-/// Runs the always-on engine until `shutdown` is set: Kafka in, Kafka out.
+/// Runs the always-on engine until `shutdown` is set: Kafka in, Kafka out, state made
+/// durable in RocksDB at checkpoints, resumed from the last one at start.
 pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let rules = load_rules(&config.engine.rules)?;
     telemetry::serve_prometheus(config.metrics.listen)?;
-    let sink = Arc::new(KafkaSink::new(&config.kafka, config.topics.clone())?);
-    let partitions = Arc::new(list_partitions(&config.kafka)?);
     let workers = config.engine.workers;
+    let store = Arc::new(StateStore::open(&config.state.dir).map_err(|e| e.to_string())?);
+    let restored = store.load().map_err(|e| e.to_string())?;
+    let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
+    let recalled = sink.recall(restored.as_ref().map(|r| r.meta.scan_from.as_slice()))?;
+    let sink = Arc::new(sink);
+    let partitions = Arc::new(list_partitions(&config.kafka)?);
+
+    let (restored_at, resume, waiting, shards, subscribers) = match restored {
+        Some(restored) => {
+            let mut shards = vec![Vec::new(); workers];
+            let subscribers = restored.subscribers.len();
+            for (msisdn, state) in restored.subscribers {
+                shards[subscriber_worker(msisdn, workers)].push((msisdn, state));
+            }
+            let resume: HashMap<(String, i32), i64> = restored
+                .meta
+                .inputs
+                .iter()
+                .map(|(t, p, o)| ((t.clone(), *p), *o))
+                .collect();
+            (restored.meta.at, resume, restored.waiting, shards, subscribers)
+        }
+        None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
+    };
+    metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
     tracing::info!(
         partitions = partitions.len(),
         workers,
         rules = rules.rules.len(),
         brokers = %config.kafka.brokers,
         metrics = %config.metrics.listen,
+        state = %config.state.dir.display(),
+        restored_subscribers = subscribers,
+        restored_at = %kairos_model::time::format_rfc3339(restored_at),
+        recalled_outputs = recalled,
         "kairos run: starting"
     );
-    let shared = Arc::new(SharedFrontier::new(workers));
+    let requests = Arc::new(CheckpointRequests::default());
+    let durability = Durability {
+        requests: Arc::clone(&requests),
+        restored: Arc::new(Mutex::new(shards)),
+        restored_at,
+    };
+    let coordinator = Arc::new(Coordinator::new(
+        workers,
+        requests,
+        Duration::from_millis(config.state.checkpoint_interval_ms),
+    ));
+    let writer = Arc::new(Mutex::new(CheckpointWriter::new(workers, sink.ends())));
+    let waiting = Arc::new(Mutex::new(Some(waiting)));
+    let resume = Arc::new(resume);
+    let frontier_rules = FrontierRules {
+        shared: Arc::new(SharedFrontier::new(workers)),
+        lateness: config.engine.allowed_lateness_ms,
+        idle_after: Duration::from_millis(config.engine.idle_after_ms),
+    };
     let stats = Arc::new(DataflowStats::default());
     let kafka = config.kafka.clone();
-    let lateness = config.engine.allowed_lateness_ms;
-    let idle_after = Duration::from_millis(config.engine.idle_after_ms);
     let worker_sink = Arc::clone(&sink);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| -> Result<(), String> {
         let index = worker.index();
         // Every worker builds the dataflow before anything can fail, so that a worker that
         // fails still takes part in shutting it down.
-        let decision_sink = Arc::clone(&worker_sink);
-        let (mut input, probe) = build_dataflow(worker, Arc::clone(&rules), Arc::clone(&stats), move |decisions| {
-            for decision in decisions.drain(..) {
-                decision_sink.decision(&decision);
-            }
+        let mut input: EventInput = InputHandle::new();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<Millis, _, _>(|scope| {
+            let events = input.to_stream(scope);
+            let (decisions, state) =
+                kairos_dataflows::decisions(events, Arc::clone(&rules), Arc::clone(&stats), Some(durability.clone()));
+            let (sink, store, coordinator, writer) =
+                (Arc::clone(&worker_sink), Arc::clone(&store), Arc::clone(&coordinator), Arc::clone(&writer));
+            decisions.probe_with(&probe).binary_frontier(
+                state,
+                Pipeline,
+                Exchange::new(|_: &StateRecord| 0),
+                "KafkaSinkAndCheckpoint",
+                move |_, _| {
+                    move |(decisions, decided), (records, _), _output: &mut OutputBuilderSession<'_, Millis, CapacityContainerBuilder<Vec<()>>>| {
+                        decisions.for_each(|_, batch| {
+                            for decision in batch.drain(..) {
+                                sink.decision(&decision);
+                            }
+                        });
+                        let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+                        records.for_each(|_, batch| batch.drain(..).for_each(|r| writer.absorb(r)));
+                        // Worker 0 writes a checkpoint once every decision before it is out.
+                        let Some(at) = coordinator.confirmed() else { return };
+                        if index != 0 || !writer.complete_for(at) || decided.less_than(&at) {
+                            return;
+                        }
+                        let Some(inputs) = coordinator.positions_for(at) else { return };
+                        if let Err(error) = writer.write(at, inputs, &sink, &store, &coordinator) {
+                            metrics::counter!(telemetry::CHECKPOINT_ERRORS).increment(1);
+                            tracing::error!(%error, "checkpoint not written; retrying");
+                        }
+                    }
+                },
+            );
         });
-        let assigned = PartitionIngest::assign(
-            &kafka,
-            &partitions,
-            index,
-            workers,
-            Arc::clone(&shared),
-            lateness,
-            idle_after,
-        );
+        input.advance_to(restored_at);
+        if index == 0 {
+            for event in waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default()
+            {
+                input.send(event);
+            }
+        }
+        let assigned = PartitionIngest::assign(&kafka, &partitions, (index, workers), frontier_rules.clone(), &resume);
         let mut ingest = match assigned {
             Ok(ingest) => {
                 tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
@@ -300,8 +382,11 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
                     }
                 }
             }
-            let epoch = ingest.epoch();
-            if epoch > *input.time() {
+            if index == 0 {
+                coordinator.drive();
+            }
+            let epoch = coordinator.gate(index, now, ingest.epoch(), ingest.all_idle(), || ingest.positions());
+            if epoch > now {
                 input.advance_to(epoch);
             }
             worker.step_or_park(Some(if read == 0 {

@@ -29,6 +29,16 @@ pub const SINK_ERRORS: &str = "kairos_sink_delivery_errors_total";
 pub const MOMENTS: &str = "kairos_dataflow_moments_total";
 /// Events about subscribers without a customer record.
 pub const WITHOUT_CUSTOMER: &str = "kairos_dataflow_events_without_customer_total";
+/// Checkpoints written.
+pub const CHECKPOINTS: &str = "kairos_state_checkpoints_total";
+/// Subscriber states written by checkpoints.
+pub const CHECKPOINT_SUBSCRIBERS: &str = "kairos_state_checkpoint_subscribers_total";
+/// How long writing a checkpoint took (flush + write).
+pub const CHECKPOINT_SECONDS: &str = "kairos_state_checkpoint_seconds";
+/// Checkpoints that could not be written (retried).
+pub const CHECKPOINT_ERRORS: &str = "kairos_state_checkpoint_errors_total";
+/// Subscribers restored at start.
+pub const RESTORED_SUBSCRIBERS: &str = "kairos_state_restored_subscribers";
 
 /// Starts the Prometheus exporter on `listen` (serving `/metrics`) and describes the metrics.
 pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
@@ -49,6 +59,14 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
     metrics::describe_counter!(SINK_ERRORS, "Records a sink failed to deliver");
     metrics::describe_counter!(MOMENTS, "Moments detected before policy");
     metrics::describe_counter!(WITHOUT_CUSTOMER, "Events about subscribers without a customer record");
+    metrics::describe_counter!(CHECKPOINTS, "Checkpoints written");
+    metrics::describe_counter!(CHECKPOINT_SUBSCRIBERS, "Subscriber states written by checkpoints");
+    metrics::describe_histogram!(CHECKPOINT_SECONDS, "Time to flush outputs and write a checkpoint");
+    metrics::describe_counter!(CHECKPOINT_ERRORS, "Checkpoints that could not be written (retried)");
+    metrics::describe_gauge!(
+        RESTORED_SUBSCRIBERS,
+        "Subscribers restored from the last checkpoint at start"
+    );
     Ok(())
 }
 

@@ -200,6 +200,9 @@ rules = "{rules}"
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+
+[state]
+dir = "{state}"
 "#,
             customers = topics.customers,
             network = topics.network,
@@ -209,6 +212,7 @@ listen = "127.0.0.1:{metrics_port}"
             decisions = topics.decisions,
             dead_letter = topics.dead_letter,
             rules = common::root().join("rules").display(),
+            state = dir.path().join("state").display(),
         ),
     )
     .unwrap();
@@ -351,8 +355,9 @@ fn kafka_run_refuses_a_missing_input_topic_with_a_clear_reason() {
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"no-such-topic-{port}\"]\n[engine]\nrules = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-            common::root().join("rules").display()
+            "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"no-such-topic-{port}\"]\n[engine]\nrules = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n",
+            common::root().join("rules").display(),
+            dir.path().join("state").display()
         ),
     )
     .unwrap();

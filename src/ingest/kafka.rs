@@ -15,6 +15,7 @@
 //!   every partition of every worker is idle, moves just past the newest event any of them
 //!   has seen — so the last events before a pause are decided without waiting for more.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,12 +136,22 @@ impl SharedFrontier {
 struct OwnedPartition {
     topic: String,
     partition: i32,
+    /// The next offset to read (librdkafka's raw form: -2 is "the beginning").
+    next: i64,
     /// Index of the partition among all input partitions (the [`Origin::source`]).
     source: u32,
     queue: PartitionQueue<IngestContext>,
     newest: Option<Millis>,
     at_end: bool,
     last_message: Instant,
+}
+
+/// How a worker's epoch follows its partitions (see the module docs).
+#[derive(Clone, Debug)]
+pub struct FrontierRules {
+    pub shared: Arc<SharedFrontier>,
+    pub lateness: Millis,
+    pub idle_after: Duration,
 }
 
 /// One worker's share of the input partitions.
@@ -214,16 +225,20 @@ fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
 
 impl PartitionIngest {
     /// Assigns worker `worker` of `workers` its partitions: the `i`-th input partition
-    /// belongs to worker `i % workers`.
+    /// belongs to worker `i % workers`. Each starts at its position in `resume` when there is
+    /// one (a restored checkpoint), else where `start_from` says.
     pub fn assign(
         config: &KafkaConfig,
         all: &[(String, i32)],
-        worker: usize,
-        workers: usize,
-        shared: Arc<SharedFrontier>,
-        lateness: Millis,
-        idle_after: Duration,
+        (worker, workers): (usize, usize),
+        frontier: FrontierRules,
+        resume: &HashMap<(String, i32), i64>,
     ) -> Result<PartitionIngest, String> {
+        let FrontierRules {
+            shared,
+            lateness,
+            idle_after,
+        } = frontier;
         let consumer: BaseConsumer<IngestContext> = consumer_config(config, &format!("kairos-w{worker}"))
             .create_with_context(IngestContext)
             .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
@@ -231,26 +246,39 @@ impl PartitionIngest {
         let owned: Vec<(usize, &(String, i32))> =
             all.iter().enumerate().filter(|(i, _)| i % workers == worker).collect();
         let mut assignment = TopicPartitionList::new();
-        let start = match config.start_from {
-            StartFrom::Earliest => Offset::Beginning,
-            StartFrom::Latest => Offset::End,
-        };
+        let mut starts = Vec::new();
         for (_, (topic, partition)) in &owned {
+            // A stored position wins; otherwise `start_from`, made numeric for "latest" so
+            // that a checkpoint taken before the first message still resumes there.
+            let start = match resume.get(&(topic.clone(), *partition)) {
+                Some(raw) => *raw,
+                None => match config.start_from {
+                    StartFrom::Earliest => Offset::Beginning.to_raw().unwrap_or(-2),
+                    StartFrom::Latest => {
+                        let (_, high) = consumer
+                            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                            .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))?;
+                        high
+                    }
+                },
+            };
             assignment
-                .add_partition_offset(topic, *partition, start)
+                .add_partition_offset(topic, *partition, Offset::from_raw(start))
                 .map_err(|e| format!("cannot assign {topic}/{partition}: {e}"))?;
+            starts.push(start);
         }
         consumer
             .assign(&assignment)
             .map_err(|e| format!("cannot assign partitions: {e}"))?;
         let mut partitions = Vec::new();
-        for (source, (topic, partition)) in owned {
+        for ((source, (topic, partition)), start) in owned.into_iter().zip(starts) {
             let queue = consumer
                 .split_partition_queue(topic, *partition)
                 .ok_or_else(|| format!("cannot open a queue for {topic}/{partition}"))?;
             partitions.push(OwnedPartition {
                 topic: topic.clone(),
                 partition: *partition,
+                next: start,
                 source: source as u32,
                 queue,
                 newest: None,
@@ -267,6 +295,21 @@ impl PartitionIngest {
             idle_after,
             last_error_log: None,
         })
+    }
+
+    /// Where each owned partition resumes: the next offset to read.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        self.partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.next))
+            .collect()
+    }
+
+    /// Whether every owned partition is idle (or there are none).
+    pub fn all_idle(&self) -> bool {
+        self.partitions
+            .iter()
+            .all(|p| p.at_end && p.last_message.elapsed() >= self.idle_after)
     }
 
     /// Number of partitions this worker owns.
@@ -298,6 +341,7 @@ impl PartitionIngest {
                     }
                     Some(Ok(message)) => {
                         read += 1;
+                        owned.next = message.offset() + 1;
                         owned.at_end = false;
                         owned.last_message = Instant::now();
                         let origin = Origin {

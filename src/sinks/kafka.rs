@@ -1,35 +1,54 @@
 //! The Kafka sink of `kairos run`: actions to one topic per channel, every decision to the
-//! decisions topic, invalid input to the dead-letter topic. Keys are the subscriber's msisdn.
+//! decisions topic, invalid input to the dead-letter topic. Keys are the subscriber's msisdn
+//! (dead letters keep the key of the message they replace).
 //!
-//! The producer is idempotent (`enable.idempotence`), so librdkafka's own retries never
-//! duplicate a record. Effectively-once across restarts needs the output progress stored
-//! with the state; that lands with durable state (see ARCHITECTURE.md).
+//! Effectively once: the producer is idempotent (librdkafka's retries never duplicate a
+//! record); action ids are deterministic; and the sink tracks where each output partition
+//! ends, so that after a restart it can read back what it produced since the previous
+//! checkpoint ([`KafkaSink::recall`]) and not produce it again.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kairos_model::{Channel, Decision, Verdict};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, OutputTopics};
 use crate::ingest::DeadLetter;
+use crate::state::Position;
 use crate::telemetry;
 
-/// Counts and logs records the brokers did not take.
-pub struct DeliveryReport;
+/// Where each output partition ends, as far as this process has produced.
+type OutputEnds = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
+
+/// Counts and logs records the brokers did not take; tracks the end of each partition.
+pub struct DeliveryReport {
+    ends: OutputEnds,
+}
 
 impl ClientContext for DeliveryReport {}
 
 impl ProducerContext for DeliveryReport {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, message)) = result {
-            metrics::counter!(telemetry::SINK_ERRORS).increment(1);
-            use rdkafka::Message;
-            tracing::error!(topic = message.topic(), %error, "record not delivered");
+        match result {
+            Ok(message) => {
+                let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+                let end = ends
+                    .entry((message.topic().to_string(), message.partition()))
+                    .or_insert(0);
+                *end = (*end).max(message.offset() + 1);
+            }
+            Err((error, message)) => {
+                metrics::counter!(telemetry::SINK_ERRORS).increment(1);
+                tracing::error!(topic = message.topic(), %error, "record not delivered");
+            }
         }
     }
 }
@@ -38,6 +57,22 @@ impl ProducerContext for DeliveryReport {
 pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryReport>,
     topics: OutputTopics,
+    ends: OutputEnds,
+    /// What a previous run already produced since the restored checkpoint's scan point.
+    produced: HashSet<String>,
+    kafka: KafkaConfig,
+}
+
+fn action_identity(id: &str) -> String {
+    format!("a:{id}")
+}
+
+fn decision_identity(id: &str) -> String {
+    format!("d:{id}")
+}
+
+fn dead_letter_identity(letter: &serde_json::Value) -> String {
+    format!("x:{}/{}/{}", letter["topic"], letter["partition"], letter["offset"])
 }
 
 impl KafkaSink {
@@ -54,30 +89,177 @@ impl KafkaSink {
         for (key, value) in &kafka.client {
             config.set(key, value);
         }
+        let ends = OutputEnds::default();
         let producer = config
-            .create_with_context(DeliveryReport)
+            .create_with_context(DeliveryReport {
+                ends: Arc::clone(&ends),
+            })
             .map_err(|e| format!("cannot create the Kafka producer for {}: {e}", kafka.brokers))?;
-        Ok(KafkaSink { producer, topics })
+        Ok(KafkaSink {
+            producer,
+            topics,
+            ends,
+            produced: HashSet::new(),
+            kafka: kafka.clone(),
+        })
     }
 
-    /// Sends a decision, and its action when it was sent.
+    fn all_topics(&self) -> [&str; 5] {
+        [
+            &self.topics.actions_sms,
+            &self.topics.actions_email,
+            &self.topics.actions_push,
+            &self.topics.decisions,
+            &self.topics.dead_letter,
+        ]
+    }
+
+    /// Learns where every output partition ends now (before anything is produced), and,
+    /// after a restart, reads back what was produced from `scan_from` on, so it is not
+    /// produced again. Returns how many records were recalled.
+    pub fn recall(&mut self, scan_from: Option<&[Position]>) -> Result<usize, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka.brokers)
+            .set("group.id", &self.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client for {}: {e}", self.kafka.brokers))?;
+        let timeout = Duration::from_secs(10);
+        let mut ranges = Vec::new();
+        for topic in self.all_topics() {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| format!("cannot read metadata of output topic {topic}: {e}"))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(format!(
+                    "output topic {topic} does not exist on {} (create it)",
+                    self.kafka.brokers
+                ));
+            }
+            for partition in partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))?;
+                self.ends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((topic.to_string(), partition), high);
+                if let Some(from) = scan_from {
+                    let start = from
+                        .iter()
+                        .find(|(t, p, _)| t == topic && *p == partition)
+                        .map_or(low, |(_, _, offset)| *offset)
+                        .max(low);
+                    if start < high {
+                        ranges.push((topic.to_string(), partition, start, high));
+                    }
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(0);
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition, start, _) in &ranges {
+            assignment
+                .add_partition_offset(topic, *partition, Offset::Offset(*start))
+                .map_err(|e| format!("cannot read back {topic}/{partition}: {e}"))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| format!("cannot read back the outputs: {e}"))?;
+        let mut remaining: BTreeMap<(String, i32), i64> =
+            ranges.iter().map(|(t, p, _, h)| ((t.clone(), *p), *h)).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut recalled = 0;
+        while !remaining.is_empty() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "reading back the outputs timed out with {} partition(s) unread",
+                    remaining.len()
+                ));
+            }
+            let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = match result {
+                Ok(message) => message,
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) => return Err(format!("reading back the outputs: {e}")),
+            };
+            let key = (message.topic().to_string(), message.partition());
+            if remaining.get(&key).is_some_and(|high| message.offset() + 1 >= *high) {
+                remaining.remove(&key);
+            }
+            let Some(value) = message
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            else {
+                continue;
+            };
+            let identity = if key.0 == self.topics.dead_letter {
+                dead_letter_identity(&value)
+            } else {
+                let Some(id) = value["action_id"].as_str() else {
+                    continue;
+                };
+                if key.0 == self.topics.decisions {
+                    decision_identity(id)
+                } else {
+                    action_identity(id)
+                }
+            };
+            self.produced.insert(identity);
+            recalled += 1;
+        }
+        Ok(recalled)
+    }
+
+    /// Where each output partition ends, for a checkpoint (call after [`KafkaSink::flush`]).
+    pub fn ends(&self) -> Vec<Position> {
+        let ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.iter()
+            .map(|((topic, partition), end)| (topic.clone(), *partition, *end))
+            .collect()
+    }
+
+    /// Sends a decision, and its action when it was sent — unless a previous run already did.
     pub fn decision(&self, decision: &Decision) {
         let key = decision.action.msisdn.to_string();
-        if decision.verdict == Verdict::Sent {
+        let id = &decision.action.action_id;
+        if decision.verdict == Verdict::Sent && !self.produced.contains(&action_identity(id)) {
             let topic = match decision.action.channel {
                 Channel::Sms => &self.topics.actions_sms,
                 Channel::Email => &self.topics.actions_email,
                 Channel::Push => &self.topics.actions_push,
             };
             self.send(topic, key.as_bytes(), decision.action.to_json().as_bytes());
+            telemetry::record_decision(decision);
+        } else if decision.verdict != Verdict::Sent {
+            telemetry::record_decision(decision);
         }
-        self.send(&self.topics.decisions, key.as_bytes(), decision.to_json().as_bytes());
-        telemetry::record_decision(decision);
+        if !self.produced.contains(&decision_identity(id)) {
+            self.send(&self.topics.decisions, key.as_bytes(), decision.to_json().as_bytes());
+        }
     }
 
-    /// Sends an invalid input's record, keyed like the original message.
+    /// Sends an invalid input's record, keyed like the original message — unless a previous
+    /// run already did.
     pub fn dead_letter(&self, letter: &DeadLetter, key: Option<&[u8]>) {
         let payload = letter.to_json();
+        if !self.produced.is_empty() {
+            let value: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+            if self.produced.contains(&dead_letter_identity(&value)) {
+                return;
+            }
+        }
         let record = BaseRecord::to(&self.topics.dead_letter).payload(payload.as_bytes());
         match key {
             Some(key) => self.send_record(record.key(key)),

@@ -15,6 +15,7 @@
 //! cannot bring it back.
 
 pub mod coordinator;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

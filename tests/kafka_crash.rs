@@ -1,0 +1,273 @@
+//! Crash test against real Kafka: a generated world is produced into the input topics at a
+//! steady pace while `kairos run` is killed with SIGKILL at random moments and restarted
+//! from its state folder each time. In the end the action topics must hold exactly the
+//! actions a replay of the same events gives — none missing, none twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kafka_brokers, write_jsonl};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 3;
+
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn topic_names() -> BTreeMap<&'static str, String> {
+    let run = format!(
+        "c{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    [
+        "customers",
+        "network",
+        "usage",
+        "actions.sms",
+        "actions.email",
+        "actions.push",
+        "decisions",
+        "dead-letter",
+    ]
+    .into_iter()
+    .map(|t| (t, format!("{run}.{t}")))
+    .collect()
+}
+
+fn read_all(brokers: &str, topic: &str, settle: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kairos-crash-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut values = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < settle {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            quiet_since = Instant::now();
+        }
+    }
+    values
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_no_action() {
+    let brokers = kafka_brokers();
+    let topics = topic_names();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let new: Vec<NewTopic> = topics
+        .values()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for result in runtime
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap()
+    {
+        result.unwrap();
+    }
+
+    // A world with many moments: trips, handsets ageing, data packs.
+    let spec = kairos_loadtest::world::WorldSpec {
+        subscribers: 400,
+        days: 3,
+        start: chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
+        seed: 5,
+        events_per_day: 25,
+        travel_rate: 0.3,
+        invalid_rate: 0.002,
+    };
+    let mut lines = Vec::new();
+    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    write_jsonl(&events, &lines);
+    let expected = common::replay(&events, &dir.path().join("replay"), 2);
+    let expected: BTreeMap<String, String> = expected
+        .iter()
+        .map(|a| (a["action_id"].as_str().unwrap().to_string(), a.to_string()))
+        .collect();
+    assert!(
+        expected.len() > 200,
+        "the world should produce many actions, got {}",
+        expected.len()
+    );
+
+    // Produce at a steady pace in the background: about 12 s for the whole world.
+    let producer_brokers = brokers.clone();
+    let producer_topics = topics.clone();
+    let feed = std::thread::spawn(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &producer_brokers)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let per_slice = lines.len() / 120 + 1;
+        for slice in lines.chunks(per_slice) {
+            for line in slice {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                let key = value["msisdn"].as_str().unwrap_or("").to_string();
+                let topic = match value["type"].as_str() {
+                    Some("customer") => &producer_topics["customers"],
+                    Some("usage") => &producer_topics["usage"],
+                    _ => &producer_topics["network"],
+                };
+                loop {
+                    match producer.send(BaseRecord::to(topic).key(&key).payload(line)) {
+                        Ok(()) => break,
+                        Err(_) => {
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"{}\", \"{}\", \"{}\"]\n\
+             [topics]\nactions_sms = \"{}\"\nactions_email = \"{}\"\nactions_push = \"{}\"\ndecisions = \"{}\"\ndead_letter = \"{}\"\n\
+             [engine]\nworkers = 2\nrules = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [state]\ndir = \"{}\"\ncheckpoint_interval_ms = 200\n",
+            topics["customers"],
+            topics["network"],
+            topics["usage"],
+            topics["actions.sms"],
+            topics["actions.email"],
+            topics["actions.push"],
+            topics["decisions"],
+            topics["dead-letter"],
+            common::root().join("rules").display(),
+            dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("kairos.log");
+    let start = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        Engine(
+            Command::new(env!("CARGO_BIN_EXE_kairos"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let kills = 5;
+    for _ in 0..kills {
+        let mut engine = start();
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
+        engine.0.kill().unwrap(); // SIGKILL
+        engine.0.wait().unwrap();
+    }
+    let _engine = start();
+    feed.join().unwrap();
+
+    // Wait for the actions to settle, then compare.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        got = ["actions.sms", "actions.email", "actions.push"]
+            .iter()
+            .flat_map(|t| read_all(&brokers, &topics[t], Duration::from_secs(2)))
+            .collect();
+        if got.len() >= expected.len() {
+            break;
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for value in &got {
+        let action: serde_json::Value = serde_json::from_str(value).unwrap();
+        *seen
+            .entry(action["action_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        let id = action["action_id"].as_str().unwrap();
+        assert_eq!(
+            expected.get(id).map(String::as_str),
+            Some(action.to_string().as_str()),
+            "unexpected action {action}"
+        );
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<_> = expected.keys().filter(|id| !seen.contains_key(*id)).collect();
+    let restarts = log.matches("kairos run: starting").count();
+    assert!(
+        twice.is_empty() && missing.is_empty(),
+        "{} kills: {} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nmissing: {missing:?}\nlog:\n{log}",
+        kills,
+        expected.len(),
+        got.len(),
+        twice.len(),
+        missing.len()
+    );
+    assert_eq!(restarts, kills + 1);
+    for line in log.lines().filter(|l| l.contains("kairos run: starting")) {
+        let field = |name: &str| {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+        };
+        eprintln!(
+            "restart: restored_subscribers={} restored_at={} recalled_outputs={}",
+            field("restored_subscribers").unwrap_or("?"),
+            field("restored_at").unwrap_or("?"),
+            field("recalled_outputs").unwrap_or("?")
+        );
+    }
+    // The restarts resumed from checkpoints, not from the beginning.
+    assert!(
+        log.matches("restored_subscribers=400").count() >= 3,
+        "too few restarts resumed from a checkpoint:\n{log}"
+    );
+    eprintln!(
+        "crash test: {kills} kills, {} restarts, {} actions expected, {} read, 0 missing, 0 twice",
+        restarts,
+        expected.len(),
+        got.len()
+    );
+}
