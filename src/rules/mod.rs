@@ -275,14 +275,16 @@ fn template_variables(template: &str) -> impl Iterator<Item = &str> {
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
 }
 
-/// Where `key = …` first appears, for errors found after parsing.
+/// Where `key = …` (or the table `[key]`) first appears, for errors found after parsing.
 fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
     text.lines().enumerate().find_map(|(i, line)| {
         let trimmed = line.trim_start();
+        let column = line.len() - trimmed.len() + 1;
+        if trimmed.trim_end() == format!("[{key}]") {
+            return Some((i + 1, column));
+        }
         let rest = trimmed.strip_prefix(key)?;
-        rest.trim_start()
-            .starts_with('=')
-            .then(|| (i + 1, line.len() - trimmed.len() + 1))
+        rest.trim_start().starts_with('=').then_some((i + 1, column))
     })
 }
 
@@ -360,6 +362,90 @@ en = "Welcome to {country_name}!"
         let e = parse_rule(Path::new("r.toml"), &GOOD.replace("{country_name}", "{city}")).unwrap_err();
         assert!(e[0].message.contains("unknown variable {city}"), "{}", e[0]);
         assert_eq!(e[0].position, Some((8, 1)));
+    }
+
+    fn only_error(text: &str) -> String {
+        let errors = parse_rule(Path::new("r.toml"), text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].to_string()
+    }
+
+    #[test]
+    fn every_class_of_problem_is_reported_with_what_would_be_valid() {
+        let pack = GOOD
+            .replace("roaming_arrival", "data_pack_threshold")
+            .replace("{country_name}", "{percent}%");
+        let cases: Vec<(String, &str)> = vec![
+            (
+                pack.clone(),
+                "r.toml:3:1: data_pack_threshold needs a threshold — add e.g. `threshold = 0.8`",
+            ),
+            (pack.replace("cooldown", "threshold = 1.5\ncooldown"), ""),
+            (
+                pack.replace("cooldown", "threshold = 0\ncooldown"),
+                "r.toml:6:1: threshold 0 is out of range",
+            ),
+            (
+                pack.replace("cooldown", "threshold = 11.0\ncooldown"),
+                "threshold 11 is out of range",
+            ),
+            (
+                GOOD.replace("cooldown", "threshold = 0.8\ncooldown"),
+                "r.toml:6:1: roaming_arrival takes no threshold — remove it",
+            ),
+            (
+                GOOD.replace("cooldown", "fallback_channel = \"sms\"\ncooldown"),
+                "r.toml:6:1: fallback_channel is the same as channel",
+            ),
+            (
+                GOOD.replace("cooldown", "fallback_channel = \"pigeon\"\ncooldown"),
+                "r.toml:6:20: unknown variant `pigeon`, expected one of `sms`, `email`, `push`",
+            ),
+            (
+                GOOD.replace("en = ", "pt = "),
+                "r.toml:7:1: no `en` message — every rule needs an English message",
+            ),
+            (GOOD.replace("\"ROAM-PACK\"", "\"  \""), "r.toml:4:1: empty offer"),
+            (GOOD.replace("offer = \"ROAM-PACK\"\n", ""), "missing field `offer`"),
+            (
+                GOOD.replace("id = \"roaming-welcome\"", "id = \"roaming-welcome"),
+                "r.toml:2:22: invalid basic string",
+            ),
+            (
+                GOOD.replace("cooldown = \"24h\"", "cooldown = 24"),
+                "r.toml:6:12: invalid type: integer `24`, expected a string",
+            ),
+        ];
+        for (text, expected) in cases {
+            match parse_rule(Path::new("r.toml"), &text) {
+                Ok(_) if expected.is_empty() => {}
+                Ok(rule) => panic!("accepted {rule:?}, expected {expected:?}"),
+                Err(_) if expected.is_empty() => panic!("rejected a valid rule:\n{text}"),
+                Err(_) => {
+                    let error = only_error(&text);
+                    assert!(error.contains(expected), "{error:?} does not contain {expected:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn folder_problems_duplicate_ids_and_every_file_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let errors = load_dir(dir.path()).unwrap_err();
+        assert!(errors[0].message.starts_with("no rule files (*.toml)"), "{errors:?}");
+        std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("b.toml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("c.toml"), GOOD.replace("roaming_arrival", "landing")).unwrap();
+        std::fs::write(dir.path().join("notes.md"), "not a rule").unwrap();
+        let errors = load_dir(dir.path()).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("b.toml:2:1: duplicate rule id \"roaming-welcome\""),
+            "{text:?}"
+        );
+        assert!(text[1].contains("c.toml:3:1: unknown moment \"landing\""), "{text:?}");
     }
 
     #[test]
