@@ -241,8 +241,10 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
     let rules = load_rules(&config.engine.rules)?;
     telemetry::serve_prometheus(config.metrics.listen)?;
     let workers = config.engine.workers;
+    let loading = Instant::now();
     let store = Arc::new(StateStore::open(&config.state.dir).map_err(|e| e.to_string())?);
     let restored = store.load().map_err(|e| e.to_string())?;
+    let load_ms = loading.elapsed().as_millis() as u64;
     let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
     let recalled = sink.recall(restored.as_ref().map(|r| r.meta.scan_from.as_slice()))?;
     let sink = Arc::new(sink);
@@ -276,6 +278,7 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         restored_subscribers = subscribers,
         restored_at = %kairos_model::time::format_rfc3339(restored_at),
         recalled_outputs = recalled,
+        load_ms,
         "kairos run: starting"
     );
     let requests = Arc::new(CheckpointRequests::default());
