@@ -116,7 +116,9 @@ pub fn generate(spec: &WorldSpec, mut emit: impl FnMut(&str)) {
                         json!({"type":"network","ts":ts,"msisdn":id,"event":kind,"mcc":mcc})
                     }
                 } else if roll < 0.85 {
-                    json!({"type":"usage","ts":ts,"msisdn":id,"kind":"data","bytes":rng.random_range(10_000u64..50_000_000)})
+                    // Heavy users (one in five) burn through small packs within days.
+                    let top = if i % 5 == 0 { 400_000_000 } else { 50_000_000 };
+                    json!({"type":"usage","ts":ts,"msisdn":id,"kind":"data","bytes":rng.random_range(10_000u64..top)})
                 } else if roll < 0.93 {
                     let peer = msisdn(rng.random_range(0..spec.subscribers));
                     json!({"type":"usage","ts":ts,"msisdn":id,"kind":"voice","seconds":rng.random_range(5u64..900),"peer":peer})
@@ -163,7 +165,7 @@ fn customer(rng: &mut ChaCha8Rng, i: u64, home: (&str, &str, &str, &str), at: Na
     let (country, timezone, language, _) = home;
     let acquired = at.date() - Duration::days(rng.random_range(30..1500));
     let contract_end = at.date() + Duration::days(rng.random_range(-60..700));
-    let pack_gb: u64 = *[5u64, 10, 20, 50].choose(rng).unwrap_or(&10);
+    let pack_gb: u64 = *[1u64, 2, 5, 10, 20, 50].choose(rng).unwrap_or(&10);
     let consent_sms = rng.random_bool(0.85);
     json!({
         "type": "customer",
