@@ -18,6 +18,7 @@
 
 pub mod calendar;
 pub mod checkpoint;
+pub mod condition;
 pub mod moments;
 pub mod policy;
 pub mod state;
@@ -41,6 +42,8 @@ pub struct DataflowStats {
     pub stale_customer_records: AtomicU64,
     /// Moments detected (before policy).
     pub moments: AtomicU64,
+    /// Rule conditions that failed to evaluate (counted as not holding).
+    pub condition_errors: AtomicU64,
 }
 
 impl DataflowStats {

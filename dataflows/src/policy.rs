@@ -80,7 +80,7 @@ impl ContactHistory {
 ///     email: None, tenure_start: None, prepaid: None, plan: None, device: None, contract_end: None,
 ///     consent: Consent { sms: true, email: true, push: false } };
 /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, offer: "O".into(),
-///     channel: Channel::Email, fallback_channel: Some(Channel::Sms), threshold: None, cooldown: 100,
+///     channel: Channel::Email, fallback_channel: Some(Channel::Sms), threshold: None, condition: None, cooldown: 100,
 ///     messages: BTreeMap::new() };
 /// let mut history = ContactHistory::default();
 /// // No e-mail address: the fallback channel.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use kairos_model::event::{EventBody, UsageKind};
 use kairos_model::time::format_rfc3339;
-use kairos_model::{Action, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict};
+use kairos_model::{
+    Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict,
+};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -16,6 +18,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::checkpoint::{Durability, StateRecord};
+use crate::condition;
 use crate::policy::admit;
 use crate::state::{CustomerChange, SubscriberState};
 use crate::{moments, subscriber_route, DataflowStats};
@@ -44,6 +47,8 @@ struct Moment {
     key: String,
     /// Set when the moment was found for one rule only (a data-pack threshold).
     rule: Option<String>,
+    /// For roaming: the country before the arrival.
+    previous_country: Option<CountryCode>,
     variables: Vec<(&'static str, String)>,
 }
 
@@ -53,6 +58,8 @@ const HANDSET_ONCE: &str = "handset_ageing";
 /// One worker's share of subscribers, and the rules they are judged by.
 pub struct SubscriberLogic {
     rules: Arc<RuleSet>,
+    /// Each rule's compiled condition, by rule id (compiled per worker).
+    conditions: HashMap<String, cel::Program>,
     stats: Arc<DataflowStats>,
     states: HashMap<Msisdn, SubscriberState>,
     /// Subscribers changed since the last checkpoint.
@@ -62,8 +69,19 @@ pub struct SubscriberLogic {
 impl SubscriberLogic {
     /// Logic for one worker's share of subscribers.
     pub fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>) -> SubscriberLogic {
+        // Conditions were checked when the rules were loaded; one that no longer compiles
+        // never holds.
+        let conditions = rules
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let program = condition::compile(r.condition.as_deref()?).unwrap_or_else(|_| never());
+                Some((r.id.clone(), program))
+            })
+            .collect();
         SubscriberLogic {
             rules,
+            conditions,
             stats,
             states: HashMap::new(),
             dirty: HashSet::new(),
@@ -133,6 +151,7 @@ impl SubscriberLogic {
                                 at: event.ts,
                                 key: country.to_string(),
                                 rule: None,
+                                previous_country: previous,
                                 variables: vec![
                                     ("country", country.to_string()),
                                     ("country_name", country.name().into()),
@@ -159,7 +178,12 @@ impl SubscriberLogic {
                 }
             }
         }
-        decide(&self.rules, &self.stats, state, event.msisdn, found, decisions);
+        let judges = Judges {
+            rules: &self.rules,
+            conditions: &self.conditions,
+            stats: &self.stats,
+        };
+        judges.decide(state, event.msisdn, found, decisions);
     }
 
     /// Fires a timer whose instant event time has passed, if it still holds.
@@ -181,8 +205,17 @@ impl SubscriberLogic {
                 }
             }
         }
-        decide(&self.rules, &self.stats, state, timer.msisdn, found, decisions);
+        let judges = Judges {
+            rules: &self.rules,
+            conditions: &self.conditions,
+            stats: &self.stats,
+        };
+        judges.decide(state, timer.msisdn, found, decisions);
     }
+}
+
+fn never() -> cel::Program {
+    condition::compile("false").expect("`false` is CEL")
 }
 
 fn timezone(name: &str) -> Tz {
@@ -237,6 +270,7 @@ fn handset_check(
         at: starts.max(record_ts),
         key: imei,
         rule: None,
+        previous_country: None,
         variables: vec![("model", model), ("contract_end", contract_end)],
     });
     None
@@ -266,6 +300,7 @@ fn data_pack_check(
                 at: ts,
                 key: key.clone(),
                 rule: Some(rule.id.clone()),
+                previous_country: None,
                 variables: vec![
                     ("percent", format!("{:.0}", threshold * 100.0)),
                     ("pack_gb", format!("{:.0}", pack as f64 / (1u64 << 30) as f64)),
@@ -275,33 +310,99 @@ fn data_pack_check(
     }
 }
 
-/// Turns moments into decisions: once-only moments are marked, every rule of the moment is
-/// judged by the contact policy, and every outcome is recorded.
-fn decide(
-    rules: &RuleSet,
-    stats: &DataflowStats,
-    state: &mut SubscriberState,
-    msisdn: Msisdn,
-    found: Vec<Moment>,
-    decisions: &mut Vec<Decision>,
-) {
-    for moment in found {
-        DataflowStats::bump(&stats.moments);
-        // Once per rule and cycle (data pack), once per handset: whatever the policy decides.
-        match (&moment.rule, moment.kind) {
-            (Some(rule), _) => state.mark_fired(rule, &moment.key, true),
-            (None, MomentKind::HandsetAgeing) => state.mark_fired(HANDSET_ONCE, &moment.key, false),
-            (None, _) => {}
-        }
-        let rules = rules
-            .for_moment(moment.kind)
-            .filter(|r| moment.rule.as_ref().is_none_or(|id| *id == r.id));
-        for rule in rules {
-            if let Some(decision) = judge(rule, state, msisdn, &moment) {
-                decisions.push(decision);
+/// What judges moments: the rules, their conditions, and the counters.
+struct Judges<'a> {
+    rules: &'a RuleSet,
+    conditions: &'a HashMap<String, cel::Program>,
+    stats: &'a DataflowStats,
+}
+
+impl Judges<'_> {
+    /// Turns moments into decisions: once-only moments are marked, every rule of the moment
+    /// whose condition holds is judged by the contact policy, and every outcome is recorded.
+    fn decide(&self, state: &mut SubscriberState, msisdn: Msisdn, found: Vec<Moment>, decisions: &mut Vec<Decision>) {
+        for moment in found {
+            DataflowStats::bump(&self.stats.moments);
+            // Once per rule and cycle (data pack), once per handset: whatever the policy decides.
+            match (&moment.rule, moment.kind) {
+                (Some(rule), _) => state.mark_fired(rule, &moment.key, true),
+                (None, MomentKind::HandsetAgeing) => state.mark_fired(HANDSET_ONCE, &moment.key, false),
+                (None, _) => {}
+            }
+            let rules = self
+                .rules
+                .for_moment(moment.kind)
+                .filter(|r| moment.rule.as_ref().is_none_or(|id| *id == r.id));
+            for rule in rules {
+                if !self.condition_holds(rule, state, &moment) {
+                    continue;
+                }
+                if let Some(decision) = judge(rule, state, msisdn, &moment) {
+                    decisions.push(decision);
+                }
             }
         }
     }
+
+    /// Whether the rule's condition (if any) holds for this moment.
+    fn condition_holds(&self, rule: &Rule, state: &SubscriberState, moment: &Moment) -> bool {
+        let Some(program) = self.conditions.get(&rule.id) else {
+            return true;
+        };
+        let Some(record) = state.record() else { return false };
+        let mut values = condition::customer_values(record, timezone(&record.timezone), moment.at);
+        let cycle = state.data_cycle.map_or(0, |c| c.used);
+        values.extend([
+            (
+                "subscriber.country",
+                text(state.country.as_ref().map_or("", |c| c.as_str())),
+            ),
+            (
+                "subscriber.cycle.used_bytes",
+                cel::Value::Int(i64::try_from(cycle).unwrap_or(i64::MAX)),
+            ),
+            (
+                "subscriber.cycle.ratio",
+                cel::Value::Float(moments::pack_ratio(record, cycle).unwrap_or(0.0)),
+            ),
+            ("moment.kind", text(moment.kind.as_str())),
+            (
+                "moment.country",
+                text(if moment.kind == MomentKind::RoamingArrival {
+                    &moment.key
+                } else {
+                    ""
+                }),
+            ),
+            (
+                "moment.previous_country",
+                text(moment.previous_country.as_ref().map_or("", |c| c.as_str())),
+            ),
+            (
+                "moment.percent",
+                cel::Value::Int(rule.threshold.map_or(0, |t| (t * 100.0).round() as i64)),
+            ),
+            (
+                "moment.imei",
+                text(if moment.kind == MomentKind::HandsetAgeing {
+                    &moment.key
+                } else {
+                    ""
+                }),
+            ),
+        ]);
+        match condition::holds(program, &condition::context(values)) {
+            Ok(holds) => holds,
+            Err(_) => {
+                DataflowStats::bump(&self.stats.condition_errors);
+                false
+            }
+        }
+    }
+}
+
+fn text(value: &str) -> cel::Value {
+    cel::Value::String(Arc::new(value.to_string()))
 }
 
 fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Moment) -> Option<Decision> {

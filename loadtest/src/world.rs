@@ -117,7 +117,7 @@ pub fn generate(spec: &WorldSpec, mut emit: impl FnMut(&str)) {
                     }
                 } else if roll < 0.85 {
                     // Heavy users (one in five) burn through small packs within days.
-                    let top = if i % 5 == 0 { 400_000_000 } else { 50_000_000 };
+                    let top = if i.is_multiple_of(5) { 400_000_000 } else { 50_000_000 };
                     json!({"type":"usage","ts":ts,"msisdn":id,"kind":"data","bytes":rng.random_range(10_000u64..top)})
                 } else if roll < 0.93 {
                     let peer = msisdn(rng.random_range(0..spec.subscribers));

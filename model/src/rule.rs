@@ -73,6 +73,9 @@ pub struct Rule {
     pub fallback_channel: Option<Channel>,
     /// For `data_pack_threshold`: the share of the pack (0.8 = 80 %).
     pub threshold: Option<f64>,
+    /// Optional CEL condition over the customer, the subscriber's features and the moment:
+    /// the rule acts on a moment only when it holds.
+    pub condition: Option<String>,
     /// No second action for the same subscriber and dedupe key within this long.
     pub cooldown: Millis,
     /// Message templates by language (`en` is always present); `{variable}` placeholders.
@@ -87,7 +90,7 @@ impl Rule {
     /// # use std::collections::BTreeMap;
     /// # use kairos_model::{Rule, MomentKind, Channel};
     /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::RoamingArrival,
-    ///     offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, cooldown: 0,
+    ///     offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, condition: None, cooldown: 0,
     ///     messages: BTreeMap::from([("en".into(), "Welcome to {country_name}!".into())]) };
     /// assert_eq!(rule.render(Some("pt"), &[("country_name", "Spain")]),
     ///            ("en".to_string(), "Welcome to Spain!".to_string()));

@@ -53,6 +53,9 @@ struct RuleFile {
     /// For `data_pack_threshold`: the share of the pack that triggers the rule (0.8 = 80 %).
     #[serde(default)]
     threshold: Option<f64>,
+    /// Optional CEL condition (see rules/README.md for what it can read).
+    #[serde(default)]
+    condition: Option<String>,
     /// No second action for the same subscriber and dedupe key within this long:
     /// a number followed by `s`, `m`, `h` or `d` (`24h`). Default: no cooldown.
     #[serde(default)]
@@ -177,6 +180,13 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             _ => {}
         }
     }
+    if let Some(condition) = &file.condition {
+        if let Err(problems) = kairos_dataflows::condition::check(condition) {
+            for problem in problems {
+                errors.push(err(Some("condition"), format!("condition: {problem}")));
+            }
+        }
+    }
     if file.fallback_channel == Some(file.channel) {
         errors.push(err(
             Some("fallback_channel"),
@@ -234,6 +244,7 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             channel: file.channel,
             fallback_channel: file.fallback_channel,
             threshold: file.threshold,
+            condition: file.condition,
             cooldown,
             messages: file.messages,
         }),
@@ -446,6 +457,32 @@ en = "Welcome to {country_name}!"
             "{text:?}"
         );
         assert!(text[1].contains("c.toml:3:1: unknown moment \"landing\""), "{text:?}");
+    }
+
+    #[test]
+    fn condition_problems_point_at_the_condition() {
+        let text = GOOD.replace("cooldown", "condition = \"customer.age > 3\"\ncooldown");
+        let error = only_error(&text);
+        assert!(
+            error.starts_with("r.toml:6:1: condition: unknown field `customer.age` — known fields:"),
+            "{error}"
+        );
+        let text = GOOD.replace("cooldown", "condition = \"customer.prepaid &&\"\ncooldown");
+        assert!(only_error(&text).starts_with("r.toml:6:1: condition: not a valid CEL expression at 1:"));
+        let ok = GOOD.replace("cooldown", "condition = \"!customer.prepaid\"\ncooldown");
+        assert_eq!(
+            parse_rule(Path::new("r.toml"), &ok).unwrap().condition.as_deref(),
+            Some("!customer.prepaid")
+        );
+    }
+
+    #[test]
+    fn the_readme_documents_every_name_a_condition_can_read() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/README.md")).unwrap();
+        for field in kairos_dataflows::condition::VOCABULARY {
+            let row = format!("| `{}` | {} |", field.path, field.ty.as_str());
+            assert!(readme.contains(&row), "rules/README.md lacks {row}");
+        }
     }
 
     #[test]

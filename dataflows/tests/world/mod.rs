@@ -41,6 +41,7 @@ fn rule(
         channel,
         fallback_channel: fallback,
         threshold,
+        condition: None,
         cooldown,
         messages: BTreeMap::from([("en".into(), "m".into())]),
     }

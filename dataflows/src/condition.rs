@@ -1,0 +1,435 @@
+//! Rule conditions in CEL (the Common Expression Language) over a documented vocabulary of
+//! the customer's record, the subscriber's features and the moment's fields.
+//!
+//! [`VOCABULARY`] is the one list of names a condition may read: [`check`] rejects anything
+//! else (with the list of what would be valid), [`context`] builds exactly these values, and
+//! `rules/README.md` documents them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::common::ast::{Expr, IdedExpr};
+use cel::{Context, Program, Value};
+use chrono_tz::Tz;
+use kairos_model::event::CustomerRecord;
+use kairos_model::Millis;
+
+use crate::calendar::local_date;
+
+/// The type of a vocabulary field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Bool,
+    Int,
+    Double,
+    String,
+}
+
+impl FieldType {
+    /// CEL's name of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Bool => "bool",
+            FieldType::Int => "int",
+            FieldType::Double => "double",
+            FieldType::String => "string",
+        }
+    }
+}
+
+/// One name a condition can read.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub path: &'static str,
+    pub ty: FieldType,
+    pub meaning: &'static str,
+}
+
+const fn field(path: &'static str, ty: FieldType, meaning: &'static str) -> Field {
+    Field { path, ty, meaning }
+}
+
+/// Everything a condition can read, evaluated at the moment's event time.
+pub const VOCABULARY: &[Field] = &[
+    field(
+        "customer.home_country",
+        FieldType::String,
+        "ISO 3166-1 alpha-2 code of the home country",
+    ),
+    field("customer.timezone", FieldType::String, "IANA time zone"),
+    field(
+        "customer.language",
+        FieldType::String,
+        "preferred language, \"\" when unknown",
+    ),
+    field(
+        "customer.prepaid",
+        FieldType::Bool,
+        "prepaid subscriber (false when unknown)",
+    ),
+    field("customer.has_email", FieldType::Bool, "an e-mail address is known"),
+    field(
+        "customer.tenure_days",
+        FieldType::Int,
+        "days since tenure_start, local calendar; -1 when unknown",
+    ),
+    field("customer.plan.id", FieldType::String, "plan id, \"\" when unknown"),
+    field(
+        "customer.plan.data_pack_bytes",
+        FieldType::Int,
+        "data pack size; 0 when none",
+    ),
+    field(
+        "customer.plan.monthly_fee",
+        FieldType::Double,
+        "monthly fee; 0.0 when unknown",
+    ),
+    field(
+        "customer.device.model",
+        FieldType::String,
+        "handset model, \"\" when unknown",
+    ),
+    field(
+        "customer.device.age_days",
+        FieldType::Int,
+        "days since device.acquired; -1 when unknown",
+    ),
+    field(
+        "customer.contract.days_left",
+        FieldType::Int,
+        "days until contract_end (negative when past); 0 when none",
+    ),
+    field("customer.contract.known", FieldType::Bool, "a contract_end is known"),
+    field("customer.consent.sms", FieldType::Bool, "marketing consent for SMS"),
+    field(
+        "customer.consent.email",
+        FieldType::Bool,
+        "marketing consent for e-mail",
+    ),
+    field("customer.consent.push", FieldType::Bool, "marketing consent for push"),
+    field(
+        "subscriber.country",
+        FieldType::String,
+        "current serving country, \"\" when unknown",
+    ),
+    field(
+        "subscriber.cycle.used_bytes",
+        FieldType::Int,
+        "data used in the current billing cycle",
+    ),
+    field(
+        "subscriber.cycle.ratio",
+        FieldType::Double,
+        "used_bytes / plan.data_pack_bytes; 0.0 without a pack",
+    ),
+    field(
+        "moment.kind",
+        FieldType::String,
+        "roaming_arrival, data_pack_threshold or handset_ageing",
+    ),
+    field(
+        "moment.country",
+        FieldType::String,
+        "roaming_arrival: the country arrived in",
+    ),
+    field(
+        "moment.previous_country",
+        FieldType::String,
+        "roaming_arrival: the country before, \"\" when none",
+    ),
+    field(
+        "moment.percent",
+        FieldType::Int,
+        "data_pack_threshold: the rule's threshold in percent",
+    ),
+    field("moment.imei", FieldType::String, "handset_ageing: the handset's IMEI"),
+];
+
+const ROOTS: [&str; 3] = ["customer", "subscriber", "moment"];
+
+/// The values of one evaluation, by vocabulary path.
+pub type Values = Vec<(&'static str, Value)>;
+
+fn string(text: &str) -> Value {
+    Value::String(Arc::new(text.to_string()))
+}
+
+/// Builds nested CEL maps from dotted paths.
+fn nest(values: Values) -> HashMap<String, Value> {
+    let mut groups: HashMap<String, Values> = HashMap::new();
+    let mut leaves = HashMap::new();
+    for (path, value) in values {
+        match path.split_once('.') {
+            Some((head, rest)) => {
+                // The rest of a vocabulary path is itself static.
+                let rest: &'static str = &path[head.len() + 1..head.len() + 1 + rest.len()];
+                groups.entry(head.to_string()).or_default().push((rest, value));
+            }
+            None => {
+                leaves.insert(path.to_string(), value);
+            }
+        }
+    }
+    for (head, inner) in groups {
+        leaves.insert(head, Value::from(nest(inner)));
+    }
+    leaves
+}
+
+/// A CEL context holding `values` (vocabulary paths) as nested maps.
+pub fn context(values: Values) -> Context<'static, 'static> {
+    let mut context = Context::default();
+    for (root, value) in nest(values) {
+        context.add_variable_from_value(root, value);
+    }
+    context
+}
+
+fn days_between(from: chrono::NaiveDate, to: chrono::NaiveDate) -> i64 {
+    (to - from).num_days()
+}
+
+/// The `customer.*` values of a record at event time `at`.
+pub fn customer_values(record: &CustomerRecord, tz: Tz, at: Millis) -> Values {
+    let today = local_date(at, tz);
+    let plan = record.plan.as_ref();
+    let device = record.device.as_ref();
+    vec![
+        ("customer.home_country", string(record.home_country.as_str())),
+        ("customer.timezone", string(&record.timezone)),
+        ("customer.language", string(record.language.as_deref().unwrap_or(""))),
+        ("customer.prepaid", Value::Bool(record.prepaid.unwrap_or(false))),
+        ("customer.has_email", Value::Bool(record.email.is_some())),
+        (
+            "customer.tenure_days",
+            Value::Int(record.tenure_start.map_or(-1, |d| days_between(d, today))),
+        ),
+        (
+            "customer.plan.id",
+            string(plan.and_then(|p| p.id.as_deref()).unwrap_or("")),
+        ),
+        (
+            "customer.plan.data_pack_bytes",
+            Value::Int(
+                plan.and_then(|p| p.data_pack_bytes)
+                    .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            ),
+        ),
+        (
+            "customer.plan.monthly_fee",
+            Value::Float(plan.and_then(|p| p.monthly_fee).unwrap_or(0.0)),
+        ),
+        (
+            "customer.device.model",
+            string(device.and_then(|d| d.model.as_deref()).unwrap_or("")),
+        ),
+        (
+            "customer.device.age_days",
+            Value::Int(device.and_then(|d| d.acquired).map_or(-1, |d| days_between(d, today))),
+        ),
+        (
+            "customer.contract.days_left",
+            Value::Int(record.contract_end.map_or(0, |d| days_between(today, d))),
+        ),
+        ("customer.contract.known", Value::Bool(record.contract_end.is_some())),
+        ("customer.consent.sms", Value::Bool(record.consent.sms)),
+        ("customer.consent.email", Value::Bool(record.consent.email)),
+        ("customer.consent.push", Value::Bool(record.consent.push)),
+    ]
+}
+
+/// A value of every vocabulary field, of the field's type: what [`check`] evaluates
+/// conditions against, so that type errors surface before a rule is published.
+fn sample_values() -> Values {
+    VOCABULARY
+        .iter()
+        .map(|f| {
+            let value = match f.ty {
+                FieldType::Bool => Value::Bool(false),
+                FieldType::Int => Value::Int(0),
+                FieldType::Double => Value::Float(0.0),
+                FieldType::String => string(""),
+            };
+            (f.path, value)
+        })
+        .collect()
+}
+
+/// Compiles a condition (already checked).
+pub fn compile(source: &str) -> Result<Program, String> {
+    Program::compile(source).map_err(|e| describe_parse_error(&e.to_string()))
+}
+
+fn describe_parse_error(error: &str) -> String {
+    let first = error.lines().next().unwrap_or(error);
+    let detail = first.strip_prefix("ERROR: <input>:").unwrap_or(first);
+    format!("not a valid CEL expression at {detail}")
+}
+
+/// Every problem with a condition: syntax, names outside the vocabulary, type errors, or a
+/// result that is not true or false.
+///
+/// ```
+/// use kairos_dataflows::condition::check;
+/// assert!(check("customer.plan.monthly_fee >= 20.0 && moment.country != 'US'").is_ok());
+/// let problems = check("customer.plan.fee > 2").unwrap_err();
+/// assert!(problems[0].starts_with("unknown field `customer.plan.fee`"), "{problems:?}");
+/// ```
+pub fn check(source: &str) -> Result<(), Vec<String>> {
+    let program = compile(source).map_err(|e| vec![e])?;
+    let mut problems = Vec::new();
+    let mut bound = Vec::new();
+    walk(program.expression(), &mut bound, &mut problems);
+    if problems.is_empty() {
+        match program.execute(&context(sample_values())) {
+            Ok(Value::Bool(_)) => {}
+            Ok(other) => problems.push(format!(
+                "a condition must give true or false; this one gives {:?}",
+                other.type_of()
+            )),
+            Err(e) => problems.push(format!("type error: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The dotted path of a field selection rooted at an identifier (`customer.plan.id`).
+fn path_of(expr: &IdedExpr) -> Option<String> {
+    match &expr.expr {
+        Expr::Ident(name) => Some(name.clone()),
+        Expr::Select(select) => path_of(&select.operand).map(|p| format!("{p}.{}", select.field)),
+        _ => None,
+    }
+}
+
+fn walk(expr: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<String>) {
+    match &expr.expr {
+        Expr::Ident(name) => {
+            if !bound.contains(name) && !ROOTS.contains(&name.as_str()) {
+                problems.push(format!(
+                    "unknown name `{name}` — conditions read customer.*, subscriber.* and moment.* (see rules/README.md)"
+                ));
+            }
+        }
+        Expr::Select(select) => match path_of(expr) {
+            Some(path) if ROOTS.iter().any(|r| path.starts_with(&format!("{r}."))) => {
+                let known = VOCABULARY
+                    .iter()
+                    .any(|f| f.path == path || f.path.starts_with(&format!("{path}.")));
+                if !known {
+                    let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+                    let siblings: Vec<&str> = VOCABULARY
+                        .iter()
+                        .filter(|f| f.path.starts_with(&format!("{parent}.")))
+                        .map(|f| f.path)
+                        .collect();
+                    problems.push(format!(
+                        "unknown field `{path}` — known fields: {}",
+                        siblings.join(", ")
+                    ));
+                }
+            }
+            _ => walk(&select.operand, bound, problems),
+        },
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                walk(target, bound, problems);
+            }
+            for arg in &call.args {
+                walk(arg, bound, problems);
+            }
+        }
+        Expr::Comprehension(c) => {
+            walk(&c.iter_range, bound, problems);
+            let before = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(second) = &c.iter_var2 {
+                bound.push(second.clone());
+            }
+            bound.push(c.accu_var.clone());
+            for part in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                walk(part, bound, problems);
+            }
+            bound.truncate(before);
+        }
+        Expr::List(list) => {
+            for element in &list.elements {
+                walk(element, bound, problems);
+            }
+        }
+        Expr::Map(_) | Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// Evaluates a condition; an evaluation error counts as false (and is the caller's to
+/// count).
+pub fn holds(program: &Program, context: &Context<'_, '_>) -> Result<bool, String> {
+    match program.execute(context) {
+        Ok(Value::Bool(value)) => Ok(value),
+        Ok(other) => Err(format!("condition gave {:?}, not true or false", other.type_of())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_vocabulary_field_is_readable_with_its_type() {
+        for f in VOCABULARY {
+            let condition = match f.ty {
+                FieldType::Bool => format!("{} || true", f.path),
+                FieldType::Int => format!("{} >= 0 || true", f.path),
+                FieldType::Double => format!("{} >= 0.0 || true", f.path),
+                FieldType::String => format!("{} != 'x' || true", f.path),
+            };
+            assert_eq!(check(&condition), Ok(()), "{condition}");
+        }
+    }
+
+    #[test]
+    fn problems_name_what_is_wrong() {
+        let first = |source: &str| check(source).unwrap_err().remove(0);
+        assert!(
+            first("customer.plan.monthly_fee >").starts_with("not a valid CEL expression at 1:"),
+            "{}",
+            first("customer.plan.monthly_fee >")
+        );
+        assert!(
+            first("customer.age > 3").starts_with("unknown field `customer.age` — known fields: customer.home_country")
+        );
+        assert!(first("household.size > 3").starts_with("unknown name `household`"));
+        assert!(
+            first("customer.plan.monthly_fee + 1.0").contains("must give true or false"),
+            "{}",
+            first("customer.plan.monthly_fee + 1.0")
+        );
+        assert!(
+            first("customer.language > 3").starts_with("type error"),
+            "{}",
+            first("customer.language > 3")
+        );
+        // Comprehension variables are names too.
+        assert_eq!(check("['PT', 'ES'].exists(c, c == moment.country)"), Ok(()));
+    }
+
+    #[test]
+    fn conditions_read_nested_values() {
+        let program = compile("customer.plan.monthly_fee >= 20.0 && moment.country == 'US'").unwrap();
+        let values = |fee: f64, country: &str| {
+            vec![
+                ("customer.plan.monthly_fee", Value::Float(fee)),
+                ("moment.country", string(country)),
+            ]
+        };
+        assert_eq!(holds(&program, &context(values(25.0, "US"))), Ok(true));
+        assert_eq!(holds(&program, &context(values(15.0, "US"))), Ok(false));
+        assert_eq!(holds(&program, &context(values(25.0, "ES"))), Ok(false));
+        assert!(holds(&compile("moment.imei == 'x'").unwrap(), &context(values(1.0, "US"))).is_err());
+    }
+}
