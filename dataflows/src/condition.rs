@@ -123,6 +123,56 @@ pub const VOCABULARY: &[Field] = &[
         "used_bytes / plan.data_pack_bytes; 0.0 without a pack",
     ),
     field(
+        "subscriber.usage_7d.data_bytes",
+        FieldType::Int,
+        "data used in the 7 days up to the moment (UTC days)",
+    ),
+    field(
+        "subscriber.usage_7d.voice_seconds",
+        FieldType::Int,
+        "voice seconds in the 7 days up to the moment",
+    ),
+    field(
+        "subscriber.usage_7d.sms",
+        FieldType::Int,
+        "SMS sent in the 7 days up to the moment",
+    ),
+    field(
+        "subscriber.usage_28d.data_bytes",
+        FieldType::Int,
+        "data used in the 28 days up to the moment",
+    ),
+    field(
+        "subscriber.usage_28d.voice_seconds",
+        FieldType::Int,
+        "voice seconds in the 28 days up to the moment",
+    ),
+    field(
+        "subscriber.usage_28d.sms",
+        FieldType::Int,
+        "SMS sent in the 28 days up to the moment",
+    ),
+    field(
+        "subscriber.topups_30d.count",
+        FieldType::Int,
+        "top-ups in the 30 days up to the moment",
+    ),
+    field(
+        "subscriber.topups_30d.amount",
+        FieldType::Double,
+        "amount topped up in the 30 days up to the moment",
+    ),
+    field(
+        "subscriber.selfcare.days_since",
+        FieldType::Int,
+        "whole days since the last self-care visit; -1 when none",
+    ),
+    field(
+        "subscriber.selfcare.last_page",
+        FieldType::String,
+        "page of the last self-care visit, \"\" when none",
+    ),
+    field(
         "moment.kind",
         FieldType::String,
         "roaming_arrival, data_pack_threshold or handset_ageing",

@@ -19,6 +19,7 @@
 pub mod calendar;
 pub mod checkpoint;
 pub mod condition;
+pub mod features;
 pub mod moments;
 pub mod policy;
 pub mod state;

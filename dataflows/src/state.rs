@@ -7,6 +7,7 @@ use kairos_model::{CountryCode, Millis};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{cycle_containing, Cycle};
+use crate::features::Activity;
 use crate::policy::ContactHistory;
 
 /// What the engine knows about one subscriber.
@@ -24,6 +25,8 @@ pub struct SubscriberState {
     /// Once-only moments already fired: (rule id, dedupe key).
     pub fired: Vec<(String, String)>,
     pub contacts: ContactHistory,
+    /// Usage windows, self-care and top-ups, for conditions.
+    pub activity: Activity,
 }
 
 /// The customer record in force.

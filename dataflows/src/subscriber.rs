@@ -162,6 +162,7 @@ impl SubscriberLogic {
                 }
             }
             EventBody::Usage(usage) if usage.kind == UsageKind::Data => {
+                state.activity.add_usage(event.ts, usage.kind, usage.amount);
                 let Some(record) = state.record() else {
                     DataflowStats::bump(&self.stats.events_without_customer);
                     state.hold_data(event.ts, usage.amount);
@@ -173,6 +174,12 @@ impl SubscriberLogic {
                 }
             }
             EventBody::Usage(_) | EventBody::Selfcare(_) | EventBody::Topup(_) | EventBody::Response(_) => {
+                match &event.body {
+                    EventBody::Usage(usage) => state.activity.add_usage(event.ts, usage.kind, usage.amount),
+                    EventBody::Selfcare(visit) => state.activity.visit(event.ts, &visit.page),
+                    EventBody::Topup(topup) => state.activity.topup(event.ts, topup.amount),
+                    _ => {}
+                }
                 if state.record().is_none() {
                     DataflowStats::bump(&self.stats.events_without_customer);
                 }
@@ -352,7 +359,26 @@ impl Judges<'_> {
         let Some(record) = state.record() else { return false };
         let mut values = condition::customer_values(record, timezone(&record.timezone), moment.at);
         let cycle = state.data_cycle.map_or(0, |c| c.used);
+        let week = state.activity.usage_over(moment.at, 7);
+        let month = state.activity.usage_over(moment.at, 28);
+        let (topups, topped_up) = state.activity.topups_until(moment.at);
+        let int = |n: u64| cel::Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let last_visit = state.activity.last_selfcare.as_ref().filter(|(t, _)| *t <= moment.at);
+        let days_since = last_visit.map_or(-1, |(t, _)| ((moment.at - t) / kairos_model::time::DAY) as i64);
         values.extend([
+            ("subscriber.usage_7d.data_bytes", int(week.data_bytes)),
+            ("subscriber.usage_7d.voice_seconds", int(week.voice_seconds)),
+            ("subscriber.usage_7d.sms", int(week.sms)),
+            ("subscriber.usage_28d.data_bytes", int(month.data_bytes)),
+            ("subscriber.usage_28d.voice_seconds", int(month.voice_seconds)),
+            ("subscriber.usage_28d.sms", int(month.sms)),
+            ("subscriber.topups_30d.count", int(topups)),
+            ("subscriber.topups_30d.amount", cel::Value::Float(topped_up)),
+            ("subscriber.selfcare.days_since", cel::Value::Int(days_since)),
+            (
+                "subscriber.selfcare.last_page",
+                text(last_visit.map_or("", |(_, page)| page.as_str())),
+            ),
             (
                 "subscriber.country",
                 text(state.country.as_ref().map_or("", |c| c.as_str())),
@@ -582,4 +608,85 @@ pub fn subscriber_state<'scope>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kairos_model::event::{Consent, Customer, Network, NetworkKind};
+    use kairos_model::{Channel, Origin};
+
+    use super::*;
+    use crate::condition::VOCABULARY;
+
+    #[test]
+    fn conditions_can_read_every_vocabulary_field_at_run_time() {
+        // Every field compared with itself: true only if the engine supplies all of them.
+        let condition = VOCABULARY
+            .iter()
+            .map(|f| format!("{0} == {0}", f.path))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let rule = Rule {
+            id: "all".into(),
+            version: "v".into(),
+            moment: MomentKind::RoamingArrival,
+            offer: "O".into(),
+            channel: Channel::Sms,
+            fallback_channel: None,
+            threshold: None,
+            condition: Some(condition),
+            cooldown: 0,
+            messages: BTreeMap::from([("en".into(), "m".into())]),
+        };
+        let stats = Arc::new(DataflowStats::default());
+        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats));
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let record = CustomerRecord {
+            account_id: "A".into(),
+            address_id: None,
+            home_country: CountryCode::parse("PT").unwrap(),
+            timezone: "Europe/Lisbon".into(),
+            language: None,
+            email: None,
+            tenure_start: None,
+            prepaid: None,
+            plan: None,
+            device: None,
+            contract_end: None,
+            consent: Consent {
+                sms: true,
+                ..Consent::default()
+            },
+        };
+        let event = |ts, body| Event {
+            ts,
+            msisdn,
+            origin: Origin {
+                source: 0,
+                position: ts,
+            },
+            body,
+        };
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        logic.apply(
+            &event(1, EventBody::Customer(Customer::Upsert(Box::new(record)))),
+            1,
+            &mut decisions,
+            &mut timers,
+        );
+        let network = Network {
+            event: NetworkKind::LocationUpdate,
+            country: Some(CountryCode::parse("ES").unwrap()),
+            mcc: None,
+            mnc: None,
+            cell: None,
+            imei: None,
+            peer: None,
+        };
+        logic.apply(&event(2, EventBody::Network(network)), 2, &mut decisions, &mut timers);
+        assert_eq!(stats.condition_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(decisions.len(), 1);
+    }
 }

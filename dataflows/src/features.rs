@@ -1,0 +1,162 @@
+//! Activity features kept per subscriber for rule conditions: usage over the last 7 and 28
+//! days (daily buckets), the last self-care visit, and top-ups over the last 30 days.
+//!
+//! Days are UTC days of event time; windows end at the moment being judged. Buckets older
+//! than the longest window are dropped as newer ones arrive, so the state stays bounded.
+
+use kairos_model::event::UsageKind;
+use kairos_model::time::DAY;
+use kairos_model::Millis;
+use serde::{Deserialize, Serialize};
+
+/// The longest usage window, in days.
+pub const USAGE_DAYS: u32 = 28;
+/// The top-up window, in days.
+pub const TOPUP_DAYS: u32 = 30;
+
+/// One day's usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    /// Days since the Unix epoch.
+    pub day: u32,
+    pub data_bytes: u64,
+    pub voice_seconds: u32,
+    pub sms: u32,
+}
+
+/// Usage over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub data_bytes: u64,
+    pub voice_seconds: u64,
+    pub sms: u64,
+}
+
+/// The activity features of one subscriber.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Daily usage, oldest first, at most [`USAGE_DAYS`] days back from the newest.
+    pub usage: Vec<DayUsage>,
+    /// The last self-care visit: when, and which page.
+    pub last_selfcare: Option<(Millis, String)>,
+    /// Top-ups of the last [`TOPUP_DAYS`] days: (when, amount).
+    pub topups: Vec<(Millis, f64)>,
+}
+
+fn day_of(at: Millis) -> u32 {
+    u32::try_from(at / DAY).unwrap_or(u32::MAX)
+}
+
+impl Activity {
+    /// Counts a usage record into its day.
+    pub fn add_usage(&mut self, at: Millis, kind: UsageKind, amount: u64) {
+        let day = day_of(at);
+        let newest = self.usage.last().map_or(day, |d| d.day.max(day));
+        if day + USAGE_DAYS <= newest {
+            return; // older than any window
+        }
+        let index = match self.usage.binary_search_by_key(&day, |d| d.day) {
+            Ok(index) => index,
+            Err(index) => {
+                self.usage.insert(
+                    index,
+                    DayUsage {
+                        day,
+                        ..DayUsage::default()
+                    },
+                );
+                index
+            }
+        };
+        let bucket = &mut self.usage[index];
+        match kind {
+            UsageKind::Data => bucket.data_bytes = bucket.data_bytes.saturating_add(amount),
+            UsageKind::Voice => {
+                bucket.voice_seconds = bucket
+                    .voice_seconds
+                    .saturating_add(amount.try_into().unwrap_or(u32::MAX))
+            }
+            UsageKind::Sms => bucket.sms = bucket.sms.saturating_add(amount.try_into().unwrap_or(u32::MAX)),
+        }
+        self.usage.retain(|d| d.day + USAGE_DAYS > newest);
+    }
+
+    /// Usage over the `days` days ending with the day of `at`.
+    pub fn usage_over(&self, at: Millis, days: u32) -> UsageTotals {
+        let today = day_of(at);
+        self.usage
+            .iter()
+            .filter(|d| d.day <= today && d.day + days > today)
+            .fold(UsageTotals::default(), |t, d| UsageTotals {
+                data_bytes: t.data_bytes + d.data_bytes,
+                voice_seconds: t.voice_seconds + u64::from(d.voice_seconds),
+                sms: t.sms + u64::from(d.sms),
+            })
+    }
+
+    /// Records a self-care visit (the newest by event time wins).
+    pub fn visit(&mut self, at: Millis, page: &str) {
+        if self.last_selfcare.as_ref().is_none_or(|(t, _)| *t <= at) {
+            self.last_selfcare = Some((at, page.to_string()));
+        }
+    }
+
+    /// Records a top-up, forgetting those older than the window.
+    pub fn topup(&mut self, at: Millis, amount: f64) {
+        self.topups.push((at, amount));
+        let newest = self.topups.iter().map(|(t, _)| *t).max().unwrap_or(at);
+        self.topups.retain(|(t, _)| t + u64::from(TOPUP_DAYS) * DAY > newest);
+    }
+
+    /// Top-ups in the [`TOPUP_DAYS`] days up to `at`: (count, amount).
+    pub fn topups_until(&self, at: Millis) -> (u64, f64) {
+        self.topups
+            .iter()
+            .filter(|(t, _)| *t <= at && t + u64::from(TOPUP_DAYS) * DAY > at)
+            .fold((0, 0.0), |(n, sum), (_, amount)| (n + 1, sum + amount))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_sum_the_right_days_and_old_days_are_dropped() {
+        let mut a = Activity::default();
+        for day in 0..40u64 {
+            a.add_usage(day * DAY + 1000, UsageKind::Data, 10);
+            a.add_usage(day * DAY + 2000, UsageKind::Voice, 60);
+        }
+        a.add_usage(39 * DAY, UsageKind::Sms, 2);
+        assert_eq!(a.usage.len(), USAGE_DAYS as usize);
+        assert_eq!(
+            a.usage_over(39 * DAY + 5, 7),
+            UsageTotals {
+                data_bytes: 70,
+                voice_seconds: 420,
+                sms: 2
+            }
+        );
+        assert_eq!(a.usage_over(39 * DAY + 5, 28).data_bytes, 280);
+        // A late record for a day still in the window counts; one older is dropped.
+        a.add_usage(35 * DAY, UsageKind::Data, 5);
+        a.add_usage(2 * DAY, UsageKind::Data, 5);
+        assert_eq!(a.usage_over(39 * DAY, 7).data_bytes, 75);
+        assert_eq!(a.usage.len(), USAGE_DAYS as usize);
+    }
+
+    #[test]
+    fn topups_and_visits() {
+        let mut a = Activity::default();
+        a.topup(0, 5.0);
+        a.topup(10 * DAY, 10.0);
+        assert_eq!(a.topups_until(10 * DAY), (2, 15.0));
+        a.topup(31 * DAY, 20.0);
+        assert_eq!(a.topups_until(31 * DAY), (2, 30.0));
+        assert_eq!(a.topups.len(), 2);
+        a.visit(5, "plans");
+        a.visit(3, "home");
+        assert_eq!(a.last_selfcare, Some((5, "plans".to_string())));
+    }
+}
