@@ -64,6 +64,8 @@ enum RulesCommand {
         /// Rules folder.
         dir: PathBuf,
     },
+    /// Print the JSON Schema of the rule file format (for editors).
+    Schema,
 }
 
 fn main() -> ExitCode {

@@ -9,7 +9,7 @@ use crate::rule::MomentKind;
 use crate::time::{format_rfc3339, Millis};
 
 /// A delivery channel, one output topic each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,

@@ -32,8 +32,9 @@ impl fmt::Display for RuleError {
 
 /// One rule file, as written. Unknown keys are errors: a typo must not silently change
 /// what a rule does.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "kairos rule file (v1)")]
 struct RuleFile {
     /// Stable id; lower-case letters, digits and `-`.
     id: String,
@@ -60,8 +61,15 @@ struct RuleFile {
     /// a number followed by `s`, `m`, `h` or `d` (`24h`). Default: no cooldown.
     #[serde(default)]
     cooldown: Option<String>,
-    /// Message templates by language code; `en` is required.
+    /// Message templates by language code; `en` is required. `{variable}` placeholders
+    /// name the moment's variables (see rules/README.md).
     messages: BTreeMap<String, String>,
+}
+
+/// The JSON Schema of the rule file format (for editors; TOML maps onto it one to one).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RuleFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
 
 /// Loads and checks every `*.toml` rule file in `dir`, in file-name order.
@@ -483,6 +491,20 @@ en = "Welcome to {country_name}!"
             let row = format!("| `{}` | {} |", field.path, field.ty.as_str());
             assert!(readme.contains(&row), "rules/README.md lacks {row}");
         }
+    }
+
+    #[test]
+    fn the_shipped_json_schema_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/schema.json");
+        if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
+            std::fs::write(&path, json_schema()).unwrap();
+        }
+        let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            shipped == json_schema(),
+            "rules/schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
+        );
+        assert!(shipped.contains("\"moment\"") && shipped.contains("\"condition\""));
     }
 
     #[test]
