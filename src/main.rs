@@ -114,6 +114,12 @@ fn main() -> ExitCode {
             pipeline::run(&config, shutdown)
         }),
         Command::Rules {
+            command: RulesCommand::Schema,
+        } => {
+            print!("{}", kairos::rules::json_schema());
+            Ok(())
+        }
+        Command::Rules {
             command: RulesCommand::Check { dir },
         } => match kairos::rules::load_dir(&dir) {
             Ok(set) => {
