@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use common::{kafka_brokers, write_jsonl};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -31,14 +29,7 @@ impl Drop for Engine {
 }
 
 fn topic_names() -> BTreeMap<&'static str, String> {
-    let run = format!(
-        "c{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let run = common::unique_prefix("c");
     [
         "customers",
         "network",
@@ -81,22 +72,8 @@ fn read_all(brokers: &str, topic: &str, settle: Duration) -> Vec<String> {
 fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     let brokers = kafka_brokers();
     let topics = topic_names();
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let new: Vec<NewTopic> = topics
-        .values()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for result in runtime
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    let names: Vec<&str> = topics.values().map(String::as_str).collect();
+    common::create_topics(&brokers, &names, PARTITIONS);
 
     // A world with many moments: trips, handsets ageing, data packs.
     let spec = kairos_loadtest::world::WorldSpec {

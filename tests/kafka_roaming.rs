@@ -11,8 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{kafka_brokers, replay, roaming_scenario, write_jsonl, ANA, EXPECTED_ACTIONS};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -33,14 +31,7 @@ struct Topics {
 
 impl Topics {
     fn new() -> Topics {
-        let run = format!(
-            "t{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-        );
+        let run = common::unique_prefix("t");
         let name = |suffix: &str| format!("{run}.{suffix}");
         Topics {
             customers: name("customers"),
@@ -63,31 +54,6 @@ impl Topics {
             &self.decisions,
             &self.dead_letter,
         ]
-    }
-}
-
-fn create_topics(brokers: &str, topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic> = topics
-        .all()
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("creating topics");
-    for result in results {
-        result.expect("topic created");
     }
 }
 
@@ -172,7 +138,7 @@ impl Drop for Engine {
 fn kafka_run_emits_exactly_the_contracts_roaming_actions() {
     let brokers = kafka_brokers();
     let topics = Topics::new();
-    create_topics(&brokers, &topics);
+    common::create_topics(&brokers, &topics.all(), PARTITIONS);
     let (lines, _) = roaming_scenario();
     produce(&brokers, &topics, &lines);
 

@@ -117,3 +117,36 @@ pub fn kafka_brokers() -> String {
         std::env::var("KAFKA_PORT").unwrap_or_else(|_| "19092".into())
     )
 }
+
+/// A prefix for topic names unique to this test run, so reruns against one broker never see
+/// old records.
+pub fn unique_prefix(tag: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{tag}{}-{millis}", std::process::id())
+}
+
+/// Creates `topics` with `partitions` partitions each on the broker.
+pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    for result in runtime
+        .block_on(admin.create_topics(&new, &options))
+        .expect("creating topics")
+    {
+        result.expect("topic created");
+    }
+}
