@@ -328,11 +328,16 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
                                 sink.decision(&decision);
                             }
                         });
+                        // Checkpoint records all go to worker 0, which alone holds the writer
+                        // (so no other worker ever waits while it flushes and writes).
+                        if index != 0 {
+                            return;
+                        }
                         let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
                         records.for_each(|_, batch| batch.drain(..).for_each(|r| writer.absorb(r)));
-                        // Worker 0 writes a checkpoint once every decision before it is out.
+                        // Write a checkpoint once every decision before it is out.
                         let Some(at) = coordinator.confirmed() else { return };
-                        if index != 0 || !writer.complete_for(at) || decided.less_than(&at) {
+                        if !writer.complete_for(at) || decided.less_than(&at) {
                             return;
                         }
                         let Some(inputs) = coordinator.positions_for(at) else { return };
