@@ -221,15 +221,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     }
     reader.join().map_err(|_| "the file reader panicked".to_string())??;
     let seconds = started.elapsed().as_secs_f64();
-    let summary = ReplaySummary::new(
-        file_count,
-        options.workers,
-        &tally,
-        &decisions,
-        stats.events_without_customer.load(Ordering::Relaxed),
-        stats.moments.load(Ordering::Relaxed),
-        seconds,
-    );
+    let summary = ReplaySummary::new(file_count, options.workers, &tally, &decisions, &stats, seconds);
     write_replay_outputs(&options.out, &mut decisions, &mut dead_letters, &summary)
         .map_err(|e| format!("cannot write the outputs to {}: {e}", options.out.display()))?;
     Ok(summary)
@@ -442,5 +434,8 @@ fn report_progress(worker: usize, frontier: Millis, stats: &DataflowStats) {
     if worker == 0 {
         metrics::counter!(telemetry::MOMENTS).absolute(stats.moments.load(Ordering::Relaxed));
         metrics::counter!(telemetry::WITHOUT_CUSTOMER).absolute(stats.events_without_customer.load(Ordering::Relaxed));
+        metrics::counter!(telemetry::STALE_CUSTOMER_RECORDS)
+            .absolute(stats.stale_customer_records.load(Ordering::Relaxed));
+        metrics::counter!(telemetry::CONDITION_ERRORS).absolute(stats.condition_errors.load(Ordering::Relaxed));
     }
 }

@@ -29,6 +29,10 @@ pub const SINK_ERRORS: &str = "kairos_sink_delivery_errors_total";
 pub const MOMENTS: &str = "kairos_dataflow_moments_total";
 /// Events about subscribers without a customer record.
 pub const WITHOUT_CUSTOMER: &str = "kairos_dataflow_events_without_customer_total";
+/// Customer records older than the one in force (ignored, contract §1).
+pub const STALE_CUSTOMER_RECORDS: &str = "kairos_dataflow_stale_customer_records_total";
+/// Rule conditions that failed to evaluate (counted as not holding).
+pub const CONDITION_ERRORS: &str = "kairos_dataflow_condition_errors_total";
 /// Checkpoints written.
 pub const CHECKPOINTS: &str = "kairos_state_checkpoints_total";
 /// Subscriber states written by checkpoints.
@@ -59,6 +63,14 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
     metrics::describe_counter!(SINK_ERRORS, "Records a sink failed to deliver");
     metrics::describe_counter!(MOMENTS, "Moments detected before policy");
     metrics::describe_counter!(WITHOUT_CUSTOMER, "Events about subscribers without a customer record");
+    metrics::describe_counter!(
+        STALE_CUSTOMER_RECORDS,
+        "Customer records older than the one in force (ignored)"
+    );
+    metrics::describe_counter!(
+        CONDITION_ERRORS,
+        "Rule conditions that failed to evaluate (counted as not holding)"
+    );
     metrics::describe_counter!(CHECKPOINTS, "Checkpoints written");
     metrics::describe_counter!(CHECKPOINT_SUBSCRIBERS, "Subscriber states written by checkpoints");
     metrics::describe_histogram!(CHECKPOINT_SECONDS, "Time to flush outputs and write a checkpoint");

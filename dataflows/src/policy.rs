@@ -54,16 +54,6 @@ impl ContactHistory {
             None => self.sent.push((rule.to_string(), key.to_string(), at)),
         }
     }
-
-    /// Number of remembered entries.
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
-    }
 }
 
 /// Decides whether a moment at `at` may become an action, and on which channel: the first

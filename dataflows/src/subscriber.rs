@@ -62,13 +62,15 @@ pub struct SubscriberLogic {
     conditions: HashMap<String, cel::Program>,
     stats: Arc<DataflowStats>,
     states: HashMap<Msisdn, SubscriberState>,
-    /// Subscribers changed since the last checkpoint.
-    dirty: HashSet<Msisdn>,
+    /// Subscribers changed since the last checkpoint; `None` when nothing checkpoints
+    /// (a replay), so no work is spent on it.
+    dirty: Option<HashSet<Msisdn>>,
 }
 
 impl SubscriberLogic {
-    /// Logic for one worker's share of subscribers.
-    pub fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>) -> SubscriberLogic {
+    /// Logic for one worker's share of subscribers; with `track_changes`, it remembers which
+    /// subscribers changed, for [`SubscriberLogic::take_changes`].
+    pub fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>, track_changes: bool) -> SubscriberLogic {
         // Conditions were checked when the rules were loaded; one that no longer compiles
         // never holds.
         let conditions = rules
@@ -84,7 +86,7 @@ impl SubscriberLogic {
             conditions,
             stats,
             states: HashMap::new(),
-            dirty: HashSet::new(),
+            dirty: track_changes.then(HashSet::new),
         }
     }
 
@@ -102,9 +104,15 @@ impl SubscriberLogic {
         timers
     }
 
+    fn touch(&mut self, msisdn: Msisdn) {
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.insert(msisdn);
+        }
+    }
+
     /// The states changed since the last call, for a checkpoint.
     pub fn take_changes(&mut self) -> Vec<(Msisdn, SubscriberState)> {
-        let mut changed: Vec<Msisdn> = self.dirty.drain().collect();
+        let mut changed: Vec<Msisdn> = self.dirty.as_mut().map(|d| d.drain().collect()).unwrap_or_default();
         changed.sort();
         changed
             .into_iter()
@@ -112,15 +120,10 @@ impl SubscriberLogic {
             .collect()
     }
 
-    /// Number of subscribers with state on this worker.
-    pub fn subscribers(&self) -> usize {
-        self.states.len()
-    }
-
     /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
     /// pushes the decisions and timers it causes.
     pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
-        self.dirty.insert(event.msisdn);
+        self.touch(event.msisdn);
         let state = self.states.entry(event.msisdn).or_default();
         let mut found = Vec::new();
         match &event.body {
@@ -195,6 +198,11 @@ impl SubscriberLogic {
 
     /// Fires a timer whose instant event time has passed, if it still holds.
     pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>) {
+        if !self.states.contains_key(&timer.msisdn) {
+            return;
+        }
+        // Firing changes state too (the once-only mark, the contact history).
+        self.touch(timer.msisdn);
         let Some(state) = self.states.get_mut(&timer.msisdn) else {
             return;
         };
@@ -494,7 +502,7 @@ pub fn subscriber_state<'scope>(
     let route = Exchange::new(|event: &Event| subscriber_route(event.msisdn));
     let me = events.scope().index();
     events.unary_frontier(route, "SubscriberState", move |initial, _info| {
-        let mut logic = SubscriberLogic::new(rules, stats);
+        let mut logic = SubscriberLogic::new(rules, stats, durability.is_some());
         // Events and timers waiting for the frontier, by the instant they apply at.
         let mut pending: BTreeMap<Millis, Vec<Pending>> = BTreeMap::new();
         // With durability: a capability at or before the next checkpoint instant.
@@ -620,30 +628,11 @@ mod tests {
     use super::*;
     use crate::condition::VOCABULARY;
 
-    #[test]
-    fn conditions_can_read_every_vocabulary_field_at_run_time() {
-        // Every field compared with itself: true only if the engine supplies all of them.
-        let condition = VOCABULARY
-            .iter()
-            .map(|f| format!("{0} == {0}", f.path))
-            .collect::<Vec<_>>()
-            .join(" && ");
-        let rule = Rule {
-            id: "all".into(),
-            version: "v".into(),
-            moment: MomentKind::RoamingArrival,
-            offer: "O".into(),
-            channel: Channel::Sms,
-            fallback_channel: None,
-            threshold: None,
-            condition: Some(condition),
-            cooldown: 0,
-            messages: BTreeMap::from([("en".into(), "m".into())]),
-        };
-        let stats = Arc::new(DataflowStats::default());
-        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats));
-        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
-        let record = CustomerRecord {
+    fn customer(
+        device: Option<kairos_model::event::Device>,
+        contract_end: Option<chrono::NaiveDate>,
+    ) -> CustomerRecord {
+        CustomerRecord {
             account_id: "A".into(),
             address_id: None,
             home_country: CountryCode::parse("PT").unwrap(),
@@ -653,13 +642,78 @@ mod tests {
             tenure_start: None,
             prepaid: None,
             plan: None,
-            device: None,
-            contract_end: None,
+            device,
+            contract_end,
             consent: Consent {
                 sms: true,
                 ..Consent::default()
             },
+        }
+    }
+
+    fn rule(id: &str, moment: MomentKind, condition: Option<String>) -> Rule {
+        Rule {
+            id: id.into(),
+            version: "v".into(),
+            moment,
+            offer: "O".into(),
+            channel: Channel::Sms,
+            fallback_channel: None,
+            threshold: None,
+            condition,
+            cooldown: 0,
+            messages: BTreeMap::from([("en".into(), "m".into())]),
+        }
+    }
+
+    #[test]
+    fn a_fired_timer_is_a_change_to_checkpoint() {
+        let rules = RuleSet {
+            rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
         };
+        let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let device = kairos_model::event::Device {
+            imei: Some("1".into()),
+            model: None,
+            acquired: Some(date(2024, 1, 1)),
+        };
+        let record = customer(Some(device), Some(date(2026, 3, 1)));
+        let event = Event {
+            ts: 1,
+            msisdn,
+            origin: Origin { source: 0, position: 1 },
+            body: EventBody::Customer(Customer::Upsert(Box::new(record))),
+        };
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        logic.apply(&event, 1, &mut decisions, &mut timers);
+        assert_eq!(timers.len(), 1, "the handset ages in the future");
+        assert_eq!(logic.take_changes().len(), 1);
+        logic.fire(&timers[0], &mut decisions);
+        assert_eq!(decisions.len(), 1);
+        let changes = logic.take_changes();
+        assert_eq!(changes.len(), 1, "the fired mark must reach the next checkpoint");
+        assert!(changes[0].1.has_fired(HANDSET_ONCE, "1"));
+        // Without change tracking (a replay) nothing is remembered.
+        let mut replay = SubscriberLogic::new(Arc::new(RuleSet::default()), Arc::new(DataflowStats::default()), false);
+        replay.apply(&event, 1, &mut decisions, &mut timers);
+        assert!(replay.take_changes().is_empty());
+    }
+
+    #[test]
+    fn conditions_can_read_every_vocabulary_field_at_run_time() {
+        // Every field compared with itself: true only if the engine supplies all of them.
+        let condition = VOCABULARY
+            .iter()
+            .map(|f| format!("{0} == {0}", f.path))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let rule = rule("all", MomentKind::RoamingArrival, Some(condition));
+        let stats = Arc::new(DataflowStats::default());
+        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let record = customer(None, None);
         let event = |ts, body| Event {
             ts,
             msisdn,

@@ -353,7 +353,8 @@ impl PartitionIngest {
                             partition: owned.partition,
                             offset: message.offset(),
                         };
-                        let key = message.key().map(<[u8]>::to_vec);
+                        // Only a dead letter needs its own copy of the key.
+                        let key = || message.key().map(<[u8]>::to_vec);
                         match message.payload() {
                             None => deliver(Received::Invalid(
                                 DeadLetter::new(
@@ -364,7 +365,7 @@ impl PartitionIngest {
                                     },
                                     b"",
                                 ),
-                                key,
+                                key(),
                             )),
                             Some(payload) => match decode(payload, origin) {
                                 Ok(event) => {
@@ -372,7 +373,7 @@ impl PartitionIngest {
                                     deliver(Received::Event(event));
                                 }
                                 Err(error) => {
-                                    deliver(Received::Invalid(DeadLetter::new(position(), error, payload), key))
+                                    deliver(Received::Invalid(DeadLetter::new(position(), error, payload), key()))
                                 }
                             },
                         }

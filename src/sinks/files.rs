@@ -7,6 +7,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use std::sync::atomic::Ordering;
+
+use kairos_dataflows::DataflowStats;
 use kairos_model::{Decision, Verdict};
 use serde::Serialize;
 
@@ -23,7 +26,11 @@ pub struct ReplaySummary {
     pub events_invalid: u64,
     pub events_late: u64,
     pub events_without_customer: u64,
+    /// Customer records older than the one in force (ignored).
+    pub customer_records_stale: u64,
     pub moments: u64,
+    /// Rule conditions that failed to evaluate (counted as not holding).
+    pub condition_errors: u64,
     pub actions_by_rule: BTreeMap<String, u64>,
     pub suppressed_by_reason: BTreeMap<String, u64>,
     pub seconds: f64,
@@ -37,8 +44,7 @@ impl ReplaySummary {
         workers: usize,
         tally: &IngestTally,
         decisions: &[Decision],
-        without_customer: u64,
-        moments: u64,
+        stats: &DataflowStats,
         seconds: f64,
     ) -> ReplaySummary {
         let mut actions_by_rule = BTreeMap::new();
@@ -59,8 +65,10 @@ impl ReplaySummary {
             events_valid: tally.valid(),
             events_invalid: tally.invalid,
             events_late: tally.late,
-            events_without_customer: without_customer,
-            moments,
+            events_without_customer: stats.events_without_customer.load(Ordering::Relaxed),
+            customer_records_stale: stats.stale_customer_records.load(Ordering::Relaxed),
+            moments: stats.moments.load(Ordering::Relaxed),
+            condition_errors: stats.condition_errors.load(Ordering::Relaxed),
             actions_by_rule,
             suppressed_by_reason,
             seconds,

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, OutputTopics};
-use crate::ingest::DeadLetter;
+use crate::ingest::{DeadLetter, SourcePosition};
 use crate::state::Position;
 use crate::telemetry;
 
@@ -71,8 +71,9 @@ fn decision_identity(id: &str) -> String {
     format!("d:{id}")
 }
 
-fn dead_letter_identity(letter: &serde_json::Value) -> String {
-    format!("x:{}/{}/{}", letter["topic"], letter["partition"], letter["offset"])
+/// A dead letter is identified by where its message was read.
+fn dead_letter_identity(topic: &str, partition: i64, offset: i64) -> String {
+    format!("x:{topic}/{partition}/{offset}")
 }
 
 impl KafkaSink {
@@ -205,7 +206,14 @@ impl KafkaSink {
                 continue;
             };
             let identity = if key.0 == self.topics.dead_letter {
-                dead_letter_identity(&value)
+                match (
+                    value["topic"].as_str(),
+                    value["partition"].as_i64(),
+                    value["offset"].as_i64(),
+                ) {
+                    (Some(topic), Some(partition), Some(offset)) => dead_letter_identity(topic, partition, offset),
+                    _ => continue,
+                }
             } else {
                 let Some(id) = value["action_id"].as_str() else {
                     continue;
@@ -234,15 +242,17 @@ impl KafkaSink {
     pub fn decision(&self, decision: &Decision) {
         let key = decision.action.msisdn.to_string();
         let id = &decision.action.action_id;
-        if decision.verdict == Verdict::Sent && !self.produced.contains(&action_identity(id)) {
+        // A decision a previous run already produced is neither produced nor counted again.
+        let fresh = !self.produced.contains(&action_identity(id));
+        if decision.verdict == Verdict::Sent && fresh {
             let topic = match decision.action.channel {
                 Channel::Sms => &self.topics.actions_sms,
                 Channel::Email => &self.topics.actions_email,
                 Channel::Push => &self.topics.actions_push,
             };
             self.send(topic, key.as_bytes(), decision.action.to_json().as_bytes());
-            telemetry::record_decision(decision);
-        } else if decision.verdict != Verdict::Sent {
+        }
+        if decision.verdict != Verdict::Sent || fresh {
             telemetry::record_decision(decision);
         }
         if !self.produced.contains(&decision_identity(id)) {
@@ -253,13 +263,20 @@ impl KafkaSink {
     /// Sends an invalid input's record, keyed like the original message — unless a previous
     /// run already did.
     pub fn dead_letter(&self, letter: &DeadLetter, key: Option<&[u8]>) {
-        let payload = letter.to_json();
-        if !self.produced.is_empty() {
-            let value: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
-            if self.produced.contains(&dead_letter_identity(&value)) {
+        if let SourcePosition::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &letter.source
+        {
+            if self
+                .produced
+                .contains(&dead_letter_identity(topic, i64::from(*partition), *offset))
+            {
                 return;
             }
         }
+        let payload = letter.to_json();
         let record = BaseRecord::to(&self.topics.dead_letter).payload(payload.as_bytes());
         match key {
             Some(key) => self.send_record(record.key(key)),

@@ -83,7 +83,6 @@ pub struct CheckpointWrite<'a> {
 /// The RocksDB store: a narrow, batched wrapper.
 pub struct StateStore {
     db: DB,
-    path: PathBuf,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -123,22 +122,19 @@ impl StateStore {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.to_path_buf();
         match db.get(META_VERSION)? {
             None => db.put(META_VERSION, FORMAT_VERSION.to_be_bytes())?,
             Some(bytes) => {
                 let found = bytes.try_into().map(u32::from_be_bytes).unwrap_or(0);
                 if found != FORMAT_VERSION {
-                    return Err(StateError::Version { path, found });
+                    return Err(StateError::Version {
+                        path: dir.to_path_buf(),
+                        found,
+                    });
                 }
             }
         }
-        Ok(StateStore { db, path })
-    }
-
-    /// Where the store lives.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(StateStore { db })
     }
 
     /// The last checkpoint, if any was written.
