@@ -246,7 +246,7 @@ pub fn customer_values(record: &CustomerRecord, tz: Tz, at: Millis) -> Values {
     let device = record.device.as_ref();
     vec![
         ("customer.home_country", string(record.home_country.as_str())),
-        ("customer.timezone", string(&record.timezone)),
+        ("customer.timezone", string(record.timezone.name())),
         ("customer.language", string(record.language.as_deref().unwrap_or(""))),
         ("customer.prepaid", Value::Bool(record.prepaid.unwrap_or(false))),
         ("customer.has_email", Value::Bool(record.email.is_some())),

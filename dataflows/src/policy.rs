@@ -66,7 +66,7 @@ impl ContactHistory {
 /// use kairos_dataflows::policy::{admit, ContactHistory};
 /// use kairos_model::{event::{Consent, CustomerRecord}, Channel, CountryCode, MomentKind, Rule, SuppressReason};
 /// let mut customer = CustomerRecord { account_id: "A".into(), address_id: None,
-///     home_country: CountryCode::parse("PT").unwrap(), timezone: "Europe/Lisbon".into(), language: None,
+///     home_country: CountryCode::parse("PT").unwrap(), timezone: kairos_model::TimeZone::parse("Europe/Lisbon").unwrap(), language: None,
 ///     email: None, tenure_start: None, prepaid: None, plan: None, device: None, contract_end: None,
 ///     consent: Consent { sms: true, email: true, push: false } };
 /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, offer: "O".into(),

@@ -212,7 +212,7 @@ impl SubscriberLogic {
                 // A newer record may have changed the handset or the contract: then this
                 // timer is stale, and the newer record set its own.
                 let current = state.record().and_then(|record| {
-                    let starts = moments::handset_ageing_starts(record, timezone(&record.timezone))?;
+                    let starts = moments::handset_ageing_starts(record, record.timezone.tz())?;
                     Some((starts, record_imei(record)))
                 });
                 if current == Some((timer.due, imei.clone())) {
@@ -233,16 +233,10 @@ fn never() -> cel::Program {
     condition::compile("false").expect("`false` is CEL")
 }
 
-fn timezone(name: &str) -> Tz {
-    // Decode only accepts known zones; UTC is the fallback for state written by an older
-    // tz database.
-    name.parse().unwrap_or(Tz::UTC)
-}
-
 /// The time zone and billing-cycle anchor day of a customer (day 1 when the plan has none).
 fn cycle_of(record: &CustomerRecord) -> (Tz, u8) {
     (
-        timezone(&record.timezone),
+        record.timezone.tz(),
         record.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1),
     )
 }
@@ -262,7 +256,7 @@ fn handset_check(
     found: &mut Vec<Moment>,
 ) -> Option<Timer> {
     let record = state.record()?;
-    let starts = moments::handset_ageing_starts(record, timezone(&record.timezone))?;
+    let starts = moments::handset_ageing_starts(record, record.timezone.tz())?;
     let imei = record_imei(record);
     if state.has_fired(HANDSET_ONCE, &imei) {
         return None;
@@ -365,7 +359,7 @@ impl Judges<'_> {
             return true;
         };
         let Some(record) = state.record() else { return false };
-        let mut values = condition::customer_values(record, timezone(&record.timezone), moment.at);
+        let mut values = condition::customer_values(record, record.timezone.tz(), moment.at);
         let cycle = state.data_cycle.map_or(0, |c| c.used);
         let week = state.activity.usage_over(moment.at, 7);
         let month = state.activity.usage_over(moment.at, 28);
@@ -636,7 +630,7 @@ mod tests {
             account_id: "A".into(),
             address_id: None,
             home_country: CountryCode::parse("PT").unwrap(),
-            timezone: "Europe/Lisbon".into(),
+            timezone: kairos_model::TimeZone::parse("Europe/Lisbon").unwrap(),
             language: None,
             email: None,
             tenure_start: None,

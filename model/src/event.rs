@@ -92,6 +92,54 @@ impl fmt::Display for CountryCode {
     }
 }
 
+/// An IANA time zone known to the bundled tz database; written as its name.
+///
+/// ```
+/// use kairos_model::TimeZone;
+/// assert_eq!(TimeZone::parse("Europe/Lisbon").unwrap().name(), "Europe/Lisbon");
+/// assert!(TimeZone::parse("Europe/Atlantis").is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimeZone(chrono_tz::Tz);
+
+impl TimeZone {
+    /// Parses an IANA name such as `Europe/Lisbon`.
+    pub fn parse(name: &str) -> Result<TimeZone, &'static str> {
+        name.parse()
+            .map(TimeZone)
+            .map_err(|_| "not an IANA time zone such as \"Europe/Lisbon\"")
+    }
+
+    /// The zone, for calendar arithmetic.
+    pub fn tz(self) -> chrono_tz::Tz {
+        self.0
+    }
+
+    /// The IANA name.
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl fmt::Display for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for TimeZone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        TimeZone::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where an event was read from: used in dead-letter records and as the last, deterministic
 /// tie-breaker when two events of one subscriber carry the same timestamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,8 +250,8 @@ pub struct CustomerRecord {
     pub account_id: String,
     pub address_id: Option<String>,
     pub home_country: CountryCode,
-    /// IANA time zone name, validated by decode.
-    pub timezone: String,
+    /// The subscriber's IANA time zone, parsed once by decode.
+    pub timezone: TimeZone,
     pub language: Option<String>,
     pub email: Option<String>,
     pub tenure_start: Option<NaiveDate>,

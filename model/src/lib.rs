@@ -18,7 +18,7 @@ pub mod time;
 
 pub use action::{Action, Channel, Decision, SuppressReason, Verdict};
 pub use event::{
-    CountryCode, Customer, CustomerRecord, Event, EventBody, EventKind, Msisdn, Network, NetworkKind, Origin,
+    CountryCode, Customer, CustomerRecord, Event, EventBody, EventKind, Msisdn, Network, NetworkKind, Origin, TimeZone,
 };
 pub use rule::{MomentKind, Rule, RuleSet};
 pub use time::Millis;

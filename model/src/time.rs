@@ -52,16 +52,6 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, &'static str> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| "not a calendar date YYYY-MM-DD")
 }
 
-/// Whether `name` is an IANA time zone known to the bundled tz database.
-///
-/// ```
-/// assert!(kairos_model::time::is_timezone("Europe/Lisbon"));
-/// assert!(!kairos_model::time::is_timezone("Europe/Atlantis"));
-/// ```
-pub fn is_timezone(name: &str) -> bool {
-    name.parse::<chrono_tz::Tz>().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

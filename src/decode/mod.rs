@@ -19,7 +19,7 @@ use kairos_model::event::{
     Consent, Customer, CustomerRecord, Device, EventBody, Network, NetworkKind, Plan, Response, ResponseOutcome,
     Selfcare, Topup, Usage, UsageKind,
 };
-use kairos_model::{mcc, time, CountryCode, Event, EventKind, Millis, Msisdn, Origin};
+use kairos_model::{mcc, time, CountryCode, Event, EventKind, Millis, Msisdn, Origin, TimeZone};
 
 use json::{Entries, Field, RawFields, Scalar};
 
@@ -234,16 +234,9 @@ impl<'a> Fields<'_, 'a> {
         if self.bool(Field::Deleted)? == Some(true) {
             return Ok(Customer::Deleted);
         }
-        let timezone = self.required_str(Field::Timezone)?;
-        if !time::is_timezone(timezone) {
-            return Err(DecodeError::at(
-                "timezone",
-                format!(
-                    "not an IANA time zone such as \"Europe/Lisbon\" (got {:?})",
-                    truncate(timezone)
-                ),
-            ));
-        }
+        let name = self.required_str(Field::Timezone)?;
+        let timezone = TimeZone::parse(name)
+            .map_err(|why| DecodeError::at("timezone", format!("{why} (got {:?})", truncate(name))))?;
         let home_country = self
             .country(Field::HomeCountry)?
             .ok_or_else(|| missing(Field::HomeCountry))?;
@@ -251,7 +244,7 @@ impl<'a> Fields<'_, 'a> {
             account_id: self.required_str(Field::AccountId)?.to_string(),
             address_id: self.optional_string(Field::AddressId)?,
             home_country,
-            timezone: timezone.to_string(),
+            timezone,
             language: self.optional_string(Field::Language)?,
             email: self.optional_string(Field::Email)?,
             tenure_start: self.date(Field::TenureStart)?,

@@ -97,7 +97,7 @@ fn record(rng: &mut ChaCha8Rng) -> CustomerRecord {
         account_id: "A".into(),
         address_id: None,
         home_country: country(COUNTRIES[rng.random_range(0..2)]),
-        timezone: ZONES[rng.random_range(0..ZONES.len())].into(),
+        timezone: kairos_model::TimeZone::parse(ZONES[rng.random_range(0..ZONES.len())]).unwrap(),
         language: None,
         email: rng.random_bool(0.6).then(|| "x@example.com".to_string()),
         tenure_start: None,
@@ -216,7 +216,7 @@ struct Sub {
 
 /// When the handset condition starts to hold (computed here without the engine's code).
 fn handset_starts(r: &CustomerRecord) -> Option<(Millis, String)> {
-    let tz: Tz = r.timezone.parse().unwrap();
+    let tz: Tz = r.timezone.tz();
     let device = r.device.as_ref()?;
     let aged = local_midnight(device.acquired? + Duration::days(730), tz);
     let ending = local_midnight(r.contract_end? - Duration::days(60), tz);
@@ -296,7 +296,7 @@ impl Model {
                     Customer::Upsert(r) => {
                         sub.customer = Some((**r).clone());
                         sub.since = Some(event.ts);
-                        let tz: Tz = r.timezone.parse().unwrap();
+                        let tz: Tz = r.timezone.tz();
                         let anchor = r.plan.as_ref().and_then(|p| p.cycle_anchor_day).unwrap_or(1);
                         let mut held = std::mem::take(&mut sub.held);
                         held.sort();
@@ -333,7 +333,7 @@ impl Model {
                     return;
                 };
                 let plan = customer.plan.clone().unwrap();
-                let tz: Tz = customer.timezone.parse().unwrap();
+                let tz: Tz = customer.timezone.tz();
                 let cycle = cycle_containing(event.ts, tz, plan.cycle_anchor_day.unwrap());
                 let used = match sub.cycle {
                     Some((start, used)) if start == cycle.start => used + u.amount,
