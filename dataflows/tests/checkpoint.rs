@@ -11,105 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use kairos_dataflows::checkpoint::{CheckpointRequests, Durability, StateRecord};
 use kairos_dataflows::state::SubscriberState;
-use kairos_dataflows::{subscriber_worker, DataflowStats};
-use kairos_model::{Event, Millis, Msisdn, Verdict};
+use kairos_dataflows::subscriber_worker;
+use kairos_model::Msisdn;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Probe;
-use timely::dataflow::{InputHandle, ProbeHandle};
-use world::{batch_epochs, model, random_events, rules, Outcome, BATCH};
-
-struct RunOutput {
-    decisions: Vec<(Millis, Outcome)>,
-    records: Vec<(Millis, StateRecord)>,
-}
-
-/// Runs the dataflow on batches `from..to` (each at its epoch, never below `start`), with
-/// `durability`; worker 0 first re-sends `waiting` at `start`. Ends by advancing every input
-/// to `end` and waiting for the probe.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    batches: Arc<Vec<(Millis, Vec<Event>)>>,
-    from: usize,
-    to: usize,
-    start: Millis,
-    end: Millis,
-    waiting: Vec<Event>,
-    durability: Durability,
-    workers: usize,
-) -> RunOutput {
-    let decisions = Arc::new(Mutex::new(Vec::new()));
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let (d_sink, r_sink) = (Arc::clone(&decisions), Arc::clone(&records));
-    let waiting = Arc::new(waiting);
-    let rules = Arc::new(rules());
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
-        let mut input = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let (d_sink, r_sink) = (Arc::clone(&d_sink), Arc::clone(&r_sink));
-        let durability = durability.clone();
-        let rules = Arc::clone(&rules);
-        worker.dataflow::<Millis, _, _>(|scope| {
-            let stats = Arc::new(DataflowStats::default());
-            let (out, state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, Some(durability));
-            out.probe_with(&probe)
-                .sink(Pipeline, "CollectDecisions", move |(input, _)| {
-                    input.for_each(|stamp, batch| {
-                        let at = *stamp.least().unwrap();
-                        let mut out = d_sink.lock().unwrap();
-                        for d in batch.drain(..) {
-                            let verdict = match d.verdict {
-                                Verdict::Sent => "sent",
-                                Verdict::Suppressed(reason) => reason.as_str(),
-                            };
-                            let a = d.action;
-                            out.push((at, (a.moment_ts, a.msisdn, a.rule, d.moment_key, a.channel, verdict)));
-                        }
-                    })
-                });
-            state
-                .probe_with(&probe)
-                .sink(Pipeline, "CollectState", move |(input, _)| {
-                    input.for_each(|stamp, batch| {
-                        let at = *stamp.least().unwrap();
-                        r_sink.lock().unwrap().extend(batch.drain(..).map(|r| (at, r)));
-                    })
-                });
-        });
-        input.advance_to(start);
-        if index == 0 {
-            for event in waiting.iter() {
-                input.send(event.clone());
-            }
-        }
-        for (b, (epoch, batch)) in batches.iter().enumerate().take(to).skip(from) {
-            if b % peers != index {
-                continue;
-            }
-            if *epoch > *input.time() {
-                input.advance_to(*epoch);
-            }
-            for event in batch {
-                input.send(event.clone());
-            }
-            worker.step();
-        }
-        if end > *input.time() {
-            input.advance_to(end);
-        }
-        while probe.less_than(&end) {
-            worker.step();
-        }
-    })
-    .unwrap();
-    let decisions = std::mem::take(&mut *decisions.lock().unwrap());
-    let records = std::mem::take(&mut *records.lock().unwrap());
-    RunOutput { decisions, records }
-}
+use world::{batch_epochs, batches_of, model, random_events, run, Outcome};
 
 #[test]
 fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
@@ -120,13 +26,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
         let expected = model(&events);
         let epochs = batch_epochs(&events);
         let end = events.iter().map(|e| e.ts).max().unwrap() + 1;
-        let batches: Arc<Vec<(Millis, Vec<Event>)>> = Arc::new(
-            epochs
-                .iter()
-                .copied()
-                .zip(events.chunks(BATCH).map(<[Event]>::to_vec))
-                .collect(),
-        );
+        let batches = batches_of(&events);
 
         // The checkpoint instant: the epoch of a random batch; the input position: the first
         // batch sent at or after it. The crash: a while later.
@@ -145,11 +45,11 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
             0,
             epochs[crash - 1].max(at),
             Vec::new(),
-            Durability {
+            Some(Durability {
                 requests,
                 restored: Arc::default(),
                 restored_at: 0,
-            },
+            }),
             first_workers,
         );
 
@@ -181,11 +81,11 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
             at,
             end,
             waiting,
-            Durability {
+            Some(Durability {
                 requests: Arc::new(CheckpointRequests::default()),
                 restored: Arc::new(Mutex::new(restored)),
                 restored_at: at,
-            },
+            }),
             second_workers,
         );
 

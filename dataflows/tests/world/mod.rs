@@ -4,17 +4,24 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, NaiveDate};
 use chrono_tz::Tz;
 use kairos_dataflows::calendar::{cycle_containing, local_midnight};
+use kairos_dataflows::checkpoint::{Durability, StateRecord};
+use kairos_dataflows::DataflowStats;
 use kairos_model::event::{
     Consent, Customer, CustomerRecord, Device, EventBody, Network, NetworkKind, Plan, Usage, UsageKind,
 };
 use kairos_model::time::DAY;
-use kairos_model::{Channel, CountryCode, Event, Millis, MomentKind, Msisdn, Origin, Rule, RuleSet};
+use kairos_model::{Channel, CountryCode, Event, Millis, MomentKind, Msisdn, Origin, Rule, RuleSet, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle};
 
 const COUNTRIES: [&str; 4] = ["PT", "ES", "FR", "US"];
 const ZONES: [&str; 3] = ["Europe/Lisbon", "America/Sao_Paulo", "Asia/Tokyo"];
@@ -420,4 +427,105 @@ pub fn model(events: &[Event]) -> Vec<Outcome> {
     let mut out = m.out;
     out.sort();
     out
+}
+
+/// The input cut into batches of [`BATCH`] events, each with its epoch.
+pub fn batches_of(events: &[Event]) -> Arc<Vec<(Millis, Vec<Event>)>> {
+    Arc::new(
+        batch_epochs(events)
+            .into_iter()
+            .zip(events.chunks(BATCH).map(<[Event]>::to_vec))
+            .collect(),
+    )
+}
+
+/// What a run of the dataflow produced, by the instant it was emitted at.
+pub struct RunOutput {
+    pub decisions: Vec<(Millis, Outcome)>,
+    pub records: Vec<(Millis, StateRecord)>,
+}
+
+/// Runs the dataflow on batches `from..to` (each at its epoch, never below `start`), with
+/// `durability` (if any); worker 0 first re-sends `waiting` at `start`. Ends by advancing every input
+/// to `end` and waiting for the probe.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    batches: Arc<Vec<(Millis, Vec<Event>)>>,
+    from: usize,
+    to: usize,
+    start: Millis,
+    end: Millis,
+    waiting: Vec<Event>,
+    durability: Option<Durability>,
+    workers: usize,
+) -> RunOutput {
+    let decisions = Arc::new(Mutex::new(Vec::new()));
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let (d_sink, r_sink) = (Arc::clone(&decisions), Arc::clone(&records));
+    let waiting = Arc::new(waiting);
+    let rules = Arc::new(rules());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let mut input = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let (d_sink, r_sink) = (Arc::clone(&d_sink), Arc::clone(&r_sink));
+        let durability = durability.clone();
+        let rules = Arc::clone(&rules);
+        worker.dataflow::<Millis, _, _>(|scope| {
+            let stats = Arc::new(DataflowStats::default());
+            let (out, state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, durability);
+            out.probe_with(&probe)
+                .sink(Pipeline, "CollectDecisions", move |(input, _)| {
+                    input.for_each(|stamp, batch| {
+                        let at = *stamp.least().unwrap();
+                        let mut out = d_sink.lock().unwrap();
+                        for d in batch.drain(..) {
+                            let verdict = match d.verdict {
+                                Verdict::Sent => "sent",
+                                Verdict::Suppressed(reason) => reason.as_str(),
+                            };
+                            let a = d.action;
+                            out.push((at, (a.moment_ts, a.msisdn, a.rule, d.moment_key, a.channel, verdict)));
+                        }
+                    })
+                });
+            state
+                .probe_with(&probe)
+                .sink(Pipeline, "CollectState", move |(input, _)| {
+                    input.for_each(|stamp, batch| {
+                        let at = *stamp.least().unwrap();
+                        r_sink.lock().unwrap().extend(batch.drain(..).map(|r| (at, r)));
+                    })
+                });
+        });
+        input.advance_to(start);
+        if index == 0 {
+            for event in waiting.iter() {
+                input.send(event.clone());
+            }
+        }
+        for (b, (epoch, batch)) in batches.iter().enumerate().take(to).skip(from) {
+            if b % peers != index {
+                continue;
+            }
+            if *epoch > *input.time() {
+                input.advance_to(*epoch);
+            }
+            for event in batch {
+                input.send(event.clone());
+            }
+            worker.step();
+        }
+        if end > *input.time() {
+            input.advance_to(end);
+        }
+        while probe.less_than(&end) {
+            worker.step();
+        }
+    })
+    .unwrap();
+    let decisions = std::mem::take(&mut *decisions.lock().unwrap());
+    let records = std::mem::take(&mut *records.lock().unwrap());
+    RunOutput { decisions, records }
 }
