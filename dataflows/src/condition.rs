@@ -113,9 +113,19 @@ pub const VOCABULARY: &[Field] = &[
         "current serving country, \"\" when unknown",
     ),
     field(
+        "subscriber.previous_country",
+        FieldType::String,
+        "serving country of the network event with a country before the last one, \"\" when none",
+    ),
+    field(
+        "subscriber.cycle.start",
+        FieldType::String,
+        "start of the billing cycle in progress (RFC 3339 UTC), \"\" when no data was used in it yet",
+    ),
+    field(
         "subscriber.cycle.used_bytes",
         FieldType::Int,
-        "data used in the current billing cycle",
+        "data used in the billing cycle in progress",
     ),
     field(
         "subscriber.cycle.ratio",
@@ -175,7 +185,12 @@ pub const VOCABULARY: &[Field] = &[
     field(
         "moment.kind",
         FieldType::String,
-        "roaming_arrival, data_pack_threshold or handset_ageing",
+        "roaming_arrival, data_pack_threshold, handset_ageing, or a declared moment's name",
+    ),
+    field(
+        "moment.key",
+        FieldType::String,
+        "the moment's dedupe key: country, cycle start, IMEI, or a declared moment's dedupe_key",
     ),
     field(
         "moment.country",
@@ -195,7 +210,17 @@ pub const VOCABULARY: &[Field] = &[
     field("moment.imei", FieldType::String, "handset_ageing: the handset's IMEI"),
 ];
 
-const ROOTS: [&str; 3] = ["customer", "subscriber", "moment"];
+/// What a condition may read.
+const CONDITION_ROOTS: &[&str] = &["customer", "subscriber", "moment"];
+/// What a declared moment's `when` and `dedupe_key` may read: the state, not a moment.
+const STATE_ROOTS: &[&str] = &["customer", "subscriber"];
+
+/// What an expression must give.
+#[derive(Clone, Copy)]
+enum Gives {
+    Bool,
+    Key,
+}
 
 /// The values of one evaluation, by vocabulary path.
 pub type Values = Vec<(&'static str, Value)>;
@@ -326,24 +351,65 @@ fn describe_parse_error(error: &str) -> String {
 /// assert!(problems[0].starts_with("unknown field `customer.plan.fee`"), "{problems:?}");
 /// ```
 pub fn check(source: &str) -> Result<(), Vec<String>> {
+    check_expression(source, CONDITION_ROOTS, Gives::Bool)
+}
+
+/// [`check`] for a declared moment's `when`: it reads only `customer.*` and `subscriber.*`.
+///
+/// ```
+/// use kairos_dataflows::condition::check_when;
+/// assert!(check_when("subscriber.cycle.ratio >= 0.5").is_ok());
+/// assert!(check_when("moment.country == 'US'").is_err());
+/// ```
+pub fn check_when(source: &str) -> Result<(), Vec<String>> {
+    check_expression(source, STATE_ROOTS, Gives::Bool)
+}
+
+/// Checks a declared moment's `dedupe_key`: it reads `customer.*` and `subscriber.*` and
+/// gives a string or an int.
+///
+/// ```
+/// use kairos_dataflows::condition::check_key;
+/// assert!(check_key("subscriber.country").is_ok());
+/// assert!(check_key("subscriber.cycle.ratio > 0.5").is_err());
+/// ```
+pub fn check_key(source: &str) -> Result<(), Vec<String>> {
+    check_expression(source, STATE_ROOTS, Gives::Key)
+}
+
+fn check_expression(source: &str, roots: &[&str], gives: Gives) -> Result<(), Vec<String>> {
     let program = compile(source).map_err(|e| vec![e])?;
     let mut problems = Vec::new();
     let mut bound = Vec::new();
-    walk(program.expression(), &mut bound, &mut problems);
+    walk(program.expression(), roots, &mut bound, &mut problems);
     if problems.is_empty() {
-        match program.execute(&context(sample_values())) {
-            Ok(Value::Bool(_)) => {}
-            Ok(other) => problems.push(format!(
+        match (program.execute(&context(sample_values())), gives) {
+            (Ok(Value::Bool(_)), Gives::Bool) | (Ok(Value::String(_) | Value::Int(_)), Gives::Key) => {}
+            (Ok(other), Gives::Bool) => problems.push(format!(
                 "a condition must give true or false; this one gives {:?}",
                 other.type_of()
             )),
-            Err(e) => problems.push(format!("type error: {e}")),
+            (Ok(other), Gives::Key) => problems.push(format!(
+                "a dedupe key must give a string or an int; this one gives {:?}",
+                other.type_of()
+            )),
+            (Err(e), _) => problems.push(format!("type error: {e}")),
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Evaluates a dedupe key expression (already checked) to its text.
+pub fn key(program: &Program, context: &Context<'_, '_>) -> Result<String, String> {
+    match program.execute(context) {
+        Ok(Value::String(text)) => Ok(text.to_string()),
+        Ok(Value::Int(n)) => Ok(n.to_string()),
+        Ok(other) => Err(format!("dedupe key gave {:?}, not a string or an int", other.type_of())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -356,17 +422,19 @@ fn path_of(expr: &IdedExpr) -> Option<String> {
     }
 }
 
-fn walk(expr: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<String>) {
+fn walk(expr: &IdedExpr, roots: &[&str], bound: &mut Vec<String>, problems: &mut Vec<String>) {
     match &expr.expr {
         Expr::Ident(name) => {
-            if !bound.contains(name) && !ROOTS.contains(&name.as_str()) {
+            if !bound.contains(name) && !roots.contains(&name.as_str()) {
+                let readable: Vec<String> = roots.iter().map(|r| format!("{r}.*")).collect();
                 problems.push(format!(
-                    "unknown name `{name}` — conditions read customer.*, subscriber.* and moment.* (see rules/README.md)"
+                    "unknown name `{name}` — this expression reads {} (see rules/README.md)",
+                    readable.join(", ")
                 ));
             }
         }
         Expr::Select(select) => match path_of(expr) {
-            Some(path) if ROOTS.iter().any(|r| path.starts_with(&format!("{r}."))) => {
+            Some(path) if roots.iter().any(|r| path.starts_with(&format!("{r}."))) => {
                 let known = VOCABULARY
                     .iter()
                     .any(|f| f.path == path || f.path.starts_with(&format!("{path}.")));
@@ -383,18 +451,18 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<String>) {
                     ));
                 }
             }
-            _ => walk(&select.operand, bound, problems),
+            _ => walk(&select.operand, roots, bound, problems),
         },
         Expr::Call(call) => {
             if let Some(target) = &call.target {
-                walk(target, bound, problems);
+                walk(target, roots, bound, problems);
             }
             for arg in &call.args {
-                walk(arg, bound, problems);
+                walk(arg, roots, bound, problems);
             }
         }
         Expr::Comprehension(c) => {
-            walk(&c.iter_range, bound, problems);
+            walk(&c.iter_range, roots, bound, problems);
             let before = bound.len();
             bound.push(c.iter_var.clone());
             if let Some(second) = &c.iter_var2 {
@@ -402,13 +470,13 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<String>) {
             }
             bound.push(c.accu_var.clone());
             for part in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                walk(part, bound, problems);
+                walk(part, roots, bound, problems);
             }
             bound.truncate(before);
         }
         Expr::List(list) => {
             for element in &list.elements {
-                walk(element, bound, problems);
+                walk(element, roots, bound, problems);
             }
         }
         Expr::Map(_) | Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => {}

@@ -69,7 +69,8 @@ impl ContactHistory {
 ///     home_country: CountryCode::parse("PT").unwrap(), timezone: kairos_model::TimeZone::parse("Europe/Lisbon").unwrap(), language: None,
 ///     email: None, tenure_start: None, prepaid: None, plan: None, device: None, contract_end: None,
 ///     consent: Consent { sms: true, email: true, push: false } };
-/// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, offer: "O".into(),
+/// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, declared: None,
+///     priority: 0, offer: "O".into(),
 ///     channel: Channel::Email, fallback_channel: Some(Channel::Sms), threshold: None, condition: None, cooldown: 100,
 ///     messages: BTreeMap::new() };
 /// let mut history = ContactHistory::default();

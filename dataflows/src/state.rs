@@ -16,6 +16,8 @@ pub struct SubscriberState {
     pub customer: CustomerState,
     /// Serving country of the last network event that had one.
     pub country: Option<CountryCode>,
+    /// Serving country of the network event with a country before that one.
+    pub previous_country: Option<CountryCode>,
     /// Data used in the current billing cycle.
     pub data_cycle: Option<DataCycle>,
     /// Data used before any customer record said which cycle it belongs to: (ts, bytes).
@@ -142,6 +144,20 @@ impl SubscriberState {
     /// Whether a once-only moment of `rule` already fired for `key`.
     pub fn has_fired(&self, rule: &str, key: &str) -> bool {
         self.fired.iter().any(|(r, k)| r == rule && k == key)
+    }
+
+    /// Forgets every key `rule` fired for (a declared moment that stopped holding).
+    pub fn unmark_fired(&mut self, rule: &str) {
+        self.fired.retain(|(r, _)| r != rule);
+    }
+
+    /// Data used in the billing cycle in progress at `at`: 0 once that cycle has ended and
+    /// no data has been used in the next one yet.
+    pub fn cycle_used_at(&self, at: Millis) -> (Option<Millis>, u64) {
+        match self.data_cycle {
+            Some(cycle) if cycle.start <= at && at < cycle.end => (Some(cycle.start), cycle.used),
+            _ => (None, 0),
+        }
     }
 
     /// Records that a once-only moment fired. With `replaces`, the rule's earlier keys are

@@ -60,6 +60,8 @@ pub struct SubscriberLogic {
     rules: Arc<RuleSet>,
     /// Each rule's compiled condition, by rule id (compiled per worker).
     conditions: HashMap<String, cel::Program>,
+    /// The declared moments' expressions, in rule order.
+    declared: Vec<DeclaredProgram>,
     stats: Arc<DataflowStats>,
     states: HashMap<Msisdn, SubscriberState>,
     /// Subscribers changed since the last checkpoint; `None` when nothing checkpoints
@@ -81,9 +83,25 @@ impl SubscriberLogic {
                 Some((r.id.clone(), program))
             })
             .collect();
+        let declared = rules
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let declared = r.declared.as_ref()?;
+                Some(DeclaredProgram {
+                    rule: r.id.clone(),
+                    when: condition::compile(&declared.when).unwrap_or_else(|_| never()),
+                    key: declared
+                        .dedupe_key
+                        .as_deref()
+                        .map(|k| condition::compile(k).unwrap_or_else(|_| never())),
+                })
+            })
+            .collect();
         SubscriberLogic {
             rules,
             conditions,
+            declared,
             stats,
             states: HashMap::new(),
             dirty: track_changes.then(HashSet::new),
@@ -143,6 +161,7 @@ impl SubscriberLogic {
             EventBody::Network(network) => {
                 let previous = state.country;
                 if network.country.is_some() {
+                    state.previous_country = state.country;
                     state.country = network.country;
                 }
                 match state.record() {
@@ -191,8 +210,12 @@ impl SubscriberLogic {
         let judges = Judges {
             rules: &self.rules,
             conditions: &self.conditions,
+            declared: &self.declared,
             stats: &self.stats,
         };
+        if !self.declared.is_empty() {
+            judges.declared(state, event.ts, &mut found);
+        }
         judges.decide(state, event.msisdn, found, decisions);
     }
 
@@ -223,6 +246,7 @@ impl SubscriberLogic {
         let judges = Judges {
             rules: &self.rules,
             conditions: &self.conditions,
+            declared: &self.declared,
             stats: &self.stats,
         };
         judges.decide(state, timer.msisdn, found, decisions);
@@ -323,7 +347,15 @@ fn data_pack_check(
 struct Judges<'a> {
     rules: &'a RuleSet,
     conditions: &'a HashMap<String, cel::Program>,
+    declared: &'a [DeclaredProgram],
     stats: &'a DataflowStats,
+}
+
+/// A declared moment's compiled `when` and `dedupe_key`.
+struct DeclaredProgram {
+    rule: String,
+    when: cel::Program,
+    key: Option<cel::Program>,
 }
 
 impl Judges<'_> {
@@ -359,49 +391,12 @@ impl Judges<'_> {
             return true;
         };
         let Some(record) = state.record() else { return false };
-        let mut values = condition::customer_values(record, record.timezone.tz(), moment.at);
-        let cycle = state.data_cycle.map_or(0, |c| c.used);
-        let week = state.activity.usage_over(moment.at, 7);
-        let month = state.activity.usage_over(moment.at, 28);
-        let (topups, topped_up) = state.activity.topups_until(moment.at);
-        let int = |n: u64| cel::Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
-        let last_visit = state.activity.last_selfcare.as_ref().filter(|(t, _)| *t <= moment.at);
-        let days_since = last_visit.map_or(-1, |(t, _)| ((moment.at - t) / kairos_model::time::DAY) as i64);
+        let mut values = state_values(state, record, moment.at);
+        let only = |kind: MomentKind| text(if moment.kind == kind { &moment.key } else { "" });
         values.extend([
-            ("subscriber.usage_7d.data_bytes", int(week.data_bytes)),
-            ("subscriber.usage_7d.voice_seconds", int(week.voice_seconds)),
-            ("subscriber.usage_7d.sms", int(week.sms)),
-            ("subscriber.usage_28d.data_bytes", int(month.data_bytes)),
-            ("subscriber.usage_28d.voice_seconds", int(month.voice_seconds)),
-            ("subscriber.usage_28d.sms", int(month.sms)),
-            ("subscriber.topups_30d.count", int(topups)),
-            ("subscriber.topups_30d.amount", cel::Value::Float(topped_up)),
-            ("subscriber.selfcare.days_since", cel::Value::Int(days_since)),
-            (
-                "subscriber.selfcare.last_page",
-                text(last_visit.map_or("", |(_, page)| page.as_str())),
-            ),
-            (
-                "subscriber.country",
-                text(state.country.as_ref().map_or("", |c| c.as_str())),
-            ),
-            (
-                "subscriber.cycle.used_bytes",
-                cel::Value::Int(i64::try_from(cycle).unwrap_or(i64::MAX)),
-            ),
-            (
-                "subscriber.cycle.ratio",
-                cel::Value::Float(moments::pack_ratio(record, cycle).unwrap_or(0.0)),
-            ),
-            ("moment.kind", text(moment.kind.as_str())),
-            (
-                "moment.country",
-                text(if moment.kind == MomentKind::RoamingArrival {
-                    &moment.key
-                } else {
-                    ""
-                }),
-            ),
+            ("moment.kind", text(rule.moment_name())),
+            ("moment.key", text(&moment.key)),
+            ("moment.country", only(MomentKind::RoamingArrival)),
             (
                 "moment.previous_country",
                 text(moment.previous_country.as_ref().map_or("", |c| c.as_str())),
@@ -410,14 +405,7 @@ impl Judges<'_> {
                 "moment.percent",
                 cel::Value::Int(rule.threshold.map_or(0, |t| (t * 100.0).round() as i64)),
             ),
-            (
-                "moment.imei",
-                text(if moment.kind == MomentKind::HandsetAgeing {
-                    &moment.key
-                } else {
-                    ""
-                }),
-            ),
+            ("moment.imei", only(MomentKind::HandsetAgeing)),
         ]);
         match condition::holds(program, &condition::context(values)) {
             Ok(holds) => holds,
@@ -427,6 +415,79 @@ impl Judges<'_> {
             }
         }
     }
+
+    /// Declared moments: each whose `when` holds now, for a dedupe key it has not fired for
+    /// while holding; those that stopped holding are forgotten, so they can happen again.
+    fn declared(&self, state: &mut SubscriberState, at: Millis, found: &mut Vec<Moment>) {
+        let Some(record) = state.record() else { return };
+        let context = condition::context(state_values(state, record, at));
+        let mut outcomes = Vec::with_capacity(self.declared.len());
+        for declared in self.declared {
+            let outcome = condition::holds(&declared.when, &context).and_then(|holds| match &declared.key {
+                _ if !holds => Ok(None),
+                None => Ok(Some(String::new())),
+                Some(key) => condition::key(key, &context).map(Some),
+            });
+            outcomes.push(outcome.unwrap_or_else(|_| {
+                DataflowStats::bump(&self.stats.condition_errors);
+                None
+            }));
+        }
+        for (declared, outcome) in self.declared.iter().zip(outcomes) {
+            match outcome {
+                None => state.unmark_fired(&declared.rule),
+                Some(key) if state.has_fired(&declared.rule, &key) => {}
+                Some(key) => found.push(Moment {
+                    kind: MomentKind::Declared,
+                    at,
+                    key: key.clone(),
+                    rule: Some(declared.rule.clone()),
+                    previous_country: None,
+                    variables: vec![("key", key)],
+                }),
+            }
+        }
+    }
+}
+
+/// The `customer.*` and `subscriber.*` values of a subscriber at event time `at`.
+fn state_values(state: &SubscriberState, record: &CustomerRecord, at: Millis) -> condition::Values {
+    let mut values = condition::customer_values(record, record.timezone.tz(), at);
+    let (cycle_start, cycle) = state.cycle_used_at(at);
+    let week = state.activity.usage_over(at, 7);
+    let month = state.activity.usage_over(at, 28);
+    let (topups, topped_up) = state.activity.topups_until(at);
+    let int = |n: u64| cel::Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let last_visit = state.activity.last_selfcare.as_ref().filter(|(t, _)| *t <= at);
+    let days_since = last_visit.map_or(-1, |(t, _)| ((at - t) / kairos_model::time::DAY) as i64);
+    let country = |c: &Option<CountryCode>| text(c.as_ref().map_or("", |c| c.as_str()));
+    values.extend([
+        ("subscriber.usage_7d.data_bytes", int(week.data_bytes)),
+        ("subscriber.usage_7d.voice_seconds", int(week.voice_seconds)),
+        ("subscriber.usage_7d.sms", int(week.sms)),
+        ("subscriber.usage_28d.data_bytes", int(month.data_bytes)),
+        ("subscriber.usage_28d.voice_seconds", int(month.voice_seconds)),
+        ("subscriber.usage_28d.sms", int(month.sms)),
+        ("subscriber.topups_30d.count", int(topups)),
+        ("subscriber.topups_30d.amount", cel::Value::Float(topped_up)),
+        ("subscriber.selfcare.days_since", cel::Value::Int(days_since)),
+        (
+            "subscriber.selfcare.last_page",
+            text(last_visit.map_or("", |(_, page)| page.as_str())),
+        ),
+        ("subscriber.country", country(&state.country)),
+        ("subscriber.previous_country", country(&state.previous_country)),
+        (
+            "subscriber.cycle.start",
+            text(&cycle_start.map(format_rfc3339).unwrap_or_default()),
+        ),
+        ("subscriber.cycle.used_bytes", int(cycle)),
+        (
+            "subscriber.cycle.ratio",
+            cel::Value::Float(moments::pack_ratio(record, cycle).unwrap_or(0.0)),
+        ),
+    ]);
+    values
 }
 
 fn text(value: &str) -> cel::Value {
@@ -444,7 +505,7 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
         action_id: Action::id_for(&rule.id, msisdn, moment.at, &moment.key),
         rule: rule.id.clone(),
         rule_version: rule.version.clone(),
-        moment: moment.kind,
+        moment: rule.moment_name().to_string(),
         msisdn,
         household: None,
         offer: rule.offer.clone(),
@@ -650,6 +711,8 @@ mod tests {
             id: id.into(),
             version: "v".into(),
             moment,
+            declared: None,
+            priority: 0,
             offer: "O".into(),
             channel: Channel::Sms,
             fallback_channel: None,
@@ -736,5 +799,51 @@ mod tests {
         logic.apply(&event(2, EventBody::Network(network)), 2, &mut decisions, &mut timers);
         assert_eq!(stats.condition_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
         assert_eq!(decisions.len(), 1);
+    }
+
+    #[test]
+    fn features_know_the_previous_serving_country_and_the_moment_key() {
+        let condition = "subscriber.country == 'FR' && subscriber.previous_country == 'ES' \
+                         && moment.previous_country == 'ES' && moment.key == 'FR' && moment.kind == 'roaming_arrival'";
+        let rule = rule("fr-from-es", MomentKind::RoamingArrival, Some(condition.into()));
+        let stats = Arc::new(DataflowStats::default());
+        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        let mut apply = |ts, body| {
+            let origin = Origin {
+                source: 0,
+                position: ts,
+            };
+            let event = Event {
+                ts,
+                msisdn,
+                origin,
+                body,
+            };
+            logic.apply(&event, ts, &mut decisions, &mut timers);
+        };
+        let network = |kind, country: Option<&str>| {
+            EventBody::Network(Network {
+                event: kind,
+                country: country.map(|c| CountryCode::parse(c).unwrap()),
+                mcc: None,
+                mnc: None,
+                cell: None,
+                imei: None,
+                peer: None,
+            })
+        };
+        apply(1, EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))));
+        apply(2, network(NetworkKind::LocationUpdate, Some("ES")));
+        apply(3, network(NetworkKind::Detach, None));
+        apply(4, network(NetworkKind::LocationUpdate, Some("FR")));
+        assert_eq!(stats.condition_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let moments: Vec<(Millis, &str)> = decisions
+            .iter()
+            .map(|d| (d.action.moment_ts, d.moment_key.as_str()))
+            .collect();
+        assert_eq!(moments, [(4, "FR")], "only the arrival in FR from ES fires");
+        assert_eq!(logic.states[&msisdn].previous_country, CountryCode::parse("ES").ok());
     }
 }

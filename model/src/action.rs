@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::Msisdn;
-use crate::rule::MomentKind;
 use crate::time::{format_rfc3339, Millis};
 
 /// A delivery channel, one output topic each.
@@ -37,7 +36,8 @@ pub struct Action {
     pub action_id: String,
     pub rule: String,
     pub rule_version: String,
-    pub moment: MomentKind,
+    /// The moment's name: a built-in one (`roaming_arrival`) or one a rule declares.
+    pub moment: String,
     pub msisdn: Msisdn,
     pub household: Option<String>,
     pub offer: String,
@@ -106,7 +106,7 @@ impl Action {
             action_id: &self.action_id,
             rule: &self.rule,
             rule_version: &self.rule_version,
-            moment: self.moment.as_str(),
+            moment: &self.moment,
             msisdn: self.msisdn.to_string(),
             household: self.household.as_deref(),
             offer: &self.offer,
@@ -189,7 +189,7 @@ impl Decision {
             action_id: &a.action_id,
             rule: &a.rule,
             rule_version: &a.rule_version,
-            moment: a.moment.as_str(),
+            moment: &a.moment,
             msisdn: a.msisdn.to_string(),
             moment_ts: format_rfc3339(a.moment_ts),
             moment_key: &self.moment_key,

@@ -20,10 +20,13 @@ pub enum MomentKind {
     /// The handset is 730 days old and the contract ends within 60 days (or has ended).
     /// Once per rule and handset; dedupe key: the IMEI.
     HandsetAgeing,
+    /// A moment declared in a rule file: its `when` condition over the subscriber's state
+    /// becomes true (or, while true, its dedupe key changes). See [`Declared`].
+    Declared,
 }
 
 impl MomentKind {
-    /// All moments.
+    /// The moments built into the engine.
     pub const ALL: [MomentKind; 3] = [
         MomentKind::RoamingArrival,
         MomentKind::DataPackThreshold,
@@ -36,10 +39,11 @@ impl MomentKind {
             MomentKind::RoamingArrival => "roaming_arrival",
             MomentKind::DataPackThreshold => "data_pack_threshold",
             MomentKind::HandsetAgeing => "handset_ageing",
+            MomentKind::Declared => "declared",
         }
     }
 
-    /// The inverse of [`MomentKind::as_str`].
+    /// The inverse of [`MomentKind::as_str`] for the built-in moments.
     pub fn parse(text: &str) -> Option<MomentKind> {
         MomentKind::ALL.into_iter().find(|m| m.as_str() == text)
     }
@@ -50,6 +54,7 @@ impl MomentKind {
             MomentKind::RoamingArrival => &["country", "country_name", "offer"],
             MomentKind::DataPackThreshold => &["percent", "pack_gb", "offer"],
             MomentKind::HandsetAgeing => &["model", "contract_end", "offer"],
+            MomentKind::Declared => &["key", "offer"],
         }
     }
 
@@ -57,6 +62,19 @@ impl MomentKind {
     pub fn needs_threshold(self) -> bool {
         self == MomentKind::DataPackThreshold
     }
+}
+
+/// A moment declared by a rule file rather than built into the engine: it happens for a
+/// subscriber when `when` becomes true on their state after one of their events, or when,
+/// while it stays true, `dedupe_key` takes a new value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Declared {
+    /// The moment's name in actions and decisions (`cancel_intent`).
+    pub name: String,
+    /// CEL over `customer.*` and `subscriber.*`: the state in which the moment holds.
+    pub when: String,
+    /// Optional CEL giving the moment's dedupe key (a string or an int); `""` without it.
+    pub dedupe_key: Option<String>,
 }
 
 /// One rule: a moment, the offer it makes and how.
@@ -67,6 +85,10 @@ pub struct Rule {
     /// Content hash of the rule's definition, carried by every action it produces.
     pub version: String,
     pub moment: MomentKind,
+    /// For [`MomentKind::Declared`]: the moment's definition.
+    pub declared: Option<Declared>,
+    /// Higher wins when contact policy must choose between rules (default 0).
+    pub priority: i32,
     pub offer: String,
     pub channel: Channel,
     /// Used when the subscriber cannot be reached on `channel` (no consent, no address).
@@ -83,6 +105,14 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The name of the rule's moment, as actions and decisions carry it.
+    pub fn moment_name(&self) -> &str {
+        match &self.declared {
+            Some(declared) => &declared.name,
+            None => self.moment.as_str(),
+        }
+    }
+
     /// Picks the subscriber's language when the rule has a message for it, else `en`, and
     /// fills the template's `{variables}`.
     ///
@@ -90,7 +120,7 @@ impl Rule {
     /// # use std::collections::BTreeMap;
     /// # use kairos_model::{Rule, MomentKind, Channel};
     /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::RoamingArrival,
-    ///     offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, condition: None, cooldown: 0,
+    ///     declared: None, priority: 0, offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, condition: None, cooldown: 0,
     ///     messages: BTreeMap::from([("en".into(), "Welcome to {country_name}!".into())]) };
     /// assert_eq!(rule.render(Some("pt"), &[("country_name", "Spain")]),
     ///            ("en".to_string(), "Welcome to Spain!".to_string()));

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use kairos_model::rule::Declared;
 use kairos_model::{Channel, MomentKind, Rule, RuleSet};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -41,8 +42,21 @@ struct RuleFile {
     /// Free text for people.
     #[serde(default)]
     description: Option<String>,
-    /// The moment that triggers the rule, e.g. `roaming_arrival`.
+    /// The moment that triggers the rule: a built-in one (`roaming_arrival`,
+    /// `data_pack_threshold`, `handset_ageing`), or a new one's name (snake_case) declared
+    /// by `when`.
     moment: String,
+    /// Declares a new moment: CEL over `customer.*` and `subscriber.*`; the moment happens
+    /// when it becomes true after one of the subscriber's events.
+    #[serde(default)]
+    when: Option<String>,
+    /// For a declared moment: CEL giving its dedupe key (a string or an int). While `when`
+    /// stays true, a new key is a new moment (e.g. `subscriber.country`). Default: none.
+    #[serde(default)]
+    dedupe_key: Option<String>,
+    /// Higher wins when contact policy must choose between rules. Default 0.
+    #[serde(default)]
+    priority: i32,
     /// The offer code the action carries.
     offer: String,
     /// `sms`, `email` or `push`.
@@ -160,13 +174,72 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             ),
         ));
     }
-    let moment = MomentKind::parse(&file.moment);
-    if moment.is_none() {
-        let known: Vec<&str> = MomentKind::ALL.iter().map(|m| m.as_str()).collect();
-        errors.push(err(
-            Some("moment"),
-            format!("unknown moment {:?} — known moments: {}", file.moment, known.join(", ")),
-        ));
+    let builtin = MomentKind::parse(&file.moment);
+    let moment = match (builtin, &file.when) {
+        (Some(kind), None) => Some(kind),
+        (Some(kind), Some(_)) => {
+            errors.push(err(
+                Some("when"),
+                format!(
+                    "{} is a built-in moment; `when` declares a new one — give it a new name, or narrow {} with `condition`",
+                    kind.as_str(),
+                    kind.as_str()
+                ),
+            ));
+            None
+        }
+        (None, Some(when)) => {
+            let snake = !file.moment.is_empty()
+                && file.moment.starts_with(|c: char| c.is_ascii_lowercase())
+                && file
+                    .moment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !snake || file.moment == MomentKind::Declared.as_str() {
+                errors.push(err(
+                    Some("moment"),
+                    format!(
+                        "invalid moment name {:?} for a declared moment — use lower-case letters, digits and '_', e.g. \"cancel_intent\"",
+                        file.moment
+                    ),
+                ));
+            }
+            if let Err(problems) = kairos_dataflows::condition::check_when(when) {
+                for problem in problems {
+                    errors.push(err(Some("when"), format!("when: {problem}")));
+                }
+            }
+            Some(MomentKind::Declared)
+        }
+        (None, None) => {
+            let known: Vec<&str> = MomentKind::ALL.iter().map(|m| m.as_str()).collect();
+            errors.push(err(
+                Some("moment"),
+                format!(
+                    "unknown moment {:?} — known moments: {}; or declare a new one with `when = \"…\"`",
+                    file.moment,
+                    known.join(", ")
+                ),
+            ));
+            None
+        }
+    };
+    match (&file.dedupe_key, moment) {
+        (Some(_), Some(kind)) if kind != MomentKind::Declared => errors.push(err(
+            Some("dedupe_key"),
+            format!(
+                "{} has a fixed dedupe key (see rules/README.md) — dedupe_key is for declared moments; remove it",
+                kind.as_str()
+            ),
+        )),
+        (Some(key), _) => {
+            if let Err(problems) = kairos_dataflows::condition::check_key(key) {
+                for problem in problems {
+                    errors.push(err(Some("dedupe_key"), format!("dedupe_key: {problem}")));
+                }
+            }
+        }
+        (None, _) => {}
     }
     if let Some(moment) = moment {
         match file.threshold {
@@ -229,7 +302,11 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
                         Some(language),
                         format!(
                             "unknown variable {{{variable}}} in the {language} message — {} provides: {}",
-                            moment.as_str(),
+                            if moment == MomentKind::Declared {
+                                "a declared moment"
+                            } else {
+                                moment.as_str()
+                            },
                             moment
                                 .variables()
                                 .iter()
@@ -248,6 +325,12 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             id: file.id,
             version: version_of(text),
             moment,
+            declared: file.when.map(|when| Declared {
+                name: file.moment,
+                when,
+                dedupe_key: file.dedupe_key,
+            }),
+            priority: file.priority,
             offer: file.offer,
             channel: file.channel,
             fallback_channel: file.fallback_channel,
@@ -482,6 +565,65 @@ en = "Welcome to {country_name}!"
             parse_rule(Path::new("r.toml"), &ok).unwrap().condition.as_deref(),
             Some("!customer.prepaid")
         );
+    }
+
+    #[test]
+    fn declared_moment_problems_say_what_would_be_valid() {
+        let declared = GOOD
+            .replace(
+                "moment = \"roaming_arrival\"",
+                "moment = \"cancel_intent\"\nwhen = \"subscriber.selfcare.last_page == 'cancel'\"",
+            )
+            .replace("{country_name}", "{key}");
+        let rule = parse_rule(Path::new("r.toml"), &declared).unwrap();
+        assert_eq!(rule.moment, MomentKind::Declared);
+        assert_eq!(rule.moment_name(), "cancel_intent");
+        assert_eq!(
+            rule.declared.as_ref().unwrap().when,
+            "subscriber.selfcare.last_page == 'cancel'"
+        );
+
+        let on_builtin = GOOD.replace("cooldown", "when = \"true\"\ncooldown");
+        assert!(
+            only_error(&on_builtin)
+                .starts_with("r.toml:6:1: roaming_arrival is a built-in moment; `when` declares a new one"),
+            "{}",
+            only_error(&on_builtin)
+        );
+        let bad_name = declared.replace("cancel_intent", "Cancel-Intent");
+        assert!(only_error(&bad_name).starts_with("r.toml:3:1: invalid moment name \"Cancel-Intent\""));
+        let reads_moment = declared.replace("subscriber.selfcare.last_page == 'cancel'", "moment.country == 'US'");
+        assert!(
+            only_error(&reads_moment).starts_with(
+                "r.toml:4:1: when: unknown name `moment` — this expression reads customer.*, subscriber.*"
+            ),
+            "{}",
+            only_error(&reads_moment)
+        );
+        let not_bool = declared.replace("subscriber.selfcare.last_page == 'cancel'", "subscriber.cycle.ratio");
+        assert!(only_error(&not_bool).contains("when: a condition must give true or false"));
+        let key = |k: &str| declared.replace("cooldown", &format!("dedupe_key = \"{k}\"\ncooldown"));
+        assert_eq!(
+            parse_rule(Path::new("r.toml"), &key("subscriber.country"))
+                .unwrap()
+                .declared
+                .unwrap()
+                .dedupe_key
+                .as_deref(),
+            Some("subscriber.country")
+        );
+        assert!(
+            only_error(&key("subscriber.cycle.ratio"))
+                .starts_with("r.toml:7:1: dedupe_key: a dedupe key must give a string or an int"),
+            "{}",
+            only_error(&key("subscriber.cycle.ratio"))
+        );
+        let key_on_builtin = GOOD.replace("cooldown", "dedupe_key = \"subscriber.country\"\ncooldown");
+        assert!(only_error(&key_on_builtin).starts_with("r.toml:6:1: roaming_arrival has a fixed dedupe key"));
+        let unknown = GOOD.replace("roaming_arrival", "landing");
+        assert!(only_error(&unknown).ends_with("or declare a new one with `when = \"…\"`"));
+        let builtin_variable = declared.replace("{key}", "{country_name}");
+        assert!(only_error(&builtin_variable).contains("a declared moment provides: {key}, {offer}"));
     }
 
     #[test]

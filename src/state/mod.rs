@@ -24,8 +24,8 @@ use kairos_model::{Event, Millis, Msisdn};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The version of the on-disk layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the on-disk layout. 2: `SubscriberState` gained `previous_country`.
+pub const FORMAT_VERSION: u32 = 2;
 /// The version byte in front of every value.
 const VALUE_VERSION: u8 = 1;
 const SUBSCRIBER_PREFIX: u8 = b's';
@@ -38,7 +38,7 @@ const META_VERSION: &[u8] = b"v";
 pub enum StateError {
     #[error("cannot open the state store at {path}: {source} (is another kairos using it?)")]
     Open { path: PathBuf, source: rocksdb::Error },
-    #[error("state store {path} has format version {found}; this kairos reads version {FORMAT_VERSION}")]
+    #[error("state store {path} has format version {found}; this kairos reads version {FORMAT_VERSION} — keep the older kairos, or move the folder away to start from empty state (inputs are then read from `start_from`)")]
     Version { path: PathBuf, found: u32 },
     #[error("state store I/O failed: {0}")]
     Io(#[from] rocksdb::Error),

@@ -44,6 +44,8 @@ fn rule(
         id: id.into(),
         version: "test".into(),
         moment,
+        declared: None,
+        priority: 0,
         offer: "OFFER".into(),
         channel,
         fallback_channel: fallback,
