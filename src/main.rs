@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kairos::config::RunConfig;
+use kairos::ingest::range::{Bound, Range};
 use kairos::pipeline::{self, ReplayOptions};
 
 #[derive(Parser)]
@@ -49,6 +50,16 @@ enum Command {
         /// Configuration file (TOML); see docs in src/config.rs and kairos.example.toml.
         #[arg(long)]
         config: PathBuf,
+        /// Where to start reading partitions that have no stored position: earliest,
+        /// latest, an RFC 3339 time (Kafka message timestamps) or TOPIC:PARTITION:OFFSET,…
+        /// (default: [kafka] start_from).
+        #[arg(long)]
+        from: Option<String>,
+        /// Stop at the end of a range and leave after a final checkpoint: end (each
+        /// partition's end when kairos starts), an RFC 3339 time, or TOPIC:PARTITION:OFFSET,…
+        /// (exclusive). Without it, kairos runs until SIGTERM.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Work with rule files.
     Rules {
@@ -108,10 +119,14 @@ fn main() -> ExitCode {
                 );
             })
         }
-        Command::Run { config } => RunConfig::load(&config).and_then(|config| {
+        Command::Run { config, from, to } => RunConfig::load(&config).and_then(|config| {
+            let range = Range {
+                from: from.as_deref().map(|f| Bound::parse(f, "--from")).transpose()?,
+                to: to.as_deref().map(|t| Bound::parse(t, "--to")).transpose()?,
+            };
             let shutdown = Arc::new(AtomicBool::new(false));
             watch_signals(Arc::clone(&shutdown))?;
-            pipeline::run(&config, shutdown)
+            pipeline::run(&config, &range, shutdown)
         }),
         Command::Rules {
             command: RulesCommand::Schema,

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::TryRecvError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +40,7 @@ use crate::config::RunConfig;
 use crate::decode::decode;
 use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
 use crate::ingest::kafka::{list_partitions, FrontierRules, PartitionIngest, Received, SharedFrontier};
+use crate::ingest::range::Range;
 use crate::ingest::{DeadLetter, SourcePosition};
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::sinks::kafka::KafkaSink;
@@ -227,9 +228,14 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     Ok(summary)
 }
 
-/// Runs the always-on engine until `shutdown` is set: Kafka in, Kafka out, state made
-/// durable in RocksDB at checkpoints, resumed from the last one at start.
-pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> {
+/// How long a stopping engine waits for its final checkpoint before it leaves without it.
+const FINAL_CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs the engine: Kafka in, Kafka out, state made durable in RocksDB at checkpoints,
+/// resumed from the last one at start. It runs until `shutdown` is set, or, with a bounded
+/// `range`, until every input partition has been read to the range's end and everything
+/// before it decided; either way it leaves after a final checkpoint.
+pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let rules = load_rules(&config.engine.rules)?;
     telemetry::serve_prometheus(config.metrics.listen)?;
     let workers = config.engine.workers;
@@ -295,6 +301,10 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
     let stats = Arc::new(DataflowStats::default());
     let kafka = config.kafka.clone();
     let worker_sink = Arc::clone(&sink);
+    let (range, bounded) = (range.clone(), range.bounded());
+    let stopped = Arc::clone(&coordinator);
+    // Workers whose partitions are all read to the end of a bounded range.
+    let through = Arc::new(AtomicUsize::new(0));
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| -> Result<(), String> {
         let index = worker.index();
@@ -302,6 +312,7 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         // fails still takes part in shutting it down.
         let mut input: EventInput = InputHandle::new();
         let probe = ProbeHandle::new();
+        let dataflow = worker.next_dataflow_index();
         worker.dataflow::<Millis, _, _>(|scope| {
             let events = input.to_stream(scope);
             let (decisions, state) =
@@ -352,14 +363,22 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
                 input.send(event);
             }
         }
-        let assigned = PartitionIngest::assign(&kafka, &partitions, (index, workers), frontier_rules.clone(), &resume);
+        let assigned = PartitionIngest::assign(
+            &kafka,
+            &partitions,
+            (index, workers),
+            frontier_rules.clone(),
+            &resume,
+            &range,
+        );
         let mut ingest = match assigned {
             Ok(ingest) => {
                 tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
-                Some(ingest)
+                ingest
             }
             Err(error) => {
                 shutdown.store(true, Ordering::Relaxed);
+                coordinator.abandon();
                 finish(worker, input, &probe);
                 return Err(error);
             }
@@ -367,27 +386,58 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         let mut tally = IngestTally::default();
         let mut received = Vec::new();
         let mut last_report = Instant::now();
-        while let Some(ingest) = ingest.as_mut().filter(|_| !shutdown.load(Ordering::Relaxed)) {
-            let read = ingest.poll(1024, |message| received.push(message));
+        // Set once this worker reads no more input; it then waits for the final checkpoint.
+        let mut stopping: Option<Instant> = None;
+        let mut through_range = false;
+        while !coordinator.finished() && !coordinator.abandoned() {
+            if stopping.is_none() && shutdown.load(Ordering::Relaxed) {
+                stopping = Some(Instant::now());
+                coordinator.stop(index);
+            }
+            let mut read = 0;
             let now = *input.time();
-            for message in received.drain(..) {
-                match message {
-                    Received::Event(event) => {
-                        tally.event(event.kind(), event.ts < now);
-                        input.send(event);
-                    }
-                    Received::Invalid(letter, key) => {
-                        tally.invalid += 1;
-                        worker_sink.dead_letter(&letter, key.as_deref());
+            if stopping.is_none() {
+                read = ingest.poll(1024, |message| received.push(message));
+                for message in received.drain(..) {
+                    match message {
+                        Received::Event(event) => {
+                            tally.event(event.kind(), event.ts < now);
+                            input.send(event);
+                        }
+                        Received::Invalid(letter, key) => {
+                            tally.invalid += 1;
+                            worker_sink.dead_letter(&letter, key.as_deref());
+                        }
                     }
                 }
             }
             if index == 0 {
                 coordinator.drive();
+                if stopping.is_some_and(|since| since.elapsed() >= FINAL_CHECKPOINT_PATIENCE) {
+                    tracing::error!("no final checkpoint within {FINAL_CHECKPOINT_PATIENCE:?}; leaving without it");
+                    coordinator.abandon();
+                }
             }
-            let epoch = coordinator.gate(index, now, ingest.epoch(), ingest.all_idle(), || ingest.positions());
+            // A stopping worker stays where it is, except to reach the final checkpoint.
+            let wanted = if stopping.is_some() { now } else { ingest.epoch() };
+            let idle = stopping.is_some() || ingest.all_idle();
+            let epoch = coordinator.gate(index, now, wanted, idle, || ingest.positions());
             if epoch > now {
                 input.advance_to(epoch);
+            }
+            if range.bounded() && stopping.is_none() {
+                // `epoch()` above published this worker's end before it counts as through.
+                if !through_range && ingest.done() {
+                    through_range = true;
+                    through.fetch_add(1, Ordering::SeqCst);
+                }
+                // Event time ends just past the newest event read (as in a replay): once
+                // everything before it is decided, stop.
+                let end = frontier_rules.shared.end();
+                if through.load(Ordering::SeqCst) == workers && *input.time() >= end && !probe.less_than(&end) {
+                    stopping = Some(Instant::now());
+                    coordinator.stop(index);
+                }
             }
             worker.step_or_park(Some(if read == 0 {
                 Duration::from_millis(1)
@@ -401,7 +451,15 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
             }
         }
         tally.publish();
-        finish(worker, input, &probe);
+        if coordinator.finished() {
+            // Everything read is in the final checkpoint: what still waits for event time
+            // to pass it waits there, to be decided after a restart — not now, as if the
+            // input had ended.
+            worker.drop_dataflow(dataflow);
+            drop(input);
+        } else {
+            finish(worker, input, &probe);
+        }
         Ok(())
     })?;
     let mut failure = None;
@@ -411,10 +469,11 @@ pub fn run(config: &RunConfig, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         }
     }
     sink.flush(Duration::from_secs(30))?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = failure {
+        return Err(e);
     }
+    tracing::info!(final_checkpoint = stopped.finished(), bounded, "kairos run: stopped");
+    Ok(())
 }
 
 /// Closes the input and decides everything read so far.

@@ -13,9 +13,7 @@ use common::{kafka_brokers, write_jsonl};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
@@ -28,50 +26,10 @@ impl Drop for Engine {
     }
 }
 
-fn topic_names() -> BTreeMap<&'static str, String> {
-    let run = common::unique_prefix("c");
-    [
-        "customers",
-        "network",
-        "usage",
-        "actions.sms",
-        "actions.email",
-        "actions.push",
-        "decisions",
-        "dead-letter",
-    ]
-    .into_iter()
-    .map(|t| (t, format!("{run}.{t}")))
-    .collect()
-}
-
-fn read_all(brokers: &str, topic: &str, settle: Duration) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "kairos-crash-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut values = Vec::new();
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < settle {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-            quiet_since = Instant::now();
-        }
-    }
-    values
-}
-
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     let brokers = kafka_brokers();
-    let topics = topic_names();
+    let topics = common::kafka_topics("c");
     let names: Vec<&str> = topics.values().map(String::as_str).collect();
     common::create_topics(&brokers, &names, PARTITIONS);
 
@@ -115,11 +73,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
             for line in slice {
                 let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
                 let key = value["msisdn"].as_str().unwrap_or("").to_string();
-                let topic = match value["type"].as_str() {
-                    Some("customer") => &producer_topics["customers"],
-                    Some("usage") => &producer_topics["usage"],
-                    _ => &producer_topics["network"],
-                };
+                let topic = common::input_topic(&producer_topics, line);
                 loop {
                     match producer.send(BaseRecord::to(topic).key(&key).payload(line)) {
                         Ok(()) => break,
@@ -136,26 +90,14 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     });
 
     let config = dir.path().join("kairos.toml");
-    std::fs::write(
+    common::write_run_config(
         &config,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"{}\", \"{}\", \"{}\"]\n\
-             [topics]\nactions_sms = \"{}\"\nactions_email = \"{}\"\nactions_push = \"{}\"\ndecisions = \"{}\"\ndead_letter = \"{}\"\n\
-             [engine]\nworkers = 2\nrules = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [state]\ndir = \"{}\"\ncheckpoint_interval_ms = 200\n",
-            topics["customers"],
-            topics["network"],
-            topics["usage"],
-            topics["actions.sms"],
-            topics["actions.email"],
-            topics["actions.push"],
-            topics["decisions"],
-            topics["dead-letter"],
-            common::root().join("rules").display(),
-            dir.path().join("state").display(),
-        ),
-    )
-    .unwrap();
+        &brokers,
+        &topics,
+        &dir.path().join("state"),
+        "",
+        "checkpoint_interval_ms = 200",
+    );
     let log_path = dir.path().join("kairos.log");
     let start = || {
         let log = std::fs::OpenOptions::new()
@@ -190,7 +132,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     while Instant::now() < deadline {
         got = ["actions.sms", "actions.email", "actions.push"]
             .iter()
-            .flat_map(|t| read_all(&brokers, &topics[t], Duration::from_secs(2)))
+            .flat_map(|t| common::read_topic(&brokers, &topics[t], PARTITIONS, Duration::from_secs(2)))
             .collect();
         if got.len() >= expected.len() {
             break;

@@ -285,7 +285,7 @@ dir = "{state}"
         );
     }
 
-    // SIGTERM: decide what was read, flush, exit cleanly.
+    // SIGTERM: stop reading, take a final checkpoint, flush, exit cleanly.
     let pid = engine.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let stopped = Instant::now();
@@ -300,6 +300,11 @@ dir = "{state}"
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "kairos run exited with {status}\n{}", log_text());
+    assert!(
+        log_text().contains("final_checkpoint=true"),
+        "no final checkpoint on SIGTERM:\n{}",
+        log_text()
+    );
 
     // The same events replayed from a file give the same actions, byte for byte.
     let events = dir.path().join("events.jsonl");

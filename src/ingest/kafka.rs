@@ -31,6 +31,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, StartFrom};
 use crate::decode::{decode, DecodeError};
+use crate::ingest::range::{Bound, Range};
 use crate::ingest::{DeadLetter, SourcePosition};
 use crate::telemetry;
 
@@ -113,6 +114,12 @@ impl SharedFrontier {
         }
     }
 
+    /// Just past the newest event any worker's idle partitions have delivered: where event
+    /// time ends once every partition is idle (the end of a bounded run).
+    pub fn end(&self) -> Millis {
+        self.idle.iter().map(|a| a.load(Ordering::Acquire)).max().unwrap_or(0)
+    }
+
     /// Publishes worker `me`'s view and returns the epoch it should move to.
     fn agree(&self, me: usize, active: Option<Millis>, idle: Millis) -> Millis {
         self.active[me].store(active.unwrap_or(u64::MAX), Ordering::Release);
@@ -144,6 +151,17 @@ struct OwnedPartition {
     newest: Option<Millis>,
     at_end: bool,
     last_message: Instant,
+    /// In a bounded run: the offset to stop before.
+    stop: Option<i64>,
+    /// Every message before `stop` has been read.
+    done: bool,
+}
+
+impl OwnedPartition {
+    /// At its end and quiet for `idle_after`, or done with its range: it holds nothing back.
+    fn idle(&self, idle_after: Duration) -> bool {
+        self.done || (self.at_end && self.last_message.elapsed() >= idle_after)
+    }
 }
 
 /// How a worker's epoch follows its partitions (see the module docs).
@@ -233,6 +251,7 @@ impl PartitionIngest {
         (worker, workers): (usize, usize),
         frontier: FrontierRules,
         resume: &HashMap<(String, i32), i64>,
+        range: &Range,
     ) -> Result<PartitionIngest, String> {
         let FrontierRules {
             shared,
@@ -248,30 +267,31 @@ impl PartitionIngest {
         let mut assignment = TopicPartitionList::new();
         let mut starts = Vec::new();
         for (_, (topic, partition)) in &owned {
-            // A stored position wins; otherwise `start_from`, made numeric for "latest" so
-            // that a checkpoint taken before the first message still resumes there.
+            // A stored position wins (a restored checkpoint); then `--from`; then
+            // `start_from`, made numeric for "latest" so that a checkpoint taken before the
+            // first message still resumes there.
+            let configured = match config.start_from {
+                StartFrom::Earliest => Bound::Earliest,
+                StartFrom::Latest => Bound::Latest,
+            };
             let start = match resume.get(&(topic.clone(), *partition)) {
                 Some(raw) => *raw,
-                None => match config.start_from {
-                    StartFrom::Earliest => Offset::Beginning.to_raw().unwrap_or(-2),
-                    StartFrom::Latest => {
-                        let (_, high) = consumer
-                            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
-                            .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))?;
-                        high
-                    }
-                },
+                None => resolve(&consumer, topic, *partition, range.from.as_ref(), &configured)?,
+            };
+            let stop = match &range.to {
+                Some(to) => Some(resolve(&consumer, topic, *partition, Some(to), &Bound::Latest)?),
+                None => None,
             };
             assignment
                 .add_partition_offset(topic, *partition, Offset::from_raw(start))
                 .map_err(|e| format!("cannot assign {topic}/{partition}: {e}"))?;
-            starts.push(start);
+            starts.push((start, stop));
         }
         consumer
             .assign(&assignment)
             .map_err(|e| format!("cannot assign partitions: {e}"))?;
         let mut partitions = Vec::new();
-        for ((source, (topic, partition)), start) in owned.into_iter().zip(starts) {
+        for ((source, (topic, partition)), (start, stop)) in owned.into_iter().zip(starts) {
             let queue = consumer
                 .split_partition_queue(topic, *partition)
                 .ok_or_else(|| format!("cannot open a queue for {topic}/{partition}"))?;
@@ -284,6 +304,9 @@ impl PartitionIngest {
                 newest: None,
                 at_end: false,
                 last_message: Instant::now(),
+                stop,
+                // A start at or past the stop reads nothing (-2 is "the beginning").
+                done: stop.is_some_and(|stop| stop == 0 || (start >= 0 && start >= stop)),
             });
         }
         Ok(PartitionIngest {
@@ -307,9 +330,12 @@ impl PartitionIngest {
 
     /// Whether every owned partition is idle (or there are none).
     pub fn all_idle(&self) -> bool {
-        self.partitions
-            .iter()
-            .all(|p| p.at_end && p.last_message.elapsed() >= self.idle_after)
+        self.partitions.iter().all(|p| p.idle(self.idle_after))
+    }
+
+    /// In a bounded run: whether every owned partition has been read up to its stop.
+    pub fn done(&self) -> bool {
+        self.partitions.iter().all(|p| p.done)
     }
 
     /// Number of partitions this worker owns.
@@ -327,12 +353,25 @@ impl PartitionIngest {
         }
         let mut read = 0;
         let mut errors = Vec::new();
-        for owned in &mut self.partitions {
+        for owned in self.partitions.iter_mut().filter(|p| !p.done) {
             for _ in 0..budget {
                 match owned.queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Err(KafkaError::PartitionEOF(_))) => {
                         owned.at_end = true;
+                        if let Some(stop) = owned.stop {
+                            // Everything up to the end is read; the stop may lie beyond
+                            // offsets a compacted topic no longer has.
+                            owned.done = owned.next >= stop
+                                || self
+                                    .consumer
+                                    .fetch_watermarks(&owned.topic, owned.partition, Duration::from_secs(10))
+                                    .is_ok_and(|(_, high)| high >= stop);
+                        }
+                        break;
+                    }
+                    Some(Ok(message)) if owned.stop.is_some_and(|stop| message.offset() >= stop) => {
+                        owned.done = true;
                         break;
                     }
                     Some(Err(error)) => {
@@ -342,6 +381,7 @@ impl PartitionIngest {
                     Some(Ok(message)) => {
                         read += 1;
                         owned.next = message.offset() + 1;
+                        owned.done = owned.stop.is_some_and(|stop| owned.next >= stop);
                         owned.at_end = false;
                         owned.last_message = Instant::now();
                         let origin = Origin {
@@ -392,7 +432,7 @@ impl PartitionIngest {
     pub fn epoch(&self) -> Millis {
         let views = self.partitions.iter().map(|p| PartitionView {
             newest: p.newest,
-            idle: p.at_end && p.last_message.elapsed() >= self.idle_after,
+            idle: p.idle(self.idle_after),
         });
         let (active, idle) = worker_view(views, self.lateness);
         self.shared.agree(self.worker, active, idle)
@@ -407,6 +447,47 @@ impl PartitionIngest {
             tracing::warn!(worker = self.worker, %error, "Kafka consumer error");
             self.last_error_log = Some(Instant::now());
         }
+    }
+}
+
+/// The raw offset a bound names for one partition; `fallback` for partitions an offset
+/// list does not name, and when there is no bound.
+fn resolve(
+    consumer: &BaseConsumer<IngestContext>,
+    topic: &str,
+    partition: i32,
+    bound: Option<&Bound>,
+    fallback: &Bound,
+) -> Result<i64, String> {
+    let bound = bound.unwrap_or(fallback);
+    let end = || {
+        consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map(|(_, high)| high)
+            .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))
+    };
+    match bound {
+        Bound::Earliest => Ok(Offset::Beginning.to_raw().unwrap_or(-2)),
+        Bound::Latest => end(),
+        Bound::Time(at) => {
+            let mut wanted = TopicPartitionList::new();
+            wanted
+                .add_partition_offset(topic, partition, Offset::Offset(*at as i64))
+                .map_err(|e| format!("cannot look up {topic}/{partition}: {e}"))?;
+            let found = consumer
+                .offsets_for_times(wanted, Duration::from_secs(10))
+                .map_err(|e| format!("cannot find the offset of {topic}/{partition} at that time: {e}"))?;
+            match found.find_partition(topic, partition).map(|p| p.offset()) {
+                Some(Offset::Offset(offset)) => Ok(offset),
+                // No message at or after that time: the end.
+                _ => end(),
+            }
+        }
+        Bound::Offsets(offsets) => match offsets.get(&(topic.to_string(), partition)) {
+            Some(offset) => Ok(*offset),
+            None if matches!(fallback, Bound::Offsets(_)) => end(),
+            None => resolve(consumer, topic, partition, None, fallback),
+        },
     }
 }
 

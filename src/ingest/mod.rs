@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod kafka;
+pub mod range;
 
 use serde::Serialize;
 

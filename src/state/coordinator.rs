@@ -12,6 +12,11 @@
 //! 4. the checkpoint writer completes `R` once the frontier has passed it.
 //!
 //! Holding below a proposal lasts only until every worker has looked once (one loop each).
+//!
+//! To stop (SIGTERM, or the end of a bounded run's range), every worker stops reading and
+//! says so ([`Coordinator::stop`]); worker 0 then proposes a *final* checkpoint at once,
+//! whatever the interval, and once it is written [`Coordinator::finished`] tells every worker
+//! to leave. A restart resumes exactly there: nothing read is lost, nothing is re-read.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -40,6 +45,14 @@ pub struct Coordinator {
     positions: Mutex<Vec<Option<Recorded>>>,
     interval: Duration,
     last_done: Mutex<Instant>,
+    /// Per worker: it reads no more input.
+    stopped: Vec<AtomicBool>,
+    /// The final checkpoint's instant, once proposed after every worker stopped.
+    final_at: AtomicU64,
+    /// The final checkpoint is written.
+    finished: AtomicBool,
+    /// No final checkpoint will come (a worker failed, or writing it took too long).
+    abandoned: AtomicBool,
 }
 
 impl Coordinator {
@@ -55,7 +68,33 @@ impl Coordinator {
             positions: Mutex::new(vec![None; workers]),
             interval,
             last_done: Mutex::new(Instant::now()),
+            stopped: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            final_at: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
         }
+    }
+
+    /// Worker `me` reads no more input: once every worker has stopped, the next checkpoint
+    /// is the final one.
+    pub fn stop(&self, me: usize) {
+        self.stopped[me].store(true, SeqCst);
+    }
+
+    /// The final checkpoint is written: the workers may leave.
+    pub fn finished(&self) -> bool {
+        self.finished.load(SeqCst)
+    }
+
+    /// Gives up the final checkpoint (a worker failed, or it could not be written in time):
+    /// the workers leave without it, and a restart resumes from the last one written.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, SeqCst);
+    }
+
+    /// Whether the final checkpoint was given up.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(SeqCst)
     }
 
     /// Called by every worker before it moves its epoch from `current` to `next`: answers a
@@ -99,10 +138,14 @@ impl Coordinator {
     pub fn drive(&self) {
         let proposal = self.proposal.load(SeqCst);
         if proposal == 0 {
+            let stopped = self.stopped.iter().all(|s| s.load(SeqCst));
             let due = self.last_done.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.interval;
-            if due {
+            if due || stopped {
                 let highest = self.published.iter().map(|p| p.load(SeqCst)).max().unwrap_or(0);
                 self.nacked.store(false, SeqCst);
+                if stopped {
+                    self.final_at.store(highest + 1, SeqCst);
+                }
                 self.proposal.store(highest + 1, SeqCst);
             }
             return;
@@ -145,6 +188,9 @@ impl Coordinator {
             *self.last_done.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             self.confirmed.store(0, SeqCst);
             self.proposal.store(0, SeqCst);
+            if self.final_at.load(SeqCst) == at {
+                self.finished.store(true, SeqCst);
+            }
         }
     }
 }
@@ -196,6 +242,31 @@ mod tests {
         c.gate(1, 60, 60, false, Vec::new);
         c.drive();
         assert_eq!(c.confirmed(), Some(61));
+    }
+
+    #[test]
+    fn once_every_worker_stopped_a_final_checkpoint_is_taken_at_once() {
+        let c = Coordinator::new(2, Arc::new(CheckpointRequests::default()), Duration::from_secs(3600));
+        c.gate(0, 0, 10, false, Vec::new);
+        c.gate(1, 0, 20, false, Vec::new);
+        c.drive();
+        assert_eq!(c.proposal.load(SeqCst), 0, "not due for an hour");
+        c.stop(0);
+        c.drive();
+        assert_eq!(c.proposal.load(SeqCst), 0, "worker 1 still reads");
+        c.stop(1);
+        c.drive();
+        assert_eq!(c.proposal.load(SeqCst), 21, "proposed at once");
+        // Stopped workers stay where they are, and move up to the confirmed instant.
+        c.gate(0, 10, 10, true, Vec::new);
+        c.gate(1, 20, 20, true, Vec::new);
+        c.drive();
+        assert_eq!(c.confirmed(), Some(21));
+        assert_eq!(c.gate(0, 10, 10, true, || vec![("in".into(), 0, 5)]), 21);
+        assert_eq!(c.gate(1, 20, 20, true, || vec![("in".into(), 1, 9)]), 21);
+        assert!(!c.finished());
+        c.complete(21);
+        assert!(c.finished());
     }
 
     #[test]

@@ -150,3 +150,89 @@ pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
         result.expect("topic created");
     }
 }
+
+/// Input and output topic names for one Kafka test, unique to this run (`tag` tells tests
+/// apart in the broker).
+pub fn kafka_topics(tag: &str) -> std::collections::BTreeMap<&'static str, String> {
+    let run = unique_prefix(tag);
+    [
+        "customers",
+        "network",
+        "usage",
+        "actions.sms",
+        "actions.email",
+        "actions.push",
+        "decisions",
+        "dead-letter",
+    ]
+    .into_iter()
+    .map(|t| (t, format!("{run}.{t}")))
+    .collect()
+}
+
+/// A `kairos run` configuration over `topics` (see [`kafka_topics`]), with the shipped rules
+/// and 2 workers; `engine` and `state` are extra lines for those sections.
+pub fn write_run_config(
+    path: &Path,
+    brokers: &str,
+    topics: &std::collections::BTreeMap<&'static str, String>,
+    state_dir: &Path,
+    engine: &str,
+    state: &str,
+) {
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"{}\", \"{}\", \"{}\"]\n\
+         [topics]\nactions_sms = \"{}\"\nactions_email = \"{}\"\nactions_push = \"{}\"\ndecisions = \"{}\"\ndead_letter = \"{}\"\n\
+         [engine]\nworkers = 2\nrules = \"{}\"\n{engine}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [state]\ndir = \"{}\"\n{state}\n",
+        topics["customers"],
+        topics["network"],
+        topics["usage"],
+        topics["actions.sms"],
+        topics["actions.email"],
+        topics["actions.push"],
+        topics["decisions"],
+        topics["dead-letter"],
+        root().join("rules").display(),
+        state_dir.display(),
+    );
+    std::fs::write(path, text).expect("writing the run configuration");
+}
+
+/// The input topic an event line goes to (by its `type`).
+pub fn input_topic<'a>(topics: &'a std::collections::BTreeMap<&'static str, String>, line: &str) -> &'a str {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    match value["type"].as_str() {
+        Some("customer") => &topics["customers"],
+        Some("usage") => &topics["usage"],
+        _ => &topics["network"],
+    }
+}
+
+/// Every value in `topic` (all `partitions`), read until nothing new came for `settle`.
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32, settle: std::time::Duration) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kairos-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("assignable");
+    }
+    consumer.assign(&assignment).expect("assigned");
+    let mut values = Vec::new();
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < settle {
+        if let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    values
+}
