@@ -20,6 +20,7 @@ pub mod calendar;
 pub mod checkpoint;
 pub mod condition;
 pub mod features;
+pub mod households;
 pub mod moments;
 pub mod policy;
 pub mod state;

@@ -1,0 +1,522 @@
+//! Households: the subscribers who live together, found continuously from the evidence
+//! their events leave, in differential dataflow.
+//!
+//! ```text
+//! SubscriberState ── evidence updates (+w at t, −w when it expires) ──▶ delay to granularity
+//!   facts (account, address, fee)      ─▶ hard links: same account / same address (capped)
+//!   calls & SMS (evening weighs more)  ─▶ soft links: strength in the window ≥ threshold,
+//!   top-ups paid for another               hubs (call centres, corner shops, kiosks) dropped
+//!   a self-care login to another's account
+//!   a handset moving between holders   ─▶ hand-down links
+//!                                       ─▶ propagate: connected components, label = the
+//!                                          oldest member (first seen, then number)
+//!                                       ─▶ per household: decision maker, value, accounts,
+//!                                          cancel intents, a competitor's number they all call
+//!                                       ─▶ (msisdn, HouseholdView) ──feedback──▶ SubscriberState
+//! ```
+//!
+//! Evidence is an update in the collection at the instant it happens and its retraction when
+//! it leaves the window (aligned to the end of its UTC day, so that a subscriber's state can
+//! re-emit exactly what is still in force after a restart). Strengths are sums carried in the
+//! diffs (`count`), not lists of events. Times are delayed to `granularity_ms` so that the
+//! label propagation runs once per step of event time, not once per millisecond.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::algorithms::graphs::propagate::propagate;
+use differential_dataflow::VecCollection;
+use kairos_model::time::DAY;
+use kairos_model::{Millis, Msisdn};
+use serde::{Deserialize, Serialize};
+
+use crate::subscriber_route;
+
+/// How households are found. Every knob is documented in `kairos.example.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HouseholdConfig {
+    /// Find households at all.
+    pub enabled: bool,
+    /// How long soft evidence counts (days, after the end of the UTC day it happened).
+    pub window_days: u64,
+    /// Households are recomputed once per this much event time (ms).
+    pub granularity_ms: u64,
+    /// Strength of calls/SMS between two subscribers within the window that links them.
+    pub call_threshold: isize,
+    /// Weight of a call or SMS in the caller's local evening (`evening_hours`).
+    pub evening_weight: isize,
+    /// Weight of any other call or SMS.
+    pub day_weight: isize,
+    /// Local hours [from, to) that count as evening.
+    pub evening_hours: (u32, u32),
+    /// Top-ups one paid for another within the window that link them.
+    pub payer_threshold: isize,
+    /// More members than this on one account or address: a business, not a household.
+    pub max_shared: usize,
+    /// A subscriber with more strong call partners than this is a hub (call centre): their
+    /// call links are ignored.
+    pub max_call_partners: usize,
+    /// A payer topping up more subscribers than this is a shop: their payer links are ignored.
+    pub max_payees: usize,
+    /// A self-care account used by more subscribers than this links none of them.
+    pub max_login_users: usize,
+    /// A handset with more holders than this in the window (a refurbisher) links none.
+    pub max_handset_holders: usize,
+    /// An off-net number strongly tied to at least this many members is a likely member on
+    /// a competitor.
+    pub competitor_min_members: usize,
+}
+
+impl Default for HouseholdConfig {
+    fn default() -> HouseholdConfig {
+        HouseholdConfig {
+            enabled: true,
+            window_days: 30,
+            granularity_ms: 60_000,
+            call_threshold: 12,
+            evening_weight: 3,
+            day_weight: 1,
+            evening_hours: (18, 23),
+            payer_threshold: 1,
+            max_shared: 8,
+            max_call_partners: 8,
+            max_payees: 4,
+            max_login_users: 6,
+            max_handset_holders: 3,
+            competitor_min_members: 2,
+        }
+    }
+}
+
+impl HouseholdConfig {
+    /// When evidence of event time `ts` leaves the window.
+    pub fn expiry(&self, ts: Millis) -> Millis {
+        (ts / DAY + 1 + self.window_days).saturating_mul(DAY)
+    }
+}
+
+/// What a subscriber's customer record says about their household.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Facts {
+    /// When the subscriber was first seen with a record: the oldest member founds the
+    /// household and names it.
+    pub first_seen: Millis,
+    pub account: String,
+    pub address: Option<String>,
+    pub fee_cents: u64,
+    pub postpaid: bool,
+}
+
+/// One piece of evidence about who belongs with whom.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Evidence {
+    /// The subscriber's facts in force.
+    Facts(Msisdn, Facts),
+    /// Calls or SMS from the first to the second (the weight is the diff).
+    Call(Msisdn, Msisdn),
+    /// The first paid a top-up for the second.
+    Paid(Msisdn, Msisdn),
+    /// The subscriber used this self-care account.
+    Login(Msisdn, String),
+    /// The handset (IMEI) is held by the subscriber since the instant.
+    Holder(String, Millis, Msisdn),
+    /// The subscriber visited the self-care cancel page.
+    Cancel(Msisdn),
+}
+
+/// An update of the evidence collection: data, time, diff.
+pub type EvidenceUpdate = (Evidence, Millis, isize);
+
+/// Why two subscribers are linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LinkKind {
+    Account,
+    Address,
+    Calls,
+    Payer,
+    Login,
+    Handset,
+}
+
+impl LinkKind {
+    /// The name in `households.jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Account => "account",
+            LinkKind::Address => "address",
+            LinkKind::Calls => "calls",
+            LinkKind::Payer => "payer",
+            LinkKind::Login => "selfcare_login",
+            LinkKind::Handset => "handset",
+        }
+    }
+}
+
+/// What a subscriber's household looks like, as rules read it (`household.*`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HouseholdView {
+    /// The founding (oldest) member: the household id is derived from it.
+    pub founder: Msisdn,
+    pub decision_maker: Msisdn,
+    pub size: u32,
+    /// Sum of the members' monthly fees, in cents.
+    pub value_cents: u64,
+    /// Distinct accounts among the members.
+    pub accounts: u32,
+    /// Members who visited the cancel page within the window.
+    pub cancel_intents: u32,
+    /// An off-net number strongly tied to several members.
+    pub competitor_peer: Option<Msisdn>,
+    /// This subscriber's handset went to another member within the window.
+    pub gave_handset: bool,
+    /// This subscriber got a handset from another member within the window.
+    pub got_handset: bool,
+    /// The links that hold this subscriber in the household: (other member, why).
+    pub links: Vec<(Msisdn, LinkKind)>,
+}
+
+impl HouseholdView {
+    /// The household id: stable while the founder stays (an unrelated member joining later
+    /// never changes it).
+    pub fn id(&self) -> String {
+        household_id(self.founder)
+    }
+}
+
+/// The id of the household founded by `founder`.
+pub fn household_id(founder: Msisdn) -> String {
+    format!("H-{:016x}", subscriber_route(founder))
+}
+
+/// A view update on its way back to the subscribers: (msisdn, view, time, diff).
+pub type ViewUpdate = (Msisdn, HouseholdView, Millis, isize);
+
+/// One part of what a member's view is made of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Part {
+    Label((Millis, Msisdn)),
+    Summary(Summary),
+    Cancels(u32),
+    Competitor(Msisdn),
+    Gave,
+    Got,
+    Link(Msisdn, LinkKind),
+}
+
+/// Per household: decision maker, size, value, accounts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Summary {
+    decision_maker: Msisdn,
+    size: u32,
+    value_cents: u64,
+    accounts: u32,
+}
+
+/// A link between two subscribers, and why.
+type Edge = (Msisdn, Msisdn, LinkKind);
+
+/// The household graph over `evidence`: every subscriber with a customer record and their
+/// household's view.
+pub fn graph<'scope>(
+    evidence: VecCollection<'scope, Millis, Evidence, isize>,
+    config: &HouseholdConfig,
+) -> VecCollection<'scope, Millis, (Msisdn, HouseholdView), isize> {
+    let step = config.granularity_ms.max(1);
+    let evidence = evidence.delay(move |t| t.div_ceil(step).saturating_mul(step));
+    let facts = evidence.clone().flat_map(|e| match e {
+        Evidence::Facts(m, f) => Some((m, f)),
+        _ => None,
+    });
+    let members = facts.clone().map(|(m, _)| (m, ()));
+
+    // Hard links: one account, one address (a business account or a block of flats has
+    // too many members to be a household).
+    let max_shared = config.max_shared;
+    let hard = facts
+        .clone()
+        .flat_map(|(m, f)| {
+            let account = Some(((LinkKind::Account, f.account), m));
+            let address = f.address.map(|a| ((LinkKind::Address, a), m));
+            account.into_iter().chain(address)
+        })
+        .reduce(
+            move |(kind, _), holders, out: &mut Vec<((Msisdn, Msisdn, LinkKind), isize)>| {
+                if holders.len() <= max_shared {
+                    let first = *holders[0].0;
+                    out.extend(holders[1..].iter().map(|(m, _)| ((first, **m, *kind), 1)));
+                }
+            },
+        )
+        .map(|(_, edge)| edge);
+
+    // Calls and SMS: strength in the window, both ends subscribers, hubs dropped.
+    let call_threshold = config.call_threshold;
+    let strong_calls = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Call(a, b) if a != b => Some((a.min(b), a.max(b))),
+            _ => None,
+        })
+        .count()
+        .filter(move |(_, strength)| *strength >= call_threshold)
+        .map(|(pair, _)| pair);
+    let on_net = both_members(strong_calls.clone(), members.clone());
+    let call_hubs = over_degree(on_net.clone(), config.max_call_partners);
+    let calls = without_nodes(on_net, call_hubs).map(|(a, b)| (a, b, LinkKind::Calls));
+    // One end a subscriber, the other off-net: (member, off-net number).
+    let keys = members.clone().map(|(m, _)| m);
+    let off_net = strong_calls
+        .clone()
+        .semijoin(keys.clone())
+        .map(|(a, b)| (b, a))
+        .antijoin(keys.clone())
+        .map(|(b, a)| (a, b))
+        .concat(
+            strong_calls
+                .map(|(a, b)| (b, a))
+                .semijoin(keys.clone())
+                .map(|(b, a)| (a, b))
+                .antijoin(keys)
+                .map(|(a, b)| (b, a)),
+        );
+
+    // Top-ups paid for another: payers with many payees are shops.
+    let payer_threshold = config.payer_threshold;
+    let paid = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Paid(payer, payee) if payer != payee => Some((payer, payee)),
+            _ => None,
+        })
+        .count()
+        .filter(move |(_, n)| *n >= payer_threshold)
+        .map(|(pair, _)| pair);
+    let paid = both_members(paid, members.clone());
+    let max_payees = config.max_payees as isize;
+    let shops = paid
+        .clone()
+        .map(|(payer, _)| payer)
+        .count()
+        .filter(move |(_, n)| *n > max_payees)
+        .map(|(payer, _)| payer);
+    let payers = paid.antijoin(shops).map(|(a, b)| (a, b, LinkKind::Payer));
+
+    // A self-care login to another's account links the user to the account's holders.
+    let max_login_users = config.max_login_users;
+    let logins = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Login(m, account) => Some((account, m)),
+            _ => None,
+        })
+        .distinct()
+        .reduce(move |_, users, out: &mut Vec<(Msisdn, isize)>| {
+            if users.len() <= max_login_users {
+                out.extend(users.iter().map(|(m, _)| (**m, 1)));
+            }
+        });
+    let holders_by_account = facts.clone().map(|(m, f)| (f.account, m));
+    let login = logins
+        .join_map(holders_by_account, |_, user, holder| (*user, *holder))
+        .filter(|(user, holder)| user != holder);
+    let login = both_members(login, members.clone()).map(|(a, b)| (a, b, LinkKind::Login));
+
+    // Hand-downs: consecutive holders of one handset (giver, receiver).
+    let max_holders = config.max_handset_holders;
+    let handdowns = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Holder(imei, since, m) => Some((imei, (since, m))),
+            _ => None,
+        })
+        .reduce(move |_, held, out: &mut Vec<((Msisdn, Msisdn), isize)>| {
+            let mut distinct: Vec<Msisdn> = Vec::new();
+            for ((_, m), _) in held {
+                if distinct.last() != Some(m) {
+                    distinct.push(*m);
+                }
+            }
+            if distinct.len() <= max_holders {
+                for pair in distinct.windows(2) {
+                    if pair[0] != pair[1] {
+                        out.push(((pair[0], pair[1]), 1));
+                    }
+                }
+            }
+        })
+        .map(|(_, pair)| pair);
+    let handdowns = both_members(handdowns, members.clone());
+
+    let edges: VecCollection<'scope, Millis, Edge, isize> = hard
+        .concat(calls)
+        .concat(payers)
+        .concat(login)
+        .concat(handdowns.clone().map(|(a, b)| (a, b, LinkKind::Handset)));
+
+    // Connected components: every member starts with its own label (first seen, number);
+    // the least label of a component wins, so the oldest member founds the household.
+    let undirected = edges.clone().flat_map(|(a, b, _)| [(a, b), (b, a)]).distinct();
+    let nodes = facts.clone().map(|(m, f)| (m, (f.first_seen, m)));
+    let labels = propagate(undirected, nodes);
+
+    // Per household: the decision maker (postpaid first, then the highest fee, then the
+    // oldest), size, value, accounts.
+    let by_label = labels.clone().join_map(facts, |m, label, f| (*label, (*m, f.clone())));
+    let summaries = by_label.reduce(|_, members, out: &mut Vec<(Summary, isize)>| {
+        let decision_maker = members
+            .iter()
+            .map(|((m, f), _)| {
+                (
+                    f.postpaid,
+                    f.fee_cents,
+                    std::cmp::Reverse(f.first_seen),
+                    std::cmp::Reverse(*m),
+                )
+            })
+            .max()
+            .map(|(_, _, _, std::cmp::Reverse(m))| m)
+            .unwrap_or(members[0].0 .0);
+        let mut accounts: Vec<&str> = members.iter().map(|((_, f), _)| f.account.as_str()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        out.push((
+            Summary {
+                decision_maker,
+                size: members.len() as u32,
+                value_cents: members.iter().map(|((_, f), _)| f.fee_cents).sum(),
+                accounts: accounts.len() as u32,
+            },
+            1,
+        ));
+    });
+    let member_of = labels.clone().map(|(m, label)| (label, m));
+
+    // Cancel intents per household.
+    let cancels = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Cancel(m) => Some(m),
+            _ => None,
+        })
+        .distinct()
+        .map(|m| (m, ()))
+        .join_map(labels.clone(), |_, _, label| *label)
+        .count();
+
+    // A competitor's number: strongly tied to several members of one household.
+    let min_members = config.competitor_min_members as isize;
+    let competitors = off_net
+        .join_map(labels.clone(), |_, peer, label| (*label, *peer))
+        .count()
+        .filter(move |(_, n)| *n >= min_members)
+        .map(|((label, peer), n)| (label, (n, peer)))
+        .reduce(|_, candidates, out: &mut Vec<(Msisdn, isize)>| {
+            // The most members, then the lowest number.
+            let best = candidates
+                .iter()
+                .map(|((n, peer), _)| (*n, std::cmp::Reverse(*peer)))
+                .max();
+            if let Some((_, std::cmp::Reverse(peer))) = best {
+                out.push((peer, 1));
+            }
+        });
+
+    // Each member's parts, gathered into one view.
+    let household_parts = summaries
+        .map(|(label, s)| (label, Part::Summary(s)))
+        .concat(cancels.map(|(label, n)| (label, Part::Cancels(n as u32))))
+        .concat(competitors.map(|(label, peer)| (label, Part::Competitor(peer))))
+        .join_map(member_of, |_, part, m| (*m, part.clone()));
+    let same_household = |pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>| {
+        pairs
+            .join_map(labels.clone(), |a, b, label| (*b, (*a, *label)))
+            .join_map(labels.clone(), |b, (a, la), lb| (*a, *b, la == lb))
+            .filter(|(_, _, same)| *same)
+            .map(|(a, b, _)| (a, b))
+    };
+    let handed = same_household(handdowns);
+    let member_parts = labels
+        .clone()
+        .map(|(m, label)| (m, Part::Label(label)))
+        .concat(handed.clone().map(|(giver, _)| (giver, Part::Gave)))
+        .concat(handed.map(|(_, receiver)| (receiver, Part::Got)))
+        .concat(edges.flat_map(|(a, b, kind)| [(a, Part::Link(b, kind)), (b, Part::Link(a, kind))]));
+    household_parts
+        .concat(member_parts)
+        .reduce(|_, parts, out: &mut Vec<(HouseholdView, isize)>| {
+            let (mut founder, mut summary) = (None, None);
+            let (mut cancel_intents, mut competitor_peer) = (0, None);
+            let (mut gave_handset, mut got_handset) = (false, false);
+            let mut links: BTreeMap<Msisdn, LinkKind> = BTreeMap::new();
+            for (part, _) in parts {
+                match part {
+                    Part::Label((_, f)) => founder = Some(*f),
+                    Part::Summary(s) => summary = Some(s),
+                    Part::Cancels(n) => cancel_intents = *n,
+                    Part::Competitor(peer) => competitor_peer = Some(*peer),
+                    Part::Gave => gave_handset = true,
+                    Part::Got => got_handset = true,
+                    Part::Link(other, kind) => {
+                        links.entry(*other).or_insert(*kind);
+                    }
+                }
+            }
+            if let (Some(founder), Some(s)) = (founder, summary) {
+                out.push((
+                    HouseholdView {
+                        founder,
+                        decision_maker: s.decision_maker,
+                        size: s.size,
+                        value_cents: s.value_cents,
+                        accounts: s.accounts,
+                        cancel_intents,
+                        competitor_peer,
+                        gave_handset,
+                        got_handset,
+                        links: links.into_iter().take(8).collect(),
+                    },
+                    1,
+                ));
+            }
+        })
+}
+
+/// Pairs whose two ends are both members.
+fn both_members<'scope>(
+    pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>,
+    members: VecCollection<'scope, Millis, (Msisdn, ()), isize>,
+) -> VecCollection<'scope, Millis, (Msisdn, Msisdn), isize> {
+    let keys = members.map(|(m, _)| m);
+    pairs
+        .semijoin(keys.clone())
+        .map(|(a, b)| (b, a))
+        .semijoin(keys)
+        .map(|(b, a)| (a, b))
+}
+
+/// Nodes with more than `max` distinct partners among `pairs` (either end).
+fn over_degree<'scope>(
+    pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>,
+    max: usize,
+) -> VecCollection<'scope, Millis, Msisdn, isize> {
+    let max = max as isize;
+    pairs
+        .flat_map(|(a, b)| [(a, b), (b, a)])
+        .distinct()
+        .map(|(a, _)| a)
+        .count()
+        .filter(move |(_, n)| *n > max)
+        .map(|(m, _)| m)
+}
+
+/// Pairs touching none of `nodes`.
+fn without_nodes<'scope>(
+    pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>,
+    nodes: VecCollection<'scope, Millis, Msisdn, isize>,
+) -> VecCollection<'scope, Millis, (Msisdn, Msisdn), isize> {
+    pairs
+        .antijoin(nodes.clone())
+        .map(|(a, b)| (b, a))
+        .antijoin(nodes)
+        .map(|(b, a)| (a, b))
+}

@@ -1,0 +1,215 @@
+//! Oracle test for the household graph: the differential dataflow (several workers, links
+//! added and expiring over time) against a plain sequential model — strengths summed per pair,
+//! the same thresholds, and connected components by union-find — at many instants.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::Input;
+use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig};
+use kairos_model::{Millis, Msisdn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use timely::dataflow::ProbeHandle;
+
+const MINUTE: Millis = 60_000;
+
+fn config() -> HouseholdConfig {
+    HouseholdConfig {
+        window_days: 1,
+        // Caps out of reach: this test is about components; the caps have unit tests of
+        // their own in the golden cases.
+        max_shared: 1_000,
+        max_call_partners: 1_000,
+        max_payees: 1_000,
+        ..HouseholdConfig::default()
+    }
+}
+
+fn msisdn(i: u64) -> Msisdn {
+    Msisdn::from_u64(351_910_000_000 + i).unwrap()
+}
+
+/// Seeded evidence: facts (some shared accounts), calls of random weight between random pairs,
+/// top-ups paid for another, over three days, each piece expiring as the engine makes it.
+fn random_evidence(seed: u64, subscribers: u64) -> Vec<(Evidence, Millis, isize)> {
+    let config = config();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut updates = Vec::new();
+    for i in 0..subscribers {
+        let facts = Facts {
+            first_seen: rng.random_range(0..10) * MINUTE,
+            account: format!("A-{}", if rng.random_bool(0.3) { i / 3 } else { 1_000 + i }),
+            address: None,
+            fee_cents: rng.random_range(0..5_000),
+            postpaid: rng.random_bool(0.5),
+        };
+        updates.push((Evidence::Facts(msisdn(i), facts.clone()), facts.first_seen, 1));
+    }
+    for _ in 0..subscribers * 4 {
+        let (a, b) = (rng.random_range(0..subscribers), rng.random_range(0..subscribers));
+        let at = rng.random_range(0..3 * kairos_model::time::DAY);
+        let expires = config.expiry(at);
+        let evidence = if rng.random_bool(0.8) {
+            Evidence::Call(msisdn(a), msisdn(b))
+        } else {
+            Evidence::Paid(msisdn(a), msisdn(b))
+        };
+        let weight = if rng.random_bool(0.5) { 3 } else { 1 };
+        updates.push((evidence.clone(), at, weight));
+        updates.push((evidence, expires, -weight));
+    }
+    updates
+}
+
+/// The instant the graph counts an update at.
+fn counted_at(at: Millis) -> Millis {
+    at.div_ceil(MINUTE) * MINUTE
+}
+
+fn find(parent: &mut BTreeMap<Msisdn, Msisdn>, x: Msisdn) -> Msisdn {
+    let p = parent[&x];
+    if p == x {
+        return x;
+    }
+    let root = find(parent, p);
+    parent.insert(x, root);
+    root
+}
+
+/// Union-find over the links in force at `at`: each subscriber's founder (the least
+/// (first seen, number) of their component).
+fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> BTreeMap<Msisdn, Msisdn> {
+    let config = config();
+    let mut facts: BTreeMap<Msisdn, Facts> = BTreeMap::new();
+    let mut calls: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
+    let mut paid: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
+    for (evidence, t, diff) in updates {
+        if counted_at(*t) > at {
+            continue;
+        }
+        match evidence {
+            Evidence::Facts(m, f) => {
+                facts.insert(*m, f.clone());
+            }
+            Evidence::Call(a, b) if a != b => *calls.entry((*a.min(b), *a.max(b))).or_default() += diff,
+            Evidence::Paid(a, b) if a != b => *paid.entry((*a, *b)).or_default() += diff,
+            _ => {}
+        }
+    }
+    let mut links: Vec<(Msisdn, Msisdn)> = Vec::new();
+    links.extend(
+        calls
+            .iter()
+            .filter(|(_, w)| **w >= config.call_threshold)
+            .map(|(p, _)| *p),
+    );
+    links.extend(
+        paid.iter()
+            .filter(|(_, n)| **n >= config.payer_threshold)
+            .map(|(p, _)| *p),
+    );
+    let mut by_account: BTreeMap<&str, Vec<Msisdn>> = BTreeMap::new();
+    for (m, f) in &facts {
+        by_account.entry(&f.account).or_default().push(*m);
+    }
+    for members in by_account.values() {
+        links.extend(members.windows(2).map(|w| (w[0], w[1])));
+    }
+    let mut parent: BTreeMap<Msisdn, Msisdn> = facts.keys().map(|m| (*m, *m)).collect();
+    for (a, b) in links {
+        if !(facts.contains_key(&a) && facts.contains_key(&b)) {
+            continue;
+        }
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        parent.insert(ra, rb);
+    }
+    let mut founder_of_root: BTreeMap<Msisdn, (Millis, Msisdn)> = BTreeMap::new();
+    for m in facts.keys() {
+        let root = find(&mut parent, *m);
+        let label = (facts[m].first_seen, *m);
+        let entry = founder_of_root.entry(root).or_insert(label);
+        *entry = (*entry).min(label);
+    }
+    facts
+        .keys()
+        .map(|m| (*m, founder_of_root[&find(&mut parent, *m)].1))
+        .collect()
+}
+
+/// The dataflow on `workers` workers: every update of (msisdn, founder).
+fn dataflow(updates: Vec<(Evidence, Millis, isize)>, workers: usize) -> Vec<((Msisdn, Msisdn), Millis, isize)> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&out);
+    let updates = Arc::new(updates);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let sink = Arc::clone(&sink);
+        let probe = ProbeHandle::new();
+        let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+            let (input, evidence) = scope.new_collection::<Evidence, isize>();
+            graph(evidence, &config())
+                .map(|(m, view)| (m, view.founder))
+                .inspect(move |update| sink.lock().unwrap().push(*update))
+                .probe_with(&probe);
+            input
+        });
+        for (i, (evidence, at, diff)) in updates.iter().enumerate() {
+            if i % peers == index {
+                input.update_at(evidence.clone(), *at, *diff);
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap();
+    let mut all = out.lock().unwrap().clone();
+    all.sort();
+    all
+}
+
+/// The dataflow's (msisdn → founder) at `at`, from its updates.
+fn at_time(updates: &[((Msisdn, Msisdn), Millis, isize)], at: Millis) -> BTreeMap<Msisdn, Msisdn> {
+    let mut counts: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
+    for (pair, t, diff) in updates {
+        if *t <= at {
+            *counts.entry(*pair).or_default() += diff;
+        }
+    }
+    let mut founders = BTreeMap::new();
+    for ((m, founder), count) in counts {
+        assert!(count == 0 || count == 1, "{m:?} → {founder:?} counted {count} times");
+        if count == 1 {
+            assert!(founders.insert(m, founder).is_none(), "{m:?} is in two households");
+        }
+    }
+    founders
+}
+
+#[test]
+fn households_match_union_find_as_links_come_and_expire_for_any_worker_count() {
+    let mut merged_and_split = 0;
+    for seed in 0..4 {
+        let updates = random_evidence(seed, 80);
+        let instants: Vec<Millis> = (0..=5 * 24).map(|h| h * 3_600_000).collect();
+        let expected: Vec<BTreeMap<Msisdn, Msisdn>> = instants.iter().map(|at| model(&updates, *at)).collect();
+        // The world must both merge households and split them again as links expire.
+        let sizes: Vec<usize> = expected
+            .iter()
+            .map(|founders| founders.values().collect::<BTreeSet<_>>().len())
+            .collect();
+        if sizes.windows(2).any(|w| w[1] > w[0]) && sizes.windows(2).any(|w| w[1] < w[0]) {
+            merged_and_split += 1;
+        }
+        for workers in [1, 2, 3] {
+            let got = dataflow(updates.clone(), workers);
+            for (at, expected) in instants.iter().zip(&expected) {
+                let got = at_time(&got, *at);
+                assert_eq!(&got, expected, "seed {seed}, {workers} workers, at {at} ms");
+            }
+        }
+    }
+    assert!(merged_and_split >= 2, "the worlds should merge and split households");
+}
