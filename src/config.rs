@@ -25,6 +25,9 @@ pub struct RunConfig {
     /// The durable state.
     #[serde(default)]
     pub state: StateConfig,
+    /// How households are found (see `kairos.example.toml`).
+    #[serde(default)]
+    pub households: kairos_dataflows::households::HouseholdConfig,
 }
 
 /// Where and how often the state is made durable.
@@ -190,6 +193,7 @@ impl RunConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        check_households(&self.households)?;
         if self.engine.workers == 0 || self.engine.workers > 256 {
             return Err(format!(
                 "engine.workers = {} — use 1 to 256 worker threads",
@@ -204,6 +208,44 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+/// The `[households]` table of a TOML file (defaults for what it leaves out), with the
+/// file's name and the line and column of a problem.
+pub fn load_households(path: &Path) -> Result<kairos_dataflows::households::HouseholdConfig, String> {
+    #[derive(Deserialize)]
+    struct OnlyHouseholds {
+        #[serde(default)]
+        households: kairos_dataflows::households::HouseholdConfig,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let parsed: OnlyHouseholds = toml::from_str(&text).map_err(|e| {
+        let before = &text[..e.span().map_or(0, |s| s.start.min(text.len()))];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+        format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
+    })?;
+    check_households(&parsed.households).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(parsed.households)
+}
+
+fn check_households(h: &kairos_dataflows::households::HouseholdConfig) -> Result<(), String> {
+    if h.window_days == 0 || h.window_days > 366 {
+        return Err(format!(
+            "households.window_days = {} — use 1 to 366 days",
+            h.window_days
+        ));
+    }
+    if h.granularity_ms == 0 || 86_400_000 % h.granularity_ms != 0 {
+        return Err(format!(
+            "households.granularity_ms = {} — use a divisor of a day (e.g. 60000)",
+            h.granularity_ms
+        ));
+    }
+    if h.evening_hours.0 > 24 || h.evening_hours.1 > 24 {
+        return Err("households.evening_hours — hours from 0 to 24, e.g. [18, 23]".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,6 +44,13 @@ enum Command {
         /// event-time order (milliseconds).
         #[arg(long, default_value_t = 0)]
         allowed_lateness_ms: u64,
+        /// Do not find households (no `households.jsonl`, no `household` in actions).
+        #[arg(long)]
+        no_households: bool,
+        /// Read how households are found from the `[households]` table of this TOML file
+        /// (e.g. the `kairos run` configuration).
+        #[arg(long)]
+        households_config: Option<PathBuf>,
     },
     /// Run the always-on engine: Kafka in, Kafka out, /metrics for Prometheus.
     Run {
@@ -96,13 +103,24 @@ fn main() -> ExitCode {
             rules,
             workers,
             allowed_lateness_ms,
+            no_households,
+            households_config,
         } => {
+            let households = match households_config {
+                Some(path) => kairos::config::load_households(&path),
+                None => Ok(Default::default()),
+            };
+            households.and_then(|households| {
             let options = ReplayOptions {
                 events,
                 out,
                 rules,
                 workers,
                 allowed_lateness_ms,
+                households: kairos_dataflows::households::HouseholdConfig {
+                    enabled: !no_households && households.enabled,
+                    ..households
+                },
             };
             pipeline::replay(&options).map(|s| {
                 let actions: u64 = s.actions_by_rule.values().sum();
@@ -117,6 +135,7 @@ fn main() -> ExitCode {
                     s.events_per_second,
                     options.out.display()
                 );
+            })
             })
         }
         Command::Run { config, from, to } => RunConfig::load(&config).and_then(|config| {

@@ -18,17 +18,19 @@
 //! shared.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::TryRecvError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kairos_dataflows::checkpoint::{CheckpointRequests, Durability, StateRecord};
+use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
 use kairos_dataflows::{subscriber_worker, DataflowStats};
-use kairos_model::{Decision, Event, Millis, Origin, RuleSet};
+use kairos_model::{Decision, Event, Millis, Msisdn, Origin, RuleSet};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
@@ -52,22 +54,32 @@ use crate::telemetry::{self, IngestTally};
 /// The dataflow's input: events, sent at the worker's current epoch.
 pub type EventInput = InputHandle<Millis, CapacityContainerBuilder<Vec<Event>>>;
 
-/// Builds the dataflow on `worker`: an input of events, the decisions handed to `deliver`
-/// as they are made, and a probe that tells when an epoch is fully decided.
+/// Builds the replay's dataflow on `worker`: an input of events, the decisions handed to
+/// `deliver` and the household updates to `households` as they are made, and a probe that
+/// tells when an epoch is fully decided (households included).
 pub fn build_dataflow(
     worker: &mut Worker,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
+    config: &HouseholdConfig,
     mut deliver: impl FnMut(&mut Vec<Decision>) + 'static,
+    mut households: impl FnMut(&mut Vec<ViewUpdate>) + 'static,
 ) -> (EventInput, ProbeHandle<Millis>) {
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Millis, _, _>(|scope| {
-        let (decisions, _state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, None);
-        decisions
+        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, None, config);
+        outputs
+            .decisions
             .probe_with(&probe)
             .sink(Pipeline, "DecisionSink", move |(input, _frontier)| {
                 input.for_each(|_stamp, decisions| deliver(decisions))
+            });
+        outputs
+            .households
+            .probe_with(&probe)
+            .sink(Pipeline, "HouseholdSink", move |(input, _frontier)| {
+                input.for_each(|_stamp, updates| households(updates))
             });
     });
     (input, probe)
@@ -96,10 +108,12 @@ pub struct ReplayOptions {
     pub rules: PathBuf,
     pub workers: usize,
     pub allowed_lateness_ms: Millis,
+    pub households: HouseholdConfig,
 }
 
 struct WorkerOutput {
     decisions: Vec<Decision>,
+    households: Vec<(Msisdn, HouseholdView)>,
     dead_letters: Vec<DeadLetter>,
     tally: IngestTally,
 }
@@ -120,16 +134,43 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     let stats = Arc::new(DataflowStats::default());
     let lateness = options.allowed_lateness_ms;
     let worker_stats = Arc::clone(&stats);
+    let household_config = options.households.clone();
+    let epochs: Arc<Vec<AtomicU64>> = Arc::new((0..options.workers).map(|_| AtomicU64::new(0)).collect());
+    let slack = household_config
+        .enabled
+        .then(|| household_config.granularity_ms.saturating_mul(2));
 
     let guards = timely::execute(timely::Config::process(options.workers), move |worker| {
-        let receiver = receivers.lock().unwrap_or_else(|p| p.into_inner())[worker.index()].take();
+        let index = worker.index();
+        let receiver = receivers.lock().unwrap_or_else(|p| p.into_inner())[index].take();
         let collected = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&collected);
+        // Households as they stand, kept consolidated as the graph's updates arrive (the
+        // history of every change would not fit in memory for a large world).
+        let households: Rc<RefCell<HashMap<(Msisdn, HouseholdView), isize>>> = Rc::default();
+        let household_sink = Rc::clone(&households);
         let (mut input, probe) = build_dataflow(
             worker,
             Arc::clone(&rules),
             Arc::clone(&worker_stats),
+            &household_config,
             move |decisions| sink.borrow_mut().append(decisions),
+            move |updates| {
+                let mut current = household_sink.borrow_mut();
+                for (msisdn, view, _, diff) in updates.drain(..) {
+                    match current.entry((msisdn, view)) {
+                        Entry::Occupied(mut count) => {
+                            *count.get_mut() += diff;
+                            if *count.get() == 0 {
+                                count.remove();
+                            }
+                        }
+                        Entry::Vacant(count) => {
+                            count.insert(diff);
+                        }
+                    }
+                }
+            },
         );
         let mut tally = IngestTally::default();
         let mut dead_letters = Vec::new();
@@ -185,6 +226,17 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
                 input.send(event);
             }
             worker.step();
+            // Back-pressure: the reader outruns the household graph's steps; wait until what
+            // every worker has sent is decided up to a little behind (never on a worker that
+            // has sent less: it only lowers the floor), so events wait in the file, not in memory.
+            epochs[index].store(now, Ordering::Relaxed);
+            if let Some(slack) = slack {
+                let least = epochs.iter().map(|e| e.load(Ordering::Relaxed)).min().unwrap_or(0);
+                let floor = least.saturating_sub(slack);
+                while probe.less_than(&floor) {
+                    worker.step();
+                }
+            }
         }
         // Event time ends at the newest `ts` of the input (contract §3): decide everything
         // up to it, timers included; then close, and later timers do not fire.
@@ -196,16 +248,26 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
                 }
             }
         };
-        if let Some(end) = newest.map(|t| t.saturating_add(1)).filter(|end| end > input.time()) {
+        let end = newest.map_or(0, |t| t.saturating_add(1));
+        if end > *input.time() {
             input.advance_to(end);
-            while probe.less_than(&end) {
-                worker.step();
-            }
         }
+        while probe.less_than(&end) {
+            worker.step();
+        }
+        // Everything the graph said before the end is in; what it says while the input
+        // closes is about instants after the end of event time.
+        let households: Vec<(Msisdn, HouseholdView)> = households
+            .take()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, _)| k)
+            .collect();
         finish(worker, input, &probe);
         let decisions = collected.take();
         WorkerOutput {
             decisions,
+            households,
             dead_letters,
             tally,
         }
@@ -214,16 +276,27 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, String> {
     let mut decisions = Vec::new();
     let mut dead_letters = Vec::new();
     let mut tally = IngestTally::default();
+    let mut households = Vec::new();
     for result in guards.join() {
         let output = result.map_err(|e| format!("a worker failed: {e}"))?;
         decisions.extend(output.decisions);
+        households.extend(output.households);
         dead_letters.extend(output.dead_letters);
         tally.merge(&output.tally);
     }
     reader.join().map_err(|_| "the file reader panicked".to_string())??;
     let seconds = started.elapsed().as_secs_f64();
-    let summary = ReplaySummary::new(file_count, options.workers, &tally, &decisions, &stats, seconds);
-    write_replay_outputs(&options.out, &mut decisions, &mut dead_letters, &summary)
+    households.sort();
+    let summary = ReplaySummary::new(
+        file_count,
+        options.workers,
+        &tally,
+        &decisions,
+        &households,
+        &stats,
+        seconds,
+    );
+    write_replay_outputs(&options.out, &mut decisions, &mut dead_letters, &households, &summary)
         .map_err(|e| format!("cannot write the outputs to {}: {e}", options.out.display()))?;
     Ok(summary)
 }
@@ -302,6 +375,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     let kafka = config.kafka.clone();
     let worker_sink = Arc::clone(&sink);
     let (range, bounded) = (range.clone(), range.bounded());
+    let household_config = config.households.clone();
     let stopped = Arc::clone(&coordinator);
     // Workers whose partitions are all read to the end of a bounded range.
     let through = Arc::new(AtomicUsize::new(0));
@@ -315,8 +389,14 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         let dataflow = worker.next_dataflow_index();
         worker.dataflow::<Millis, _, _>(|scope| {
             let events = input.to_stream(scope);
-            let (decisions, state) =
-                kairos_dataflows::decisions(events, Arc::clone(&rules), Arc::clone(&stats), Some(durability.clone()));
+            let outputs = kairos_dataflows::decisions(
+                events,
+                Arc::clone(&rules),
+                Arc::clone(&stats),
+                Some(durability.clone()),
+                &household_config,
+            );
+            let (decisions, state) = (outputs.decisions, outputs.state);
             let (sink, store, coordinator, writer) =
                 (Arc::clone(&worker_sink), Arc::clone(&store), Arc::clone(&coordinator), Arc::clone(&writer));
             decisions.probe_with(&probe).binary_frontier(

@@ -34,8 +34,17 @@ fn roaming_scenario_gives_exactly_the_contracts_actions() {
         );
         assert!(action["action_id"].as_str().unwrap().starts_with("rw-"));
         assert_eq!(action["rule_version"].as_str().unwrap().len(), 7);
-        assert!(action.get("household").is_none());
+        // The traveller lives alone: a household of one, named after them.
+        assert!(action["household"].as_str().unwrap().starts_with("H-"), "{action}");
     }
+    let households = read_jsonl(&out.join("households.jsonl"));
+    let traveller = households
+        .iter()
+        .find(|h| h["msisdn"] == actions[0]["msisdn"])
+        .expect("the traveller is in households.jsonl");
+    assert_eq!(traveller["household"], actions[0]["household"]);
+    assert_eq!(traveller["decision_maker"], actions[0]["msisdn"]);
+    assert_eq!(traveller["size"], 1);
 
     let dead = read_jsonl(&out.join("dead-letter.jsonl"));
     assert_eq!(dead.len(), 1);

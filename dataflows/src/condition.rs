@@ -183,6 +183,56 @@ pub const VOCABULARY: &[Field] = &[
         "page of the last self-care visit, \"\" when none",
     ),
     field(
+        "household.id",
+        FieldType::String,
+        "the household's id, \"\" while none is known",
+    ),
+    field(
+        "household.size",
+        FieldType::Int,
+        "members (1 for a subscriber alone; 0 while unknown)",
+    ),
+    field(
+        "household.monthly_value",
+        FieldType::Double,
+        "sum of the members' monthly fees",
+    ),
+    field(
+        "household.accounts",
+        FieldType::Int,
+        "distinct customer accounts among the members (separate plans)",
+    ),
+    field(
+        "household.decision_maker",
+        FieldType::String,
+        "msisdn of the decision maker (postpaid first, then the highest fee, then the oldest)",
+    ),
+    field(
+        "household.is_decision_maker",
+        FieldType::Bool,
+        "this subscriber is the household's decision maker",
+    ),
+    field(
+        "household.cancel_intents",
+        FieldType::Int,
+        "members who visited the self-care cancel page within the window",
+    ),
+    field(
+        "household.competitor_peer",
+        FieldType::String,
+        "an off-net number strongly tied to several members (likely a member on a competitor), \"\" when none",
+    ),
+    field(
+        "household.gave_handset",
+        FieldType::Bool,
+        "this subscriber's handset went to another member within the window",
+    ),
+    field(
+        "household.got_handset",
+        FieldType::Bool,
+        "this subscriber got a handset from another member within the window",
+    ),
+    field(
         "moment.kind",
         FieldType::String,
         "roaming_arrival, data_pack_threshold, handset_ageing, or a declared moment's name",
@@ -211,9 +261,9 @@ pub const VOCABULARY: &[Field] = &[
 ];
 
 /// What a condition may read.
-const CONDITION_ROOTS: &[&str] = &["customer", "subscriber", "moment"];
+const CONDITION_ROOTS: &[&str] = &["customer", "subscriber", "household", "moment"];
 /// What a declared moment's `when` and `dedupe_key` may read: the state, not a moment.
-const STATE_ROOTS: &[&str] = &["customer", "subscriber"];
+const STATE_ROOTS: &[&str] = &["customer", "subscriber", "household"];
 
 /// What an expression must give.
 #[derive(Clone, Copy)]
@@ -521,7 +571,7 @@ mod tests {
         assert!(
             first("customer.age > 3").starts_with("unknown field `customer.age` — known fields: customer.home_country")
         );
-        assert!(first("household.size > 3").starts_with("unknown name `household`"));
+        assert!(first("account.size > 3").starts_with("unknown name `account`"));
         assert!(
             first("customer.plan.monthly_fee + 1.0").contains("must give true or false"),
             "{}",

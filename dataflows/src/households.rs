@@ -72,7 +72,7 @@ impl Default for HouseholdConfig {
         HouseholdConfig {
             enabled: true,
             window_days: 30,
-            granularity_ms: 60_000,
+            granularity_ms: 600_000,
             call_threshold: 12,
             evening_weight: 3,
             day_weight: 1,

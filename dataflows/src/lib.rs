@@ -1,10 +1,13 @@
 //! kairos's computation: events in, decisions out — timely dataflow, no I/O.
 //!
 //! ```text
-//! events ──exchange(msisdn)──▶ SubscriberState ──▶ decisions
+//! events ──exchange(msisdn)──▶ SubscriberState ──▶ decisions (and checkpoint records)
 //!                               │  apply events in event-time order per subscriber
-//!                               │  moments::roaming_arrival
-//!                               └─ policy::{consent, cooldown}
+//!                               │  moments, declared moments, conditions
+//!                               │  policy::{consent, cooldown}
+//!                               └─ household evidence ──▶ households::graph (differential)
+//!                                        ▲                         │
+//!                                        └── views, one step later ◀┘  (feedback loop)
 //! ```
 //!
 //! Time is event time in milliseconds ([`Millis`]). Ingest sends each event at its input's
@@ -13,12 +16,15 @@
 //! applies that instant's events in a deterministic order, so the same input gives the same
 //! decisions whatever the number of workers or the arrival interleaving.
 //!
-//! The per-subscriber state is a keyed timely operator for now; the shared differential
-//! arrangements of features, households and rules come with the issues that need them.
+//! The per-subscriber state is a keyed timely operator: moments are sequential state
+//! machines over one subscriber's events. What spans subscribers — the household graph — is
+//! differential dataflow: evidence as updates with expiry, strengths as sums in the diffs,
+//! connected components by label propagation, incremental as links come and go.
 
 pub mod calendar;
 pub mod checkpoint;
 pub mod condition;
+pub mod evidence;
 pub mod features;
 pub mod households;
 pub mod moments;
@@ -29,11 +35,16 @@ pub mod subscriber;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use differential_dataflow::AsCollection;
 use kairos_model::{Decision, Event, Millis, RuleSet};
+use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::core::ToStream;
+use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::StreamVec;
 
 use crate::checkpoint::{Durability, StateRecord};
+use crate::households::{HouseholdConfig, ViewUpdate};
 
 /// Counters the dataflow keeps about what it saw; telemetry exports them.
 #[derive(Debug, Default)]
@@ -54,18 +65,51 @@ impl DataflowStats {
     }
 }
 
-/// Builds kairos's dataflow on a stream of decoded events: every decision, and (with
-/// `durability`) the checkpoint records of the subscriber state.
+/// What kairos's dataflow produces.
+pub struct Outputs<'scope> {
+    /// Every decision.
+    pub decisions: StreamVec<'scope, Millis, Decision>,
+    /// With durability: the checkpoint records of the subscriber state.
+    pub state: StreamVec<'scope, Millis, StateRecord>,
+    /// Every change of a subscriber's household: (msisdn, view, time, diff).
+    pub households: StreamVec<'scope, Millis, ViewUpdate>,
+}
+
+/// Builds kairos's dataflow on a stream of decoded events: every decision, (with
+/// `durability`) the checkpoint records of the subscriber state, and the households.
 pub fn decisions<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
-) -> (
-    StreamVec<'scope, Millis, Decision>,
-    StreamVec<'scope, Millis, StateRecord>,
-) {
-    subscriber::subscriber_state(events, rules, stats, durability).ok_err(|output| output)
+    households: &HouseholdConfig,
+) -> Outputs<'scope> {
+    let scope = events.scope();
+    if !households.enabled {
+        let none = Vec::<ViewUpdate>::new().to_stream(scope);
+        let (outputs, _) = subscriber::subscriber_state(events, none.clone(), rules, stats, durability, None);
+        let (decisions, state) = outputs.ok_err(|output| output);
+        return Outputs {
+            decisions,
+            state,
+            households: none,
+        };
+    }
+    // A view computed for the step ending at `t` applies one step later, so the subscribers
+    // run a step ahead of the graph instead of waiting for it at every step.
+    let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
+    let config = Some(households.clone());
+    let (outputs, evidence) = subscriber::subscriber_state(events, views, rules, stats, durability, config);
+    let (decisions, state) = outputs.ok_err(|output| output);
+    let households = households::graph(evidence.as_collection(), households)
+        .inner
+        .map(|((msisdn, view), time, diff)| (msisdn, view, time, diff));
+    households.clone().connect_loop(feedback);
+    Outputs {
+        decisions,
+        state,
+        households,
+    }
 }
 
 /// The worker a subscriber's state lives on, of `peers`: what timely's exchange does with

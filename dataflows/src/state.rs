@@ -7,6 +7,7 @@ use kairos_model::{CountryCode, Millis};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{cycle_containing, Cycle};
+use crate::evidence::HouseholdState;
 use crate::features::Activity;
 use crate::policy::ContactHistory;
 
@@ -29,6 +30,8 @@ pub struct SubscriberState {
     pub contacts: ContactHistory,
     /// Usage windows, self-care and top-ups, for conditions.
     pub activity: Activity,
+    /// The subscriber's part in the household graph, and their household.
+    pub household: HouseholdState,
 }
 
 /// The customer record in force.

@@ -12,13 +12,18 @@ use kairos_model::{
     Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict,
 };
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::MutableAntichain;
 
 use crate::checkpoint::{Durability, StateRecord};
 use crate::condition;
+use crate::evidence::call_weight;
+use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
 use crate::policy::admit;
 use crate::state::{CustomerChange, SubscriberState};
 use crate::{moments, subscriber_route, DataflowStats};
@@ -67,12 +72,21 @@ pub struct SubscriberLogic {
     /// Subscribers changed since the last checkpoint; `None` when nothing checkpoints
     /// (a replay), so no work is spent on it.
     dirty: Option<HashSet<Msisdn>>,
+    /// How households are found; `None` when they are not.
+    households: Option<HouseholdConfig>,
+    /// Household evidence produced and not yet sent to the graph.
+    pub evidence: Vec<EvidenceUpdate>,
 }
 
 impl SubscriberLogic {
     /// Logic for one worker's share of subscribers; with `track_changes`, it remembers which
     /// subscribers changed, for [`SubscriberLogic::take_changes`].
-    pub fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>, track_changes: bool) -> SubscriberLogic {
+    pub fn new(
+        rules: Arc<RuleSet>,
+        stats: Arc<DataflowStats>,
+        track_changes: bool,
+        households: Option<HouseholdConfig>,
+    ) -> SubscriberLogic {
         // Conditions were checked when the rules were loaded; one that no longer compiles
         // never holds.
         let conditions = rules
@@ -105,6 +119,8 @@ impl SubscriberLogic {
             stats,
             states: HashMap::new(),
             dirty: track_changes.then(HashSet::new),
+            households,
+            evidence: Vec::new(),
         }
     }
 
@@ -116,6 +132,9 @@ impl SubscriberLogic {
             let mut found = Vec::new();
             if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
                 timers.push(timer);
+            }
+            if self.households.is_some() {
+                state.household.re_emit(msisdn, from, &mut self.evidence);
             }
             self.states.insert(msisdn, state);
         }
@@ -144,11 +163,34 @@ impl SubscriberLogic {
         self.touch(event.msisdn);
         let state = self.states.entry(event.msisdn).or_default();
         let mut found = Vec::new();
+        // A deletion erases the household state with the rest; the graph must hear of it.
+        let erased = match &event.body {
+            EventBody::Customer(kairos_model::event::Customer::Deleted) if self.households.is_some() => {
+                state.household.clone()
+            }
+            _ => Default::default(),
+        };
+        let mut erased = erased;
+        if let Some(config) = &self.households {
+            household_evidence(config, state, event, now, &mut self.evidence);
+        }
         match &event.body {
             EventBody::Customer(update) => match state.apply_customer(event.ts, update) {
                 CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
-                CustomerChange::Deleted => {}
+                CustomerChange::Deleted => {
+                    if self.households.is_some() {
+                        erased.erase(event.msisdn, now, &mut self.evidence);
+                    }
+                }
                 CustomerChange::Upserted => {
+                    if let Some(config) = &self.households {
+                        let record = state.record().cloned();
+                        let household = &mut state.household;
+                        household.facts(event.msisdn, record.as_ref(), event.ts, now, &mut self.evidence);
+                        if let Some(imei) = record.as_ref().and_then(|r| r.device.as_ref()?.imei.as_deref()) {
+                            household.handset(config, event.msisdn, imei, event.ts, now, &mut self.evidence);
+                        }
+                    }
                     if !state.unassigned_data.is_empty() {
                         let (tz, anchor) = state.record().map_or((Tz::UTC, 1), cycle_of);
                         state.assign_held_data(tz, anchor);
@@ -214,9 +256,51 @@ impl SubscriberLogic {
             stats: &self.stats,
         };
         if !self.declared.is_empty() {
-            judges.declared(state, event.ts, &mut found);
+            judges.declared(state, event.msisdn, event.ts, &mut found);
         }
         judges.decide(state, event.msisdn, found, decisions);
+    }
+
+    /// The household graph changed a subscriber's household at instant `now`: the updates
+    /// (view, diff) of that instant. Declared moments may start to hold.
+    pub fn view_changes(
+        &mut self,
+        msisdn: Msisdn,
+        updates: &[(HouseholdView, isize)],
+        now: Millis,
+        decisions: &mut Vec<Decision>,
+    ) {
+        let Some(state) = self.states.get_mut(&msisdn) else {
+            return;
+        };
+        let mut net: BTreeMap<&HouseholdView, isize> = BTreeMap::new();
+        for (view, diff) in updates {
+            *net.entry(view).or_default() += diff;
+        }
+        let household = &mut state.household;
+        if let Some((view, _)) = net.iter().find(|(_, diff)| **diff > 0) {
+            household.view = Some((*view).clone());
+        } else if household
+            .view
+            .as_ref()
+            .is_some_and(|v| net.get(v).is_some_and(|d| *d < 0))
+        {
+            household.view = None;
+        }
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.insert(msisdn);
+        }
+        if !self.declared.is_empty() {
+            let judges = Judges {
+                rules: &self.rules,
+                conditions: &self.conditions,
+                declared: &self.declared,
+                stats: &self.stats,
+            };
+            let mut found = Vec::new();
+            judges.declared(state, msisdn, now, &mut found);
+            judges.decide(state, msisdn, found, decisions);
+        }
     }
 
     /// Fires a timer whose instant event time has passed, if it still holds.
@@ -250,6 +334,52 @@ impl SubscriberLogic {
             stats: &self.stats,
         };
         judges.decide(state, timer.msisdn, found, decisions);
+    }
+}
+
+/// What an activity event says about the subscriber's household (customer records are
+/// handled with the record).
+fn household_evidence(
+    config: &HouseholdConfig,
+    state: &mut SubscriberState,
+    event: &Event,
+    now: Millis,
+    out: &mut Vec<EvidenceUpdate>,
+) {
+    let me = event.msisdn;
+    let tz = state.record().map_or(Tz::UTC, |r| r.timezone.tz());
+    let own_account = state.record().map(|r| r.account_id.clone());
+    let household = &mut state.household;
+    match &event.body {
+        EventBody::Network(network) => {
+            if let Some(imei) = &network.imei {
+                household.handset(config, me, imei, event.ts, now, out);
+            }
+            if let Some(peer) = network.peer {
+                let weight = call_weight(config, event.ts, tz);
+                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            }
+        }
+        EventBody::Usage(usage) if usage.kind != UsageKind::Data => {
+            if let Some(peer) = usage.peer {
+                let weight = call_weight(config, event.ts, tz);
+                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            }
+        }
+        EventBody::Topup(topup) => {
+            if let Some(payer) = topup.payer.filter(|p| *p != me) {
+                household.soft(config, Evidence::Paid(payer, me), event.ts, now, 1, out);
+            }
+        }
+        EventBody::Selfcare(visit) => {
+            if let Some(account) = visit.account_id.as_ref().filter(|a| Some(*a) != own_account.as_ref()) {
+                household.soft(config, Evidence::Login(me, account.clone()), event.ts, now, 1, out);
+            }
+            if visit.page == "cancel" {
+                household.soft(config, Evidence::Cancel(me), event.ts, now, 1, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -375,7 +505,7 @@ impl Judges<'_> {
                 .for_moment(moment.kind)
                 .filter(|r| moment.rule.as_ref().is_none_or(|id| *id == r.id));
             for rule in rules {
-                if !self.condition_holds(rule, state, &moment) {
+                if !self.condition_holds(rule, state, msisdn, &moment) {
                     continue;
                 }
                 if let Some(decision) = judge(rule, state, msisdn, &moment) {
@@ -386,12 +516,12 @@ impl Judges<'_> {
     }
 
     /// Whether the rule's condition (if any) holds for this moment.
-    fn condition_holds(&self, rule: &Rule, state: &SubscriberState, moment: &Moment) -> bool {
+    fn condition_holds(&self, rule: &Rule, state: &SubscriberState, msisdn: Msisdn, moment: &Moment) -> bool {
         let Some(program) = self.conditions.get(&rule.id) else {
             return true;
         };
         let Some(record) = state.record() else { return false };
-        let mut values = state_values(state, record, moment.at);
+        let mut values = state_values(msisdn, state, record, moment.at);
         let only = |kind: MomentKind| text(if moment.kind == kind { &moment.key } else { "" });
         values.extend([
             ("moment.kind", text(rule.moment_name())),
@@ -418,9 +548,9 @@ impl Judges<'_> {
 
     /// Declared moments: each whose `when` holds now, for a dedupe key it has not fired for
     /// while holding; those that stopped holding are forgotten, so they can happen again.
-    fn declared(&self, state: &mut SubscriberState, at: Millis, found: &mut Vec<Moment>) {
+    fn declared(&self, state: &mut SubscriberState, msisdn: Msisdn, at: Millis, found: &mut Vec<Moment>) {
         let Some(record) = state.record() else { return };
-        let context = condition::context(state_values(state, record, at));
+        let context = condition::context(state_values(msisdn, state, record, at));
         let mut outcomes = Vec::with_capacity(self.declared.len());
         for declared in self.declared {
             let outcome = condition::holds(&declared.when, &context).and_then(|holds| match &declared.key {
@@ -451,7 +581,7 @@ impl Judges<'_> {
 }
 
 /// The `customer.*` and `subscriber.*` values of a subscriber at event time `at`.
-fn state_values(state: &SubscriberState, record: &CustomerRecord, at: Millis) -> condition::Values {
+fn state_values(msisdn: Msisdn, state: &SubscriberState, record: &CustomerRecord, at: Millis) -> condition::Values {
     let mut values = condition::customer_values(record, record.timezone.tz(), at);
     let (cycle_start, cycle) = state.cycle_used_at(at);
     let week = state.activity.usage_over(at, 7);
@@ -487,6 +617,38 @@ fn state_values(state: &SubscriberState, record: &CustomerRecord, at: Millis) ->
             cel::Value::Float(moments::pack_ratio(record, cycle).unwrap_or(0.0)),
         ),
     ]);
+    let view = state.household.view.as_ref();
+    let number = |m: Option<Msisdn>| text(&m.map(|m| m.to_string()).unwrap_or_default());
+    values.extend([
+        ("household.id", text(&view.map(HouseholdView::id).unwrap_or_default())),
+        ("household.size", int(view.map_or(0, |v| u64::from(v.size)))),
+        (
+            "household.monthly_value",
+            cel::Value::Float(view.map_or(0.0, |v| v.value_cents as f64 / 100.0)),
+        ),
+        ("household.accounts", int(view.map_or(0, |v| u64::from(v.accounts)))),
+        ("household.decision_maker", number(view.map(|v| v.decision_maker))),
+        (
+            "household.is_decision_maker",
+            cel::Value::Bool(view.is_some_and(|v| v.decision_maker == msisdn)),
+        ),
+        (
+            "household.cancel_intents",
+            int(view.map_or(0, |v| u64::from(v.cancel_intents))),
+        ),
+        (
+            "household.competitor_peer",
+            number(view.and_then(|v| v.competitor_peer)),
+        ),
+        (
+            "household.gave_handset",
+            cel::Value::Bool(view.is_some_and(|v| v.gave_handset)),
+        ),
+        (
+            "household.got_handset",
+            cel::Value::Bool(view.is_some_and(|v| v.got_handset)),
+        ),
+    ]);
     values
 }
 
@@ -507,7 +669,7 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
         rule_version: rule.version.clone(),
         moment: rule.moment_name().to_string(),
         msisdn,
-        household: None,
+        household: state.household.view.as_ref().map(HouseholdView::id),
         offer: rule.offer.clone(),
         channel,
         moment_ts: moment.at,
@@ -531,6 +693,8 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
 
 /// What waits in the operator for the frontier to pass its instant.
 enum Pending {
+    /// A change of a subscriber's household (from the graph).
+    View(Msisdn, HouseholdView, isize),
     /// An event, with the epoch it was sent at.
     Event(Event, Millis),
     Timer(Timer),
@@ -539,26 +703,56 @@ enum Pending {
 /// The operator's output: decisions, and (with durability) checkpoint records.
 pub type SubscriberOutput = Result<Decision, StateRecord>;
 
+/// Whether every input frontier has passed `instant`.
+fn passed(frontiers: &[MutableAntichain<Millis>], instant: Millis) -> bool {
+    frontiers.iter().all(|f| !f.less_equal(&instant))
+}
+
 /// The operator: exchanges events by subscriber, holds each until the frontier passes
-/// `max(ts, T)`, then applies each instant's events in [`Event::apply_order`], then that
-/// instant's timers, and emits the decisions at that instant. When the input closes (an
-/// empty frontier), held events are applied and timers beyond the end of event time are
-/// dropped: they do not fire (contract §3).
+/// `max(ts, T)`, then applies each instant's household changes, then its events in
+/// [`Event::apply_order`], then its timers, and emits the decisions at that instant. When the
+/// input closes (an empty frontier), held events are applied and timers beyond the end of
+/// event time are dropped: they do not fire (contract §3).
+///
+/// Household evidence goes out on a second output, to the household graph, at the end of its
+/// step of event time (`granularity_ms`); the graph's view of each household comes back on
+/// the second input (`views`, a feedback loop): a view the graph computed for the step ending
+/// at `t` applies at `t + step`, so every worker count sees it at the same instant, and the
+/// subscribers run up to a step ahead of the graph without waiting for it.
 ///
 /// With `durability`, it starts from the restored states and, when the frontier reaches a
 /// requested checkpoint instant `R`, emits at `R` the states changed since the previous
 /// checkpoint and the events sent before `R` that still wait (see [`crate::checkpoint`]).
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
+    views: StreamVec<'scope, Millis, ViewUpdate>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
-) -> StreamVec<'scope, Millis, SubscriberOutput> {
-    let route = Exchange::new(|event: &Event| subscriber_route(event.msisdn));
-    let me = events.scope().index();
-    events.unary_frontier(route, "SubscriberState", move |initial, _info| {
-        let mut logic = SubscriberLogic::new(rules, stats, durability.is_some());
-        // Events and timers waiting for the frontier, by the instant they apply at.
+    households: Option<HouseholdConfig>,
+) -> (
+    StreamVec<'scope, Millis, SubscriberOutput>,
+    StreamVec<'scope, Millis, EvidenceUpdate>,
+) {
+    let scope = events.scope();
+    let me = scope.index();
+    let mut builder = OperatorBuilder::new("SubscriberState".to_owned(), scope);
+    let mut events_in = builder.new_input(events, Exchange::new(|event: &Event| subscriber_route(event.msisdn)));
+    let mut views_in = builder.new_input(views, Exchange::new(|view: &ViewUpdate| subscriber_route(view.0)));
+    let (decisions_out, decisions_stream) = builder.new_output();
+    let (evidence_out, evidence_stream) = builder.new_output();
+    let mut decisions_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SubscriberOutput>>>::from(decisions_out);
+    let mut evidence_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<EvidenceUpdate>>>::from(evidence_out);
+    // Evidence goes to the graph at the end of its step of event time (the graph counts it
+    // there anyway), so the feedback loop holds this operator back once per step, not once
+    // per instant.
+    let step = households.as_ref().map_or(1, |h| h.granularity_ms.max(1));
+    let round = move |t: Millis| t.div_ceil(step).saturating_mul(step);
+    builder.build(move |mut initial| {
+        let initial_evidence = initial.pop().expect("two outputs");
+        let initial = initial.pop().expect("two outputs");
+        let mut logic = SubscriberLogic::new(rules, stats, durability.is_some(), households);
+        // Views, events and timers waiting for the frontier, by the instant they apply at.
         let mut pending: BTreeMap<Millis, Vec<Pending>> = BTreeMap::new();
         // With durability: a capability at or before the next checkpoint instant.
         let mut checkpoint_cap = durability.as_ref().map(|_| initial.clone());
@@ -567,17 +761,40 @@ pub fn subscriber_state<'scope>(
         for timer in logic.restore(restored, last_checkpoint) {
             pending.entry(timer.due).or_default().push(Pending::Timer(timer));
         }
-        // A capability at or before every pending instant.
+        // Capabilities at or before every pending instant, one per output.
         let mut held: Option<Capability<Millis>> = pending.keys().next().map(|t| initial.delayed(t));
-        drop(initial);
+        let mut held_evidence: Option<Capability<Millis>> =
+            pending.keys().next().map(|t| initial_evidence.delayed(&round(*t)));
+        // The restored states' evidence goes out on the first activation.
+        let mut restore_cap = Some(initial_evidence.delayed(&round(last_checkpoint)));
+        drop((initial, initial_evidence));
         let mut decisions = Vec::new();
         let mut timers = Vec::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|stamp, data| {
-                let Some(cap) = stamp.retain_least(output.output_index()) else {
-                    return;
+        move |frontiers| {
+            let mut output = decisions_out.activate();
+            let mut evidence = evidence_out.activate();
+            if let Some(cap) = restore_cap.take() {
+                if !logic.evidence.is_empty() {
+                    let rounded = logic.evidence.drain(..).map(|(e, t, d)| (e, round(t), d));
+                    evidence.session(&cap).give_iterator(rounded);
+                }
+            }
+            let mut hold = |stamp: &timely::dataflow::operators::InputCapability<Millis>| {
+                let (Some(cap), Some(mut cap_evidence)) = (stamp.retain_least(0), stamp.retain_least(1)) else {
+                    return None;
                 };
-                let epoch = *cap.time();
+                cap_evidence.downgrade(&round(*cap_evidence.time()));
+                let time = *cap.time();
+                if held.as_ref().is_none_or(|h| h.time() > cap.time()) {
+                    held = Some(cap);
+                }
+                if held_evidence.as_ref().is_none_or(|h| h.time() > cap_evidence.time()) {
+                    held_evidence = Some(cap_evidence);
+                }
+                Some(time)
+            };
+            events_in.for_each_stamp(|stamp, data| {
+                let Some(epoch) = hold(&stamp) else { return };
                 for batch in data {
                     for event in batch.drain(..) {
                         pending
@@ -586,14 +803,27 @@ pub fn subscriber_state<'scope>(
                             .push(Pending::Event(event, epoch));
                     }
                 }
-                if held.as_ref().is_none_or(|h| h.time() > cap.time()) {
-                    held = Some(cap);
+            });
+            views_in.for_each_stamp(|stamp, data| {
+                if hold(&stamp).is_none() {
+                    return;
+                }
+                for batch in data {
+                    for (msisdn, view, time, diff) in batch.drain(..) {
+                        pending
+                            .entry(time.saturating_add(step))
+                            .or_default()
+                            .push(Pending::View(msisdn, view, diff));
+                    }
                 }
             });
-            let closed = frontier.frontier().is_empty();
+            // The events' input is closed: event time has ended. What is held applies; the
+            // graph's later views and timers beyond the end do not.
+            let closed = frontiers[0].is_empty();
             // The checkpoint wanted next, if the frontier has reached it.
             let requested = durability.as_ref().map_or(0, |d| d.requests.requested());
-            let mut checkpoint = (requested > last_checkpoint && !frontier.less_than(&requested)).then_some(requested);
+            let reached = frontiers.iter().all(|f| !f.less_than(&requested));
+            let mut checkpoint = (requested > last_checkpoint && reached).then_some(requested);
             loop {
                 let next = pending.keys().next().copied();
                 // Take the checkpoint once every instant before it is applied.
@@ -625,16 +855,25 @@ pub fn subscriber_state<'scope>(
                     checkpoint = None;
                 }
                 let Some(instant) = next else { break };
-                if frontier.frontier().less_equal(&instant) {
+                if !closed && !passed(frontiers, instant) {
                     break;
                 }
-                let Some(cap) = held.as_mut() else { break };
+                let (Some(cap), Some(cap_evidence)) = (held.as_mut(), held_evidence.as_mut()) else {
+                    break;
+                };
                 let mut events = Vec::new();
                 let mut due = Vec::new();
+                let mut changed: BTreeMap<Msisdn, Vec<(HouseholdView, isize)>> = BTreeMap::new();
                 for item in pending.remove(&instant).unwrap_or_default() {
                     match item {
+                        Pending::View(msisdn, view, diff) => changed.entry(msisdn).or_default().push((view, diff)),
                         Pending::Event(event, _) => events.push(event),
                         Pending::Timer(timer) => due.push(timer),
+                    }
+                }
+                if !closed {
+                    for (msisdn, updates) in &changed {
+                        logic.view_changes(*msisdn, updates, instant, &mut decisions);
                     }
                 }
                 events.sort_by_key(|e| e.apply_order());
@@ -655,22 +894,39 @@ pub fn subscriber_state<'scope>(
                     let at = cap.delayed(&instant);
                     output.session(&at).give_iterator(decisions.drain(..).map(Ok));
                 }
+                if !logic.evidence.is_empty() {
+                    let at = cap_evidence.delayed(&round(instant));
+                    let rounded = logic.evidence.drain(..).map(|(e, t, d)| (e, round(t), d));
+                    evidence.session(&at).give_iterator(rounded);
+                }
             }
-            match (pending.keys().next(), held.as_mut()) {
-                (Some(next), Some(cap)) => cap.downgrade(next),
-                _ => held = None,
+            match pending.keys().next() {
+                Some(next) => {
+                    if let Some(cap) = held.as_mut() {
+                        cap.downgrade(next);
+                    }
+                    if let Some(cap) = held_evidence.as_mut() {
+                        cap.downgrade(&round(*next));
+                    }
+                }
+                None => {
+                    held = None;
+                    held_evidence = None;
+                }
             }
             // The next checkpoint will be at or after the frontier.
-            match frontier.frontier().first() {
+            let least = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min();
+            match least {
                 Some(at) => {
                     if let Some(cap) = checkpoint_cap.as_mut() {
-                        cap.downgrade(&(*at).max(*cap.time()));
+                        cap.downgrade(&at.max(*cap.time()));
                     }
                 }
                 None => checkpoint_cap = None,
             }
         }
-    })
+    });
+    (decisions_stream, evidence_stream)
 }
 
 #[cfg(test)]
@@ -728,7 +984,7 @@ mod tests {
         let rules = RuleSet {
             rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
         };
-        let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true);
+        let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
         let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
         let device = kairos_model::event::Device {
@@ -753,7 +1009,12 @@ mod tests {
         assert_eq!(changes.len(), 1, "the fired mark must reach the next checkpoint");
         assert!(changes[0].1.has_fired(HANDSET_ONCE, "1"));
         // Without change tracking (a replay) nothing is remembered.
-        let mut replay = SubscriberLogic::new(Arc::new(RuleSet::default()), Arc::new(DataflowStats::default()), false);
+        let mut replay = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            false,
+            None,
+        );
         replay.apply(&event, 1, &mut decisions, &mut timers);
         assert!(replay.take_changes().is_empty());
     }
@@ -768,7 +1029,7 @@ mod tests {
             .join(" && ");
         let rule = rule("all", MomentKind::RoamingArrival, Some(condition));
         let stats = Arc::new(DataflowStats::default());
-        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false);
+        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
         let record = customer(None, None);
         let event = |ts, body| Event {
@@ -807,7 +1068,7 @@ mod tests {
                          && moment.previous_country == 'ES' && moment.key == 'FR' && moment.kind == 'roaming_arrival'";
         let rule = rule("fr-from-es", MomentKind::RoamingArrival, Some(condition.into()));
         let stats = Arc::new(DataflowStats::default());
-        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false);
+        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
         let (mut decisions, mut timers) = (Vec::new(), Vec::new());
         let mut apply = |ts, body| {

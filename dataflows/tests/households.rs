@@ -17,6 +17,7 @@ const MINUTE: Millis = 60_000;
 fn config() -> HouseholdConfig {
     HouseholdConfig {
         window_days: 1,
+        granularity_ms: MINUTE,
         // Caps out of reach: this test is about components; the caps have unit tests of
         // their own in the golden cases.
         max_shared: 1_000,

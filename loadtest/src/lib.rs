@@ -1,3 +1,5 @@
 //! kairos-loadtest: a seeded generator of synthetic operator worlds (and the load harness).
 
+pub mod households;
+pub mod score;
 pub mod world;

@@ -1,10 +1,12 @@
 //! `kairos-loadtest`: the seeded event generator (and, later, the load harness).
 
-use kairos_loadtest::world;
+use kairos_loadtest::households::{HouseholdSpec, Population};
+use kairos_loadtest::{score, world};
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chrono::NaiveDate;
@@ -45,7 +47,53 @@ enum Command {
         /// Share of invalid lines planted on purpose.
         #[arg(long, default_value_t = 0.001)]
         invalid_rate: f64,
+        /// Group subscribers into true households and plant their evidence (and the noise);
+        /// `false` gives the world without households of before.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        households: bool,
+        /// The largest household (1–6).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=6))]
+        max_household_size: u8,
+        /// Also write the true households, one JSON line per subscriber (`.gz` compresses).
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
+    /// Score reconstructed households against the true ones (pairwise precision, recall, F1,
+    /// exact households, decision makers).
+    ScoreHouseholds {
+        /// The truth written by `generate --truth`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The reconstruction: one JSON line per subscriber with `msisdn` and `household`.
+        #[arg(long)]
+        got: PathBuf,
+        /// Print the score as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A writer for `path`, compressing when it ends in `.gz`.
+fn create(path: &Path) -> Result<Box<dyn Write>> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(if path.extension().is_some_and(|x| x == "gz") {
+        Box::new(BufWriter::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        )))
+    } else {
+        Box::new(BufWriter::new(file))
+    })
+}
+
+/// A reader for `path`, decompressing when it ends in `.gz`.
+fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(if path.extension().is_some_and(|x| x == "gz") {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    })
 }
 
 fn main() -> Result<()> {
@@ -59,6 +107,9 @@ fn main() -> Result<()> {
             events_per_day,
             travel_rate,
             invalid_rate,
+            households,
+            max_household_size,
+            truth,
         } => {
             if !(0.0..=1.0).contains(&travel_rate) || !(0.0..=1.0).contains(&invalid_rate) {
                 bail!("--travel-rate and --invalid-rate are shares between 0 and 1");
@@ -72,18 +123,32 @@ fn main() -> Result<()> {
                 travel_rate,
                 invalid_rate,
             };
-            let file = File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            let mut writer: Box<dyn Write> = if out.extension().is_some_and(|x| x == "gz") {
-                Box::new(BufWriter::new(flate2::write::GzEncoder::new(
-                    file,
-                    flate2::Compression::fast(),
-                )))
-            } else {
-                Box::new(BufWriter::new(file))
+            let household_spec = HouseholdSpec {
+                enabled: households,
+                max_size: usize::from(max_household_size),
+                ..HouseholdSpec::default()
             };
+            if truth.is_some() && !households {
+                bail!("--truth needs a world with households (--households true)");
+            }
+            let started = Instant::now();
+            let population = households.then(|| Population::build(&spec, &household_spec));
+            if let (Some(path), Some(population)) = (&truth, &population) {
+                let mut writer = create(path)?;
+                for record in population.truth_records() {
+                    serde_json::to_writer(&mut writer, &record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| writer.write_all(b"\n"))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                writer
+                    .flush()
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            let mut writer = create(&out)?;
             let mut lines = 0u64;
             let mut failure = None;
-            world::generate(&spec, |line| {
+            world::generate_population(&spec, population.as_ref(), |line| {
                 if failure.is_none() {
                     if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
                         failure = Some(e);
@@ -99,9 +164,32 @@ fn main() -> Result<()> {
                 .with_context(|| format!("cannot write {}", out.display()))?;
             drop(writer);
             eprintln!(
-                "kairos-loadtest: {lines} events for {subscribers} subscribers over {days} day(s) → {}",
-                out.display()
+                "kairos-loadtest: {lines} events for {subscribers} subscribers over {days} day(s) → {} ({:.1} s)",
+                out.display(),
+                started.elapsed().as_secs_f64()
             );
+            if let Some(population) = &population {
+                let sizes = population.size_histogram();
+                eprintln!(
+                    "kairos-loadtest: {} true households, by size 1–6: {sizes:?}{}",
+                    population.households().len(),
+                    truth
+                        .as_ref()
+                        .map(|p| format!(" → {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::ScoreHouseholds { truth, got, json } => {
+            let truth_lines = score::read_assignments(open(&truth)?, &truth.display().to_string())?;
+            let got_lines = score::read_assignments(open(&got)?, &got.display().to_string())?;
+            let result = score::score(&truth_lines, &got_lines)?;
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                print!("{}", result.report());
+            }
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! The replay outputs of contract §3, written once the replay has finished:
 //! `actions.jsonl` (sorted by `moment_ts`, `msisdn`, `rule`), `decisions.jsonl`,
-//! `dead-letter.jsonl` and `summary.json`.
+//! `dead-letter.jsonl`, `summary.json`, and `households.jsonl`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,8 +9,9 @@ use std::path::Path;
 
 use std::sync::atomic::Ordering;
 
+use kairos_dataflows::households::{household_id, HouseholdView};
 use kairos_dataflows::DataflowStats;
-use kairos_model::{Decision, Verdict};
+use kairos_model::{Decision, Msisdn, Verdict};
 use serde::Serialize;
 
 use crate::ingest::DeadLetter;
@@ -33,6 +34,10 @@ pub struct ReplaySummary {
     pub condition_errors: u64,
     pub actions_by_rule: BTreeMap<String, u64>,
     pub suppressed_by_reason: BTreeMap<String, u64>,
+    /// Subscribers in `households.jsonl`, households, and households of two or more.
+    pub household_members: u64,
+    pub households: u64,
+    pub households_of_several: u64,
     pub seconds: f64,
     pub events_per_second: f64,
 }
@@ -44,9 +49,14 @@ impl ReplaySummary {
         workers: usize,
         tally: &IngestTally,
         decisions: &[Decision],
+        households: &[(Msisdn, HouseholdView)],
         stats: &DataflowStats,
         seconds: f64,
     ) -> ReplaySummary {
+        let mut sizes: BTreeMap<Msisdn, u64> = BTreeMap::new();
+        for (_, view) in households {
+            *sizes.entry(view.founder).or_default() += 1;
+        }
         let mut actions_by_rule = BTreeMap::new();
         let mut suppressed_by_reason = BTreeMap::new();
         for decision in decisions {
@@ -71,21 +81,63 @@ impl ReplaySummary {
             condition_errors: stats.condition_errors.load(Ordering::Relaxed),
             actions_by_rule,
             suppressed_by_reason,
+            household_members: households.len() as u64,
+            households: sizes.len() as u64,
+            households_of_several: sizes.values().filter(|n| **n > 1).count() as u64,
             seconds,
             events_per_second: if seconds > 0.0 { read as f64 / seconds } else { 0.0 },
         }
     }
 }
 
-/// Writes the four outputs into `dir` (created if missing). Decisions and dead letters are
+#[derive(Serialize)]
+struct HouseholdLine<'a> {
+    msisdn: String,
+    household: String,
+    decision_maker: String,
+    size: u32,
+    links: Vec<LinkJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct LinkJson<'a> {
+    msisdn: String,
+    kind: &'a str,
+}
+
+/// One line of `households.jsonl`.
+fn household_line(msisdn: Msisdn, view: &HouseholdView) -> String {
+    let line = HouseholdLine {
+        msisdn: msisdn.to_string(),
+        household: household_id(view.founder),
+        decision_maker: view.decision_maker.to_string(),
+        size: view.size,
+        links: view
+            .links
+            .iter()
+            .map(|(other, kind)| LinkJson {
+                msisdn: other.to_string(),
+                kind: kind.as_str(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// Writes the outputs into `dir` (created if missing). Decisions and dead letters are
 /// sorted so that every output is the same for the same input, whatever the workers.
 pub fn write_replay_outputs(
     dir: &Path,
     decisions: &mut [Decision],
     dead_letters: &mut [DeadLetter],
+    households: &[(Msisdn, HouseholdView)],
     summary: &ReplaySummary,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    write_lines(
+        &dir.join("households.jsonl"),
+        households.iter().map(|(m, view)| household_line(*m, view)),
+    )?;
     decisions.sort_by(|a, b| a.action.sort_key().cmp(&b.action.sort_key()));
     write_lines(
         &dir.join("actions.jsonl"),

@@ -476,7 +476,10 @@ pub fn run(
         let rules = Arc::clone(&rules);
         worker.dataflow::<Millis, _, _>(|scope| {
             let stats = Arc::new(DataflowStats::default());
-            let (out, state) = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, durability);
+            // Households on, as in the engine: they must not change the four rules' decisions.
+            let config = kairos_dataflows::households::HouseholdConfig::default();
+            let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, durability, &config);
+            let (out, state) = (outputs.decisions, outputs.state);
             out.probe_with(&probe)
                 .sink(Pipeline, "CollectDecisions", move |(input, _)| {
                     input.for_each(|stamp, batch| {

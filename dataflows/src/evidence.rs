@@ -1,0 +1,159 @@
+//! What one subscriber's events say about their household: the evidence the household graph
+//! (`households.rs`) is built from, emitted by `SubscriberState` as updates at event time
+//! with their retraction when they leave the window — and kept in the subscriber's state, so
+//! that after a restart the graph can be rebuilt from the states alone.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone as _, Timelike};
+use chrono_tz::Tz;
+use kairos_model::event::CustomerRecord;
+use kairos_model::{Millis, Msisdn};
+use serde::{Deserialize, Serialize};
+
+use crate::households::{Evidence, EvidenceUpdate, Facts, HouseholdConfig, HouseholdView};
+
+/// A subscriber's part in the household graph.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HouseholdState {
+    /// When the subscriber was first seen with a customer record.
+    pub first_seen: Option<Millis>,
+    /// The facts in force in the graph.
+    pub facts: Option<Facts>,
+    /// The handset held now (IMEI), and since when.
+    pub handset: Option<(String, Millis)>,
+    /// Soft evidence still in the window: weight by (expiry, evidence).
+    pub evidence: BTreeMap<(Millis, Evidence), isize>,
+    /// The household, as the graph last said.
+    pub view: Option<HouseholdView>,
+}
+
+impl HouseholdState {
+    /// Soft evidence at event time `ts`, applied at instant `now`: in force from `now` until
+    /// it leaves the window.
+    pub fn soft(
+        &mut self,
+        config: &HouseholdConfig,
+        evidence: Evidence,
+        ts: Millis,
+        now: Millis,
+        weight: isize,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
+        let expires = config.expiry(ts).max(now + 1);
+        while let Some(entry) = self.evidence.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            entry.remove();
+        }
+        out.push((evidence.clone(), now, weight));
+        out.push((evidence.clone(), expires, -weight));
+        *self.evidence.entry((expires, evidence)).or_default() += weight;
+    }
+
+    /// The customer record in force changed (or is gone, with `None`).
+    pub fn facts(
+        &mut self,
+        msisdn: Msisdn,
+        record: Option<&CustomerRecord>,
+        ts: Millis,
+        now: Millis,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
+        let first_seen = *self.first_seen.get_or_insert(ts);
+        let facts = record.map(|r| Facts {
+            first_seen,
+            account: r.account_id.clone(),
+            address: r.address_id.clone(),
+            fee_cents: r
+                .plan
+                .as_ref()
+                .and_then(|p| p.monthly_fee)
+                .map_or(0, |fee| (fee.max(0.0) * 100.0).round() as u64),
+            postpaid: !r.prepaid.unwrap_or(false),
+        });
+        if facts == self.facts {
+            return;
+        }
+        if let Some(old) = self.facts.take() {
+            out.push((Evidence::Facts(msisdn, old), now, -1));
+        }
+        if let Some(new) = &facts {
+            out.push((Evidence::Facts(msisdn, new.clone()), now, 1));
+        }
+        self.facts = facts;
+    }
+
+    /// The subscriber is seen with handset `imei` at event time `ts`: a new holding; the
+    /// previous one stays in the window (so a hand-down to the next holder is seen).
+    pub fn handset(
+        &mut self,
+        config: &HouseholdConfig,
+        msisdn: Msisdn,
+        imei: &str,
+        ts: Millis,
+        now: Millis,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
+        if imei.is_empty() || self.handset.as_ref().is_some_and(|(held, _)| held == imei) {
+            return;
+        }
+        self.release_handset(config, msisdn, ts, now, out);
+        out.push((Evidence::Holder(imei.to_string(), ts, msisdn), now, 1));
+        self.handset = Some((imei.to_string(), ts));
+    }
+
+    fn release_handset(
+        &mut self,
+        config: &HouseholdConfig,
+        msisdn: Msisdn,
+        ts: Millis,
+        now: Millis,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
+        if let Some((old, since)) = self.handset.take() {
+            let holding = Evidence::Holder(old, since, msisdn);
+            let expires = config.expiry(ts).max(now + 1);
+            out.push((holding.clone(), expires, -1));
+            *self.evidence.entry((expires, holding)).or_default() += 1;
+        }
+    }
+
+    /// The subscriber is erased: their facts and handset leave the graph now (soft evidence
+    /// leaves as it expires).
+    pub fn erase(&mut self, msisdn: Msisdn, now: Millis, out: &mut Vec<EvidenceUpdate>) {
+        if let Some(old) = self.facts.take() {
+            out.push((Evidence::Facts(msisdn, old), now, -1));
+        }
+        if let Some((imei, since)) = self.handset.take() {
+            out.push((Evidence::Holder(imei, since, msisdn), now, -1));
+        }
+    }
+
+    /// Everything this subscriber holds in force, again, at instant `at` (a restart: the
+    /// graph starts empty).
+    pub fn re_emit(&self, msisdn: Msisdn, at: Millis, out: &mut Vec<EvidenceUpdate>) {
+        if let Some(facts) = &self.facts {
+            out.push((Evidence::Facts(msisdn, facts.clone()), at, 1));
+        }
+        if let Some((imei, since)) = &self.handset {
+            out.push((Evidence::Holder(imei.clone(), *since, msisdn), at, 1));
+        }
+        for ((expires, evidence), weight) in self.evidence.iter().filter(|((expires, _), _)| *expires > at) {
+            out.push((evidence.clone(), at, *weight));
+            out.push((evidence.clone(), *expires, -weight));
+        }
+    }
+}
+
+/// The weight of a call or SMS at `ts` in the caller's time zone: more in the evening.
+pub fn call_weight(config: &HouseholdConfig, ts: Millis, tz: Tz) -> isize {
+    let hour = tz.timestamp_millis_opt(ts as i64).single().map_or(12, |t| t.hour());
+    let (from, to) = config.evening_hours;
+    if hour >= from && hour < to {
+        config.evening_weight
+    } else {
+        config.day_weight
+    }
+}
