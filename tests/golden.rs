@@ -1,5 +1,6 @@
 //! Golden cases: `tests/golden/<case>/` holds `events.jsonl`, optionally a `rules/` folder
-//! (the shipped `rules/` otherwise), `expected-actions.jsonl` and `expected-decisions.jsonl`.
+//! (the shipped `rules/` otherwise), `expected-actions.jsonl` and `expected-decisions.jsonl`,
+//! and for household cases `expected-households.jsonl` (compared when the case has it).
 //! Each case is replayed with 1 and 3 workers and must give exactly the expected files.
 //!
 //! To regenerate the expectations after a deliberate change, run
@@ -33,17 +34,24 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
             return Err(format!("replay failed: {}", String::from_utf8_lossy(&result.stderr)));
         }
         let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
-        outputs.push((read("actions.jsonl"), read("decisions.jsonl")));
+        outputs.push((read("actions.jsonl"), read("decisions.jsonl"), read("households.jsonl")));
     }
     if outputs[0] != outputs[1] {
         return Err("1 and 3 workers disagree".into());
     }
-    let (actions, decisions) = &outputs[0];
+    let (actions, decisions, households) = &outputs[0];
     for (name, got) in [
         ("expected-actions.jsonl", actions),
         ("expected-decisions.jsonl", decisions),
+        ("expected-households.jsonl", households),
     ] {
         let path = case.join(name);
+        let household_case = case
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("household"));
+        if name == "expected-households.jsonl" && !household_case {
+            continue;
+        }
         if regenerate {
             std::fs::write(&path, got).unwrap();
             continue;

@@ -1,6 +1,8 @@
 //! What one subscriber's events say about their household: the evidence the household graph
-//! (`households.rs`) is built from, emitted by `SubscriberState` as updates at event time
-//! with their retraction when they leave the window — and kept in the subscriber's state, so
+//! (`households.rs`) is built from, emitted by `SubscriberState` as updates at the event's
+//! time (`ts`, not the instant a late event is applied at, so the graph's steps do not depend
+//! on how late events arrived; the operator moves an update whose step has closed to the next
+//! one) with their retraction when they leave the window — and kept in the subscriber's state, so
 //! that after a restart the graph can be rebuilt from the states alone.
 
 use std::collections::BTreeMap;
@@ -26,6 +28,9 @@ pub struct HouseholdState {
     pub evidence: BTreeMap<(Millis, Evidence), isize>,
     /// The household, as the graph last said.
     pub view: Option<HouseholdView>,
+    /// Only in a checkpoint: the graph's changes already computed for instants at or after
+    /// the checkpoint, not applied yet — (instant, view, diff) — re-applied after a restart.
+    pub pending_views: Vec<(Millis, HouseholdView, isize)>,
 }
 
 impl HouseholdState {
@@ -47,7 +52,7 @@ impl HouseholdState {
             }
             entry.remove();
         }
-        out.push((evidence.clone(), now, weight));
+        out.push((evidence.clone(), ts, weight));
         out.push((evidence.clone(), expires, -weight));
         *self.evidence.entry((expires, evidence)).or_default() += weight;
     }
@@ -58,7 +63,6 @@ impl HouseholdState {
         msisdn: Msisdn,
         record: Option<&CustomerRecord>,
         ts: Millis,
-        now: Millis,
         out: &mut Vec<EvidenceUpdate>,
     ) {
         let first_seen = *self.first_seen.get_or_insert(ts);
@@ -77,16 +81,17 @@ impl HouseholdState {
             return;
         }
         if let Some(old) = self.facts.take() {
-            out.push((Evidence::Facts(msisdn, old), now, -1));
+            out.push((Evidence::Facts(msisdn, old), ts, -1));
         }
         if let Some(new) = &facts {
-            out.push((Evidence::Facts(msisdn, new.clone()), now, 1));
+            out.push((Evidence::Facts(msisdn, new.clone()), ts, 1));
         }
         self.facts = facts;
     }
 
-    /// The subscriber is seen with handset `imei` at event time `ts`: a new holding; the
-    /// previous one stays in the window (so a hand-down to the next holder is seen).
+    /// The subscriber is seen with handset `imei` at event time `ts`: a new holding, unless
+    /// the sighting is older than the holding in force; the previous one stays in the window
+    /// (so a hand-down to the next holder is seen).
     pub fn handset(
         &mut self,
         config: &HouseholdConfig,
@@ -96,11 +101,18 @@ impl HouseholdState {
         now: Millis,
         out: &mut Vec<EvidenceUpdate>,
     ) {
-        if imei.is_empty() || self.handset.as_ref().is_some_and(|(held, _)| held == imei) {
+        // The same handset, or an older sighting arriving late: nothing changes hands (so the
+        // order events arrive in cannot invent a hand-down back and forth).
+        if imei.is_empty()
+            || self
+                .handset
+                .as_ref()
+                .is_some_and(|(held, since)| held == imei || ts < *since)
+        {
             return;
         }
         self.release_handset(config, msisdn, ts, now, out);
-        out.push((Evidence::Holder(imei.to_string(), ts, msisdn), now, 1));
+        out.push((Evidence::Holder(imei.to_string(), ts, msisdn), ts, 1));
         self.handset = Some((imei.to_string(), ts));
     }
 

@@ -126,9 +126,13 @@ impl SubscriberLogic {
 
     /// Installs restored states and returns the timers they need (those at or after `from`:
     /// earlier ones had their chance before the checkpoint).
-    pub fn restore(&mut self, restored: Vec<(Msisdn, SubscriberState)>, from: Millis) -> Vec<Timer> {
+    pub fn restore(&mut self, restored: Vec<(Msisdn, SubscriberState)>, from: Millis) -> (Vec<Timer>, Vec<ViewUpdate>) {
         let mut timers = Vec::new();
+        let mut views = Vec::new();
         for (msisdn, mut state) in restored {
+            for (at, view, diff) in std::mem::take(&mut state.household.pending_views) {
+                views.push((msisdn, view, at, diff));
+            }
             let mut found = Vec::new();
             if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
                 timers.push(timer);
@@ -138,7 +142,32 @@ impl SubscriberLogic {
             }
             self.states.insert(msisdn, state);
         }
-        timers
+        (timers, views)
+    }
+
+    /// Keeps the graph's changes computed for instants at or after a checkpoint, not applied
+    /// yet, in the states the checkpoint is about to take: (instant, msisdn, view, diff).
+    pub fn stash_views(&mut self, views: Vec<(Millis, Msisdn, HouseholdView, isize)>) -> Vec<Msisdn> {
+        let mut stashed = Vec::new();
+        for (at, msisdn, view, diff) in views {
+            if let Some(state) = self.states.get_mut(&msisdn) {
+                state.household.pending_views.push((at, view, diff));
+                stashed.push(msisdn);
+            }
+        }
+        for msisdn in &stashed {
+            self.touch(*msisdn);
+        }
+        stashed
+    }
+
+    /// Forgets the stashes once the checkpoint has them.
+    pub fn clear_stashes(&mut self, stashed: &[Msisdn]) {
+        for msisdn in stashed {
+            if let Some(state) = self.states.get_mut(msisdn) {
+                state.household.pending_views.clear();
+            }
+        }
     }
 
     fn touch(&mut self, msisdn: Msisdn) {
@@ -186,7 +215,7 @@ impl SubscriberLogic {
                     if let Some(config) = &self.households {
                         let record = state.record().cloned();
                         let household = &mut state.household;
-                        household.facts(event.msisdn, record.as_ref(), event.ts, now, &mut self.evidence);
+                        household.facts(event.msisdn, record.as_ref(), event.ts, &mut self.evidence);
                         if let Some(imei) = record.as_ref().and_then(|r| r.device.as_ref()?.imei.as_deref()) {
                             household.handset(config, event.msisdn, imei, event.ts, now, &mut self.evidence);
                         }
@@ -278,6 +307,7 @@ impl SubscriberLogic {
             *net.entry(view).or_default() += diff;
         }
         let household = &mut state.household;
+        let before = household.view.clone();
         if let Some((view, _)) = net.iter().find(|(_, diff)| **diff > 0) {
             household.view = Some((*view).clone());
         } else if household
@@ -286,6 +316,10 @@ impl SubscriberLogic {
             .is_some_and(|v| net.get(v).is_some_and(|d| *d < 0))
         {
             household.view = None;
+        }
+        // After a restart the graph says everything again: nothing changed, nothing happens.
+        if household.view == before {
+            return;
         }
         if let Some(dirty) = self.dirty.as_mut() {
             dirty.insert(msisdn);
@@ -758,8 +792,12 @@ pub fn subscriber_state<'scope>(
         let mut checkpoint_cap = durability.as_ref().map(|_| initial.clone());
         let mut last_checkpoint = durability.as_ref().map_or(0, |d| d.restored_at);
         let restored = durability.as_ref().map(|d| d.take_restored(me)).unwrap_or_default();
-        for timer in logic.restore(restored, last_checkpoint) {
+        let (restored_timers, restored_views) = logic.restore(restored, last_checkpoint);
+        for timer in restored_timers {
             pending.entry(timer.due).or_default().push(Pending::Timer(timer));
+        }
+        for (msisdn, view, at, diff) in restored_views {
+            pending.entry(at).or_default().push(Pending::View(msisdn, view, diff));
         }
         // Capabilities at or before every pending instant, one per output.
         let mut held: Option<Capability<Millis>> = pending.keys().next().map(|t| initial.delayed(t));
@@ -822,14 +860,30 @@ pub fn subscriber_state<'scope>(
             let closed = frontiers[0].is_empty();
             // The checkpoint wanted next, if the frontier has reached it.
             let requested = durability.as_ref().map_or(0, |d| d.requests.requested());
-            let reached = frontiers.iter().all(|f| !f.less_than(&requested));
-            let mut checkpoint = (requested > last_checkpoint && reached).then_some(requested);
+            // Reached when every event before it is in, and every change the graph computed
+            // for instants up to its step (so a restart can re-apply them at their instants).
+            let reached = !frontiers[0].less_than(&requested) && !frontiers[1].less_equal(&round(requested));
+            let mut checkpoint = (requested > last_checkpoint).then_some(requested);
             loop {
                 let next = pending.keys().next().copied();
-                // Take the checkpoint once every instant before it is applied.
+                // Take the checkpoint once every instant before it is applied; nothing at or
+                // after it is applied before it is taken.
                 if let Some(at) = checkpoint.filter(|at| next.is_none_or(|n| n >= *at)) {
+                    if !reached {
+                        break;
+                    }
                     if let Some(cap) = checkpoint_cap.as_mut() {
                         cap.downgrade(&at);
+                        let views: Vec<(Millis, Msisdn, HouseholdView, isize)> = pending
+                            .range(at..)
+                            .flat_map(|(instant, items)| {
+                                items.iter().filter_map(move |p| match p {
+                                    Pending::View(msisdn, view, diff) => Some((*instant, *msisdn, view.clone(), *diff)),
+                                    _ => None,
+                                })
+                            })
+                            .collect();
+                        let stashed = logic.stash_views(views);
                         let waiting: Vec<Event> = pending
                             .values()
                             .flatten()
@@ -850,6 +904,8 @@ pub fn subscriber_state<'scope>(
                             at,
                             events: waiting,
                         }));
+                        drop(session);
+                        logic.clear_stashes(&stashed);
                     }
                     last_checkpoint = at;
                     checkpoint = None;
@@ -895,9 +951,10 @@ pub fn subscriber_state<'scope>(
                     output.session(&at).give_iterator(decisions.drain(..).map(Ok));
                 }
                 if !logic.evidence.is_empty() {
-                    let at = cap_evidence.delayed(&round(instant));
-                    let rounded = logic.evidence.drain(..).map(|(e, t, d)| (e, round(t), d));
-                    evidence.session(&at).give_iterator(rounded);
+                    // At the step of the event's time, or the first step still open.
+                    let open = *cap_evidence.time();
+                    let rounded = logic.evidence.drain(..).map(|(e, t, d)| (e, round(t).max(open), d));
+                    evidence.session(&*cap_evidence).give_iterator(rounded);
                 }
             }
             match pending.keys().next() {
@@ -919,6 +976,8 @@ pub fn subscriber_state<'scope>(
             match least {
                 Some(at) => {
                     if let Some(cap) = checkpoint_cap.as_mut() {
+                        // Never past a checkpoint still to take.
+                        let at = at.min(checkpoint.unwrap_or(Millis::MAX));
                         cap.downgrade(&at.max(*cap.time()));
                     }
                 }
