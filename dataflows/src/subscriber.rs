@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use kairos_model::event::{EventBody, UsageKind};
+use kairos_model::event::{EventBody, ResponseOutcome, UsageKind};
 use kairos_model::time::format_rfc3339;
 use kairos_model::{
     Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict,
@@ -212,6 +212,9 @@ impl SubscriberLogic {
                     }
                 }
                 CustomerChange::Upserted => {
+                    if let kairos_model::event::Customer::Upsert(record) = update {
+                        state.contacts.consent_again(&record.consent, event.ts);
+                    }
                     if let Some(config) = &self.households {
                         let record = state.record().cloned();
                         let household = &mut state.household;
@@ -271,6 +274,9 @@ impl SubscriberLogic {
                     EventBody::Usage(usage) => state.activity.add_usage(event.ts, usage.kind, usage.amount),
                     EventBody::Selfcare(visit) => state.activity.visit(event.ts, &visit.page),
                     EventBody::Topup(topup) => state.activity.topup(event.ts, topup.amount),
+                    EventBody::Response(response) if response.outcome == ResponseOutcome::OptedOut => {
+                        state.contacts.opt_out(&response.action_id, event.ts)
+                    }
                     _ => {}
                 }
                 if state.record().is_none() {
@@ -712,8 +718,9 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
         message,
     };
     let verdict = match verdict {
-        Ok(_) => {
+        Ok(channel) => {
             state.contacts.record(&rule.id, &moment.key, moment.at);
+            state.contacts.remember(&action.action_id, channel);
             Verdict::Sent
         }
         Err(reason) => Verdict::Suppressed(reason),

@@ -133,6 +133,9 @@ pub enum SuppressReason {
     NoConsent,
     /// The rule already fired for this subscriber (and dedupe key) within its cooldown.
     Cooldown,
+    /// The customer opted out of the channel (a `response` with `opted_out`), and no newer
+    /// customer record gave consent again.
+    OptedOut,
 }
 
 impl SuppressReason {
@@ -141,6 +144,7 @@ impl SuppressReason {
         match self {
             SuppressReason::NoConsent => "no_consent",
             SuppressReason::Cooldown => "cooldown",
+            SuppressReason::OptedOut => "opted_out",
         }
     }
 }
