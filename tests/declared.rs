@@ -76,17 +76,7 @@ fn replay(events: &Path, rules: &Path, out: &Path) {
 #[test]
 fn declared_roaming_and_data_pack_moments_decide_like_the_built_in_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = kairos_loadtest::world::WorldSpec {
-        subscribers: 1_500,
-        days: 3,
-        start: chrono::NaiveDate::from_ymd_opt(2026, 7, 29).unwrap(),
-        seed: 5,
-        events_per_day: 16,
-        travel_rate: 0.2,
-        invalid_rate: 0.0,
-    };
-    let mut lines = Vec::new();
-    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    let lines = common::world(1_500, 3, "2026-07-29", 5, 16, 0.2, 0.0);
     let events = dir.path().join("world.jsonl");
     common::write_jsonl(&events, &lines);
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{kafka_brokers, write_jsonl};
@@ -17,15 +17,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const PARTITIONS: i32 = 3;
 
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     let brokers = kafka_brokers();
@@ -34,17 +25,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     common::create_topics(&brokers, &names, PARTITIONS);
 
     // A world with many moments: trips, handsets ageing, data packs.
-    let spec = kairos_loadtest::world::WorldSpec {
-        subscribers: 400,
-        days: 3,
-        start: chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
-        seed: 5,
-        events_per_day: 25,
-        travel_rate: 0.3,
-        invalid_rate: 0.002,
-    };
-    let mut lines = Vec::new();
-    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    let lines = common::world(400, 3, "2026-07-01", 5, 25, 0.3, 0.002);
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     write_jsonl(&events, &lines);
@@ -109,7 +90,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
             .append(true)
             .open(&log_path)
             .unwrap();
-        Engine(
+        common::Engine(
             Command::new(env!("CARGO_BIN_EXE_kairos"))
                 .args(["run", "--config", config.to_str().unwrap()])
                 .stdout(Stdio::null())

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{kafka_brokers, replay, roaming_scenario, write_jsonl, ANA, EXPECTED_ACTIONS};
@@ -125,15 +125,6 @@ fn scrape(port: u16) -> String {
     body
 }
 
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn kafka_run_emits_exactly_the_contracts_roaming_actions() {
     let brokers = kafka_brokers();
@@ -189,7 +180,7 @@ dir = "{state}"
         .stderr(log)
         .spawn()
         .expect("starting kairos run");
-    let mut engine = Engine(child);
+    let mut engine = common::Engine(child);
     let log_text = || std::fs::read_to_string(dir.path().join("kairos.log")).unwrap_or_default();
 
     let actions = consume(

@@ -82,17 +82,7 @@ fn roaming_scenario_gives_exactly_the_contracts_actions() {
 fn output_is_byte_identical_whatever_the_workers_and_gzip_reads_the_same() {
     let dir = tempfile::tempdir().unwrap();
     // A world from the project's seeded generator, big enough for many chunks and moments.
-    let spec = kairos_loadtest::world::WorldSpec {
-        subscribers: 2_000,
-        days: 2,
-        start: chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
-        seed: 11,
-        events_per_day: 12,
-        travel_rate: 0.2,
-        invalid_rate: 0.002,
-    };
-    let mut lines = Vec::new();
-    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    let lines = common::world(2_000, 2, "2026-07-01", 11, 12, 0.2, 0.002);
     let plain = dir.path().join("world.jsonl");
     write_jsonl(&plain, &lines);
     let gz = dir.path().join("gz").join("world.jsonl.gz");

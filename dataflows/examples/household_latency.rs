@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig};
 use kairos_model::{Millis, Msisdn};
 use rand::{Rng, SeedableRng};
@@ -22,6 +22,22 @@ use timely::dataflow::ProbeHandle;
 
 fn msisdn(i: u64) -> Msisdn {
     Msisdn::from_u64(351_910_000_000 + i).expect("a valid number")
+}
+
+/// Moves the input to `time` and steps until the graph is complete before it: milliseconds.
+fn settle(
+    worker: &mut timely::worker::Worker,
+    input: &mut InputSession<Millis, Evidence, isize>,
+    probe: &ProbeHandle<Millis>,
+    time: Millis,
+) -> f64 {
+    let started = Instant::now();
+    input.advance_to(time);
+    input.flush();
+    while probe.less_than(input.time()) {
+        worker.step();
+    }
+    started.elapsed().as_secs_f64() * 1_000.0
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -78,13 +94,7 @@ fn main() {
             i += size;
             family += 1;
         }
-        let started = Instant::now();
-        input.advance_to(step);
-        input.flush();
-        while probe.less_than(input.time()) {
-            worker.step();
-        }
-        let scratch = started.elapsed().as_secs_f64();
+        let scratch = settle(worker, &mut input, &probe, step) / 1_000.0;
         println!(
             "from scratch: {subscribers} subscribers, {family} accounts: {:.3} s",
             scratch
@@ -99,24 +109,12 @@ fn main() {
             links.push((a, b));
             input.update_at(Evidence::Call(msisdn(a), msisdn(b)), time, config.call_threshold);
             time += step;
-            let started = Instant::now();
-            input.advance_to(time);
-            input.flush();
-            while probe.less_than(input.time()) {
-                worker.step();
-            }
-            added.push(started.elapsed().as_secs_f64() * 1_000.0);
+            added.push(settle(worker, &mut input, &probe, time));
         }
         for (a, b) in links {
             input.update_at(Evidence::Call(msisdn(a), msisdn(b)), time, -config.call_threshold);
             time += step;
-            let started = Instant::now();
-            input.advance_to(time);
-            input.flush();
-            while probe.less_than(input.time()) {
-                worker.step();
-            }
-            removed.push(started.elapsed().as_secs_f64() * 1_000.0);
+            removed.push(settle(worker, &mut input, &probe, time));
         }
         println!(
             "one new link (merge): median {:.2} ms, max {:.2} ms over {trials}",

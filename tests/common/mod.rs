@@ -236,3 +236,38 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, settle: std::time
     }
     values
 }
+
+/// A running `kairos` process, killed (if still running) when dropped.
+pub struct Engine(pub std::process::Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines of a seeded generated world (`kairos_loadtest::world`, households included)
+/// starting on `start` (YYYY-MM-DD).
+pub fn world(
+    subscribers: u64,
+    days: u32,
+    start: &str,
+    seed: u64,
+    events_per_day: u32,
+    travel_rate: f64,
+    invalid_rate: f64,
+) -> Vec<String> {
+    let spec = kairos_loadtest::world::WorldSpec {
+        subscribers,
+        days,
+        start: start.parse().expect("a YYYY-MM-DD date"),
+        seed,
+        events_per_day,
+        travel_rate,
+        invalid_rate,
+    };
+    let mut lines = Vec::new();
+    kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+    lines
+}
