@@ -388,7 +388,18 @@ fn household_evidence(
 ) {
     let me = event.msisdn;
     let tz = state.record().map_or(Tz::UTC, |r| r.timezone.tz());
-    let own_account = state.record().map(|r| r.account_id.clone());
+    // Another account's self-care login (the own account's needs no evidence).
+    let login = match &event.body {
+        EventBody::Selfcare(visit) => {
+            let own = state.record().map(|r| r.account_id.as_str());
+            visit
+                .account_id
+                .as_deref()
+                .filter(|a| Some(*a) != own)
+                .map(str::to_string)
+        }
+        _ => None,
+    };
     let household = &mut state.household;
     match &event.body {
         EventBody::Network(network) => {
@@ -412,8 +423,8 @@ fn household_evidence(
             }
         }
         EventBody::Selfcare(visit) => {
-            if let Some(account) = visit.account_id.as_ref().filter(|a| Some(*a) != own_account.as_ref()) {
-                household.soft(config, Evidence::Login(me, account.clone()), event.ts, now, 1, out);
+            if let Some(account) = login {
+                household.soft(config, Evidence::Login(me, account), event.ts, now, 1, out);
             }
             if visit.page == "cancel" {
                 household.soft(config, Evidence::Cancel(me), event.ts, now, 1, out);
