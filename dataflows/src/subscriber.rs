@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use kairos_model::event::{EventBody, ResponseOutcome, UsageKind};
+use kairos_model::event::{EventBody, EventKind, ResponseOutcome, UsageKind};
 use kairos_model::time::format_rfc3339;
 use kairos_model::{
     Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict,
@@ -102,7 +102,11 @@ impl SubscriberLogic {
             .iter()
             .filter_map(|r| {
                 let declared = r.declared.as_ref()?;
+                let sources: Vec<&str> = std::iter::once(declared.when.as_str())
+                    .chain(declared.dedupe_key.as_deref())
+                    .collect();
                 Some(DeclaredProgram {
+                    triggers: triggers(&sources),
                     rule: r.id.clone(),
                     when: condition::compile(&declared.when).unwrap_or_else(|_| never()),
                     key: declared
@@ -291,7 +295,7 @@ impl SubscriberLogic {
             stats: &self.stats,
         };
         if !self.declared.is_empty() {
-            judges.declared(state, event.msisdn, event.ts, &mut found);
+            judges.declared(state, event.msisdn, event.ts, Some(event.kind()), &mut found);
         }
         judges.decide(state, event.msisdn, found, decisions);
     }
@@ -338,7 +342,7 @@ impl SubscriberLogic {
                 stats: &self.stats,
             };
             let mut found = Vec::new();
-            judges.declared(state, msisdn, now, &mut found);
+            judges.declared(state, msisdn, now, None, &mut found);
             judges.decide(state, msisdn, found, decisions);
         }
     }
@@ -537,6 +541,35 @@ struct DeclaredProgram {
     rule: String,
     when: cel::Program,
     key: Option<cel::Program>,
+    /// The events after which it can change (`None`: any event); it is also evaluated
+    /// whenever the subscriber's household changes.
+    triggers: Option<Vec<EventKind>>,
+}
+
+/// The events after which an expression reading these sources can change value: `None` for
+/// any event (it reads something time moves, or nothing known). What reads only
+/// `household.*` changes with the household alone.
+fn triggers(sources: &[&str]) -> Option<Vec<EventKind>> {
+    let mut kinds = Vec::new();
+    let mut read_any = false;
+    for field in condition::VOCABULARY {
+        if !sources.iter().any(|s| s.contains(field.path)) {
+            continue;
+        }
+        read_any = true;
+        let kind = match field.path {
+            p if p.starts_with("household.") => continue,
+            "subscriber.country" | "subscriber.previous_country" => EventKind::Network,
+            "subscriber.selfcare.last_page" => EventKind::Selfcare,
+            "customer.tenure_days" | "customer.device.age_days" | "customer.contract.days_left" => return None,
+            p if p.starts_with("customer.") => EventKind::Customer,
+            _ => return None,
+        };
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    read_any.then_some(kinds)
 }
 
 impl Judges<'_> {
@@ -599,11 +632,30 @@ impl Judges<'_> {
 
     /// Declared moments: each whose `when` holds now, for a dedupe key it has not fired for
     /// while holding; those that stopped holding are forgotten, so they can happen again.
-    fn declared(&self, state: &mut SubscriberState, msisdn: Msisdn, at: Millis, found: &mut Vec<Moment>) {
+    /// `after`: the kind of event just applied, or `None` after a household change.
+    fn declared(
+        &self,
+        state: &mut SubscriberState,
+        msisdn: Msisdn,
+        at: Millis,
+        after: Option<EventKind>,
+        found: &mut Vec<Moment>,
+    ) {
+        let due: Vec<&DeclaredProgram> = self
+            .declared
+            .iter()
+            .filter(|d| match (after, &d.triggers) {
+                (None, _) | (_, None) => true,
+                (Some(kind), Some(kinds)) => kinds.contains(&kind),
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
         let Some(record) = state.record() else { return };
         let context = condition::context(state_values(msisdn, state, record, at));
-        let mut outcomes = Vec::with_capacity(self.declared.len());
-        for declared in self.declared {
+        let mut outcomes = Vec::with_capacity(due.len());
+        for declared in &due {
             let outcome = condition::holds(&declared.when, &context).and_then(|holds| match &declared.key {
                 _ if !holds => Ok(None),
                 None => Ok(Some(String::new())),
@@ -614,7 +666,7 @@ impl Judges<'_> {
                 None
             }));
         }
-        for (declared, outcome) in self.declared.iter().zip(outcomes) {
+        for (declared, outcome) in due.iter().zip(outcomes) {
             match outcome {
                 None => state.unmark_fired(&declared.rule),
                 Some(key) if state.has_fired(&declared.rule, &key) => {}
