@@ -59,18 +59,7 @@ fn decisions(dir: &Path) -> Vec<String> {
 }
 
 fn replay(events: &Path, rules: &Path, out: &Path) {
-    let result = common::kairos(&[
-        "replay",
-        "--events",
-        events.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--workers",
-        "2",
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    common::replay_with_rules(events, rules, out, 2);
 }
 
 #[test]

@@ -197,13 +197,12 @@ impl SubscriberLogic {
         let state = self.states.entry(event.msisdn).or_default();
         let mut found = Vec::new();
         // A deletion erases the household state with the rest; the graph must hear of it.
-        let erased = match &event.body {
+        let mut erased = match &event.body {
             EventBody::Customer(kairos_model::event::Customer::Deleted) if self.households.is_some() => {
                 state.household.clone()
             }
             _ => Default::default(),
         };
-        let mut erased = erased;
         if let Some(config) = &self.households {
             household_evidence(config, state, event, now, &mut self.evidence);
         }

@@ -71,12 +71,19 @@ pub fn write_jsonl(path: &Path, lines: &[String]) {
 
 /// Replays `events` with `workers` workers into `out`, returning the parsed actions.
 pub fn replay(events: &Path, out: &Path, workers: usize) -> Vec<serde_json::Value> {
+    replay_with_rules(events, &root().join("rules"), out, workers)
+}
+
+/// [`replay`] with the rules of `rules`.
+pub fn replay_with_rules(events: &Path, rules: &Path, out: &Path, workers: usize) -> Vec<serde_json::Value> {
     let output = kairos(&[
         "replay",
         "--events",
         events.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
         "--workers",
         &workers.to_string(),
     ]);
