@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use kairos_model::event::{EventBody, EventKind, ResponseOutcome, UsageKind};
+use kairos_model::rule::ActionClass;
 use kairos_model::time::format_rfc3339;
 use kairos_model::{
-    Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, Verdict,
+    Action, CountryCode, CustomerRecord, Decision, Event, Millis, MomentKind, Msisdn, Rule, RuleSet, SuppressReason,
+    Verdict,
 };
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -24,7 +26,7 @@ use crate::checkpoint::{Durability, StateRecord};
 use crate::condition;
 use crate::evidence::call_weight;
 use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
-use crate::policy::admit;
+use crate::policy::{admit, Deferred, Exposure, Subject};
 use crate::state::{CustomerChange, SubscriberState};
 use crate::{moments, subscriber_route, DataflowStats};
 
@@ -41,6 +43,8 @@ pub struct Timer {
 pub enum TimerKind {
     /// `handset_ageing` starts to hold for this handset.
     HandsetAgeing { imei: String },
+    /// Quiet hours end for an action held until then (`send_at`).
+    Deliver { action_id: String },
 }
 
 /// A moment detected on one subscriber, before the rules and policy act on it.
@@ -76,6 +80,8 @@ pub struct SubscriberLogic {
     households: Option<HouseholdConfig>,
     /// Household evidence produced and not yet sent to the graph.
     pub evidence: Vec<EvidenceUpdate>,
+    /// How long marketing actions are kept for the policy's caps and arbitration.
+    horizon: Millis,
 }
 
 impl SubscriberLogic {
@@ -117,6 +123,7 @@ impl SubscriberLogic {
             })
             .collect();
         SubscriberLogic {
+            horizon: crate::policy::horizon(&rules.policy),
             rules,
             conditions,
             declared,
@@ -141,6 +148,13 @@ impl SubscriberLogic {
             if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
                 timers.push(timer);
             }
+            timers.extend(state.contacts.deferred.iter().map(|deferred| Timer {
+                due: deferred.action.send_at.max(from),
+                msisdn,
+                kind: TimerKind::Deliver {
+                    action_id: deferred.action.action_id.clone(),
+                },
+            }));
             if self.households.is_some() {
                 state.household.re_emit(msisdn, from, &mut self.evidence);
             }
@@ -292,11 +306,12 @@ impl SubscriberLogic {
             conditions: &self.conditions,
             declared: &self.declared,
             stats: &self.stats,
+            horizon: self.horizon,
         };
         if !self.declared.is_empty() {
             judges.declared(state, event.msisdn, event.ts, Some(event.kind()), &mut found);
         }
-        judges.decide(state, event.msisdn, found, decisions);
+        judges.decide(state, event.msisdn, found, decisions, timers);
     }
 
     /// The household graph changed a subscriber's household at instant `now`: the updates
@@ -307,6 +322,7 @@ impl SubscriberLogic {
         updates: &[(HouseholdView, isize)],
         now: Millis,
         decisions: &mut Vec<Decision>,
+        timers: &mut Vec<Timer>,
     ) {
         let Some(state) = self.states.get_mut(&msisdn) else {
             return;
@@ -339,15 +355,16 @@ impl SubscriberLogic {
                 conditions: &self.conditions,
                 declared: &self.declared,
                 stats: &self.stats,
+                horizon: self.horizon,
             };
             let mut found = Vec::new();
             judges.declared(state, msisdn, now, None, &mut found);
-            judges.decide(state, msisdn, found, decisions);
+            judges.decide(state, msisdn, found, decisions, timers);
         }
     }
 
     /// Fires a timer whose instant event time has passed, if it still holds.
-    pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>) {
+    pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
         if !self.states.contains_key(&timer.msisdn) {
             return;
         }
@@ -369,14 +386,19 @@ impl SubscriberLogic {
                     handset_check(state, timer.msisdn, timer.due, timer.due, &mut found);
                 }
             }
+            TimerKind::Deliver { action_id } => {
+                deliver(state, action_id, decisions);
+                return;
+            }
         }
         let judges = Judges {
             rules: &self.rules,
             conditions: &self.conditions,
             declared: &self.declared,
             stats: &self.stats,
+            horizon: self.horizon,
         };
-        judges.decide(state, timer.msisdn, found, decisions);
+        judges.decide(state, timer.msisdn, found, decisions, timers);
     }
 }
 
@@ -533,6 +555,8 @@ struct Judges<'a> {
     conditions: &'a HashMap<String, cel::Program>,
     declared: &'a [DeclaredProgram],
     stats: &'a DataflowStats,
+    /// How long marketing actions are kept for caps and arbitration.
+    horizon: Millis,
 }
 
 /// A declared moment's compiled `when` and `dedupe_key`.
@@ -574,8 +598,19 @@ fn triggers(sources: &[&str]) -> Option<Vec<EventKind>> {
 impl Judges<'_> {
     /// Turns moments into decisions: once-only moments are marked, every rule of the moment
     /// whose condition holds is judged by the contact policy, and every outcome is recorded.
-    fn decide(&self, state: &mut SubscriberState, msisdn: Msisdn, found: Vec<Moment>, decisions: &mut Vec<Decision>) {
-        for moment in found {
+    /// The candidates of one call (moments found together) are judged best first —
+    /// marketing rules by arbitration score, then rule id — so the best takes the room
+    /// caps and arbitration leave, and the others are suppressed with the reason.
+    fn decide(
+        &self,
+        state: &mut SubscriberState,
+        msisdn: Msisdn,
+        found: Vec<Moment>,
+        decisions: &mut Vec<Decision>,
+        timers: &mut Vec<Timer>,
+    ) {
+        let mut candidates: Vec<(&Rule, &Moment)> = Vec::new();
+        for moment in &found {
             DataflowStats::bump(&self.stats.moments);
             // Once per rule and cycle (data pack), once per handset: whatever the policy decides.
             match (&moment.rule, moment.kind) {
@@ -588,12 +623,20 @@ impl Judges<'_> {
                 .for_moment(moment.kind)
                 .filter(|r| moment.rule.as_ref().is_none_or(|id| *id == r.id));
             for rule in rules {
-                if !self.condition_holds(rule, state, msisdn, &moment) {
-                    continue;
+                if self.condition_holds(rule, state, msisdn, moment) {
+                    candidates.push((rule, moment));
                 }
-                if let Some(decision) = judge(rule, state, msisdn, &moment) {
-                    decisions.push(decision);
-                }
+            }
+        }
+        let policy = &self.rules.policy;
+        let score = |rule: &Rule| match rule.class {
+            ActionClass::Marketing => crate::policy::score_of(policy, rule),
+            _ => f64::INFINITY,
+        };
+        candidates.sort_by(|(a, _), (b, _)| score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id)));
+        for (rule, moment) in candidates {
+            if let Some(decision) = judge(policy, self.horizon, rule, state, msisdn, moment, timers) {
+                decisions.push(decision);
             }
         }
     }
@@ -758,10 +801,24 @@ fn text(value: &str) -> cel::Value {
     cel::Value::String(Arc::new(value.to_string()))
 }
 
-fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Moment) -> Option<Decision> {
+/// Judges one rule's moment by the contact policy: a decision now, or none when the action
+/// waits for quiet hours to end (a [`TimerKind::Deliver`] timer decides it then).
+fn judge(
+    policy: &kairos_model::rule::Policy,
+    horizon: Millis,
+    rule: &Rule,
+    state: &mut SubscriberState,
+    msisdn: Msisdn,
+    moment: &Moment,
+    timers: &mut Vec<Timer>,
+) -> Option<Decision> {
     let record = state.record()?;
-    let verdict = admit(record, &state.contacts, rule, &moment.key, moment.at);
-    let channel = verdict.unwrap_or(rule.channel);
+    let subject = Subject {
+        msisdn,
+        customer: record,
+        country: state.country,
+    };
+    let judgement = admit(policy, &subject, &state.contacts, rule, &moment.key, moment.at);
     let mut variables: Vec<(&str, &str)> = moment.variables.iter().map(|(n, v)| (*n, v.as_str())).collect();
     variables.push(("offer", &rule.offer));
     let (language, message) = rule.render(record.language.as_deref(), &variables);
@@ -773,25 +830,87 @@ fn judge(rule: &Rule, state: &mut SubscriberState, msisdn: Msisdn, moment: &Mome
         msisdn,
         household: state.household.view.as_ref().map(HouseholdView::id),
         offer: rule.offer.clone(),
-        channel,
+        channel: judgement.channel,
         moment_ts: moment.at,
-        send_at: moment.at,
+        send_at: judgement.send_at,
         language,
         message,
     };
-    let verdict = match verdict {
-        Ok(channel) => {
-            state.contacts.record(&rule.id, &moment.key, moment.at);
-            state.contacts.remember(&action.action_id, channel);
-            Verdict::Sent
+    if judgement.exposed() {
+        state.contacts.record(&rule.id, &moment.key, moment.at);
+        if rule.class == ActionClass::Marketing {
+            let exposure = Exposure {
+                action_id: action.action_id.clone(),
+                rule: rule.id.clone(),
+                moment_at: moment.at,
+                send_at: judgement.send_at,
+                channel: judgement.channel,
+                score: crate::policy::score_of(policy, rule),
+                sent: judgement.verdict.is_ok(),
+            };
+            state.contacts.expose(exposure, horizon);
         }
-        Err(reason) => Verdict::Suppressed(reason),
+    }
+    let (verdict, detail) = match judgement.verdict {
+        Ok(()) => {
+            state.contacts.remember(&action.action_id, judgement.channel);
+            if judgement.send_at > moment.at {
+                timers.push(Timer {
+                    due: judgement.send_at,
+                    msisdn,
+                    kind: TimerKind::Deliver {
+                        action_id: action.action_id.clone(),
+                    },
+                });
+                state.contacts.deferred.push(Deferred {
+                    action,
+                    class: rule.class,
+                    moment_key: moment.key.clone(),
+                });
+                return None;
+            }
+            (Verdict::Sent, None)
+        }
+        Err((reason, detail)) => (Verdict::Suppressed(reason), detail),
     };
     Some(Decision {
         action,
         verdict,
         moment_key: moment.key.clone(),
+        class: rule.class,
+        detail,
     })
+}
+
+/// Quiet hours have ended for a held action: it is sent unless, meanwhile, the customer
+/// opted out of its channel or withdrew consent (then it no longer counts for caps).
+fn deliver(state: &mut SubscriberState, action_id: &str, decisions: &mut Vec<Decision>) {
+    let Some(index) = state
+        .contacts
+        .deferred
+        .iter()
+        .position(|d| d.action.action_id == action_id)
+    else {
+        return;
+    };
+    let deferred = state.contacts.deferred.remove(index);
+    let channel = deferred.action.channel;
+    let verdict = match state.record() {
+        None => return,
+        Some(record) if !crate::policy::reachable(record, channel) => Verdict::Suppressed(SuppressReason::NoConsent),
+        Some(_) if state.contacts.opted_out(channel) => Verdict::Suppressed(SuppressReason::OptedOut),
+        Some(_) => Verdict::Sent,
+    };
+    if verdict != Verdict::Sent {
+        state.contacts.unexpose(action_id);
+    }
+    decisions.push(Decision {
+        action: deferred.action,
+        verdict,
+        moment_key: deferred.moment_key,
+        class: deferred.class,
+        detail: None,
+    });
 }
 
 /// What waits in the operator for the frontier to pass its instant.
@@ -998,23 +1117,27 @@ pub fn subscriber_state<'scope>(
                 }
                 if !closed {
                     for (msisdn, updates) in &changed {
-                        logic.view_changes(*msisdn, updates, instant, &mut decisions);
+                        logic.view_changes(*msisdn, updates, instant, &mut decisions, &mut timers);
                     }
                 }
                 events.sort_by_key(|e| e.apply_order());
                 for event in &events {
                     logic.apply(event, instant, &mut decisions, &mut timers);
                 }
-                if !closed {
-                    due.sort();
-                    for timer in &due {
-                        logic.fire(timer, &mut decisions);
-                    }
-                    for timer in timers.drain(..) {
+                // Once event time has ended, moments no longer fire; actions held for quiet
+                // hours still go, with their `send_at`.
+                if closed {
+                    due.retain(|timer| matches!(timer.kind, TimerKind::Deliver { .. }));
+                }
+                due.sort();
+                for timer in &due {
+                    logic.fire(timer, &mut decisions, &mut timers);
+                }
+                for timer in timers.drain(..) {
+                    if !closed || matches!(timer.kind, TimerKind::Deliver { .. }) {
                         pending.entry(timer.due).or_default().push(Pending::Timer(timer));
                     }
                 }
-                timers.clear();
                 if !decisions.is_empty() {
                     let at = cap.delayed(&instant);
                     output.session(&at).give_iterator(decisions.drain(..).map(Ok));
@@ -1097,6 +1220,10 @@ mod tests {
             moment,
             declared: None,
             priority: 0,
+            class: Default::default(),
+            quiet_hours: Default::default(),
+            value: 1.0,
+            holdout: 0.0,
             offer: "O".into(),
             channel: Channel::Sms,
             fallback_channel: None,
@@ -1111,6 +1238,7 @@ mod tests {
     fn a_fired_timer_is_a_change_to_checkpoint() {
         let rules = RuleSet {
             rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
+            policy: Default::default(),
         };
         let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
@@ -1131,7 +1259,7 @@ mod tests {
         logic.apply(&event, 1, &mut decisions, &mut timers);
         assert_eq!(timers.len(), 1, "the handset ages in the future");
         assert_eq!(logic.take_changes().len(), 1);
-        logic.fire(&timers[0], &mut decisions);
+        logic.fire(&timers[0].clone(), &mut decisions, &mut timers);
         assert_eq!(decisions.len(), 1);
         let changes = logic.take_changes();
         assert_eq!(changes.len(), 1, "the fired mark must reach the next checkpoint");
@@ -1157,7 +1285,15 @@ mod tests {
             .join(" && ");
         let rule = rule("all", MomentKind::RoamingArrival, Some(condition));
         let stats = Arc::new(DataflowStats::default());
-        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false, None);
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet {
+                rules: vec![rule],
+                policy: Default::default(),
+            }),
+            Arc::clone(&stats),
+            false,
+            None,
+        );
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
         let record = customer(None, None);
         let event = |ts, body| Event {
@@ -1196,7 +1332,15 @@ mod tests {
                          && moment.previous_country == 'ES' && moment.key == 'FR' && moment.kind == 'roaming_arrival'";
         let rule = rule("fr-from-es", MomentKind::RoamingArrival, Some(condition.into()));
         let stats = Arc::new(DataflowStats::default());
-        let mut logic = SubscriberLogic::new(Arc::new(RuleSet { rules: vec![rule] }), Arc::clone(&stats), false, None);
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet {
+                rules: vec![rule],
+                policy: Default::default(),
+            }),
+            Arc::clone(&stats),
+            false,
+            None,
+        );
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
         let (mut decisions, mut timers) = (Vec::new(), Vec::new());
         let mut apply = |ts, body| {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::Msisdn;
+use crate::rule::ActionClass;
 use crate::time::{format_rfc3339, Millis};
 
 /// A delivery channel, one output topic each.
@@ -136,6 +137,16 @@ pub enum SuppressReason {
     /// The customer opted out of the channel (a `response` with `opted_out`), and no newer
     /// customer record gave consent again.
     OptedOut,
+    /// A frequency cap is full (the decision's `detail` names it).
+    Cap,
+    /// Inside quiet hours, and the rule discards rather than defers.
+    QuietHours,
+    /// Another rule won arbitration (the decision's `detail` names it).
+    Arbitration,
+    /// The subscriber is in the global control group: recorded, not sent.
+    GlobalHoldout,
+    /// The subscriber is in the rule's control group: recorded, not sent.
+    RuleHoldout,
 }
 
 impl SuppressReason {
@@ -145,6 +156,11 @@ impl SuppressReason {
             SuppressReason::NoConsent => "no_consent",
             SuppressReason::Cooldown => "cooldown",
             SuppressReason::OptedOut => "opted_out",
+            SuppressReason::Cap => "cap",
+            SuppressReason::QuietHours => "quiet_hours",
+            SuppressReason::Arbitration => "arbitration",
+            SuppressReason::GlobalHoldout => "global_holdout",
+            SuppressReason::RuleHoldout => "rule_holdout",
         }
     }
 }
@@ -164,6 +180,10 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The moment's dedupe key (the country for roaming), for the audit trail.
     pub moment_key: String,
+    /// The rule's class, which decided the policy applied.
+    pub class: ActionClass,
+    /// Which cap suppressed it, or which rule won arbitration over it.
+    pub detail: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +199,11 @@ struct DecisionJson<'a> {
     decision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    class: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_at: Option<String>,
 }
 
 impl Decision {
@@ -200,6 +225,9 @@ impl Decision {
             channel: a.channel.as_str(),
             decision,
             reason,
+            detail: self.detail.as_deref(),
+            class: self.class.as_str(),
+            send_at: (self.verdict == Verdict::Sent).then(|| format_rfc3339(a.send_at)),
         };
         serde_json::to_string(&json).unwrap_or_default()
     }

@@ -89,6 +89,14 @@ pub struct Rule {
     pub declared: Option<Declared>,
     /// Higher wins when contact policy must choose between rules (default 0).
     pub priority: i32,
+    /// What the policy lets through: marketing, transactional or regulatory.
+    pub class: ActionClass,
+    /// What quiet hours do to the rule's actions.
+    pub quiet_hours: QuietMode,
+    /// The value of an accepted offer, for arbitration (default 1.0).
+    pub value: f64,
+    /// The share of subscribers held out of this rule as its control group (0 for none).
+    pub holdout: f64,
     pub offer: String,
     pub channel: Channel,
     /// Used when the subscriber cannot be reached on `channel` (no consent, no address).
@@ -105,6 +113,15 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule's arbitration score under `score`.
+    pub fn score(&self, score: Score) -> f64 {
+        match score {
+            Score::PriorityTimesValue => f64::from(self.priority) * self.value,
+            Score::Priority => f64::from(self.priority),
+            Score::Value => self.value,
+        }
+    }
+
     /// The name of the rule's moment, as actions and decisions carry it.
     pub fn moment_name(&self) -> &str {
         match &self.declared {
@@ -120,7 +137,7 @@ impl Rule {
     /// # use std::collections::BTreeMap;
     /// # use kairos_model::{Rule, MomentKind, Channel};
     /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::RoamingArrival,
-    ///     declared: None, priority: 0, offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, condition: None, cooldown: 0,
+    ///     declared: None, priority: 0, class: Default::default(), quiet_hours: Default::default(), value: 1.0, holdout: 0.0, offer: "ROAM".into(), channel: Channel::Sms, fallback_channel: None, threshold: None, condition: None, cooldown: 0,
     ///     messages: BTreeMap::from([("en".into(), "Welcome to {country_name}!".into())]) };
     /// assert_eq!(rule.render(Some("pt"), &[("country_name", "Spain")]),
     ///            ("en".to_string(), "Welcome to Spain!".to_string()));
@@ -156,10 +173,198 @@ impl Rule {
     }
 }
 
-/// The rules in force, in id order.
+/// What kind of message a rule sends, which decides the contact policy it is under.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionClass {
+    /// Offers: consent, cooldown, quiet hours, frequency caps, arbitration and control
+    /// groups all apply.
+    #[default]
+    Marketing,
+    /// Service messages the customer needs (a data pack running out): consent and cooldown
+    /// apply, caps neither count nor stop them, quiet hours as the rule says (default:
+    /// ignored), no arbitration, no global control group.
+    Transactional,
+    /// Messages the law requires without undue delay (the EU roaming price information):
+    /// only consent, opt-out and the cooldown stop them.
+    Regulatory,
+}
+
+impl ActionClass {
+    pub const ALL: [ActionClass; 3] = [
+        ActionClass::Marketing,
+        ActionClass::Transactional,
+        ActionClass::Regulatory,
+    ];
+
+    /// The name used in rule files and decisions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionClass::Marketing => "marketing",
+            ActionClass::Transactional => "transactional",
+            ActionClass::Regulatory => "regulatory",
+        }
+    }
+
+    /// The inverse of [`ActionClass::as_str`].
+    pub fn parse(text: &str) -> Option<ActionClass> {
+        ActionClass::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// What quiet hours do to the class's actions when the rule does not say.
+    pub fn default_quiet_mode(self) -> QuietMode {
+        match self {
+            ActionClass::Marketing => QuietMode::Defer,
+            ActionClass::Transactional | ActionClass::Regulatory => QuietMode::Ignore,
+        }
+    }
+}
+
+/// What quiet hours do to an action that falls inside them.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum QuietMode {
+    /// Hold it until the quiet hours end (`send_at`).
+    #[default]
+    Defer,
+    /// Drop it (suppressed as `quiet_hours`).
+    Discard,
+    /// Send it anyway.
+    Ignore,
+}
+
+impl QuietMode {
+    pub const ALL: [QuietMode; 3] = [QuietMode::Defer, QuietMode::Discard, QuietMode::Ignore];
+
+    /// The name used in rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuietMode::Defer => "defer",
+            QuietMode::Discard => "discard",
+            QuietMode::Ignore => "ignore",
+        }
+    }
+
+    /// The inverse of [`QuietMode::as_str`].
+    pub fn parse(text: &str) -> Option<QuietMode> {
+        QuietMode::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// How long a frequency cap looks back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CapSpan {
+    /// Any period of this length (milliseconds): at most `max` sends within this long of
+    /// each other.
+    Rolling(Millis),
+    /// A calendar period in the subscriber's own time zone (`customer.timezone`).
+    Calendar(CalendarPeriod),
+}
+
+/// A calendar period for caps, in the subscriber's local time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CalendarPeriod {
+    Day,
+    /// Monday to Sunday (ISO 8601 weeks).
+    Week,
+    Month,
+}
+
+impl CalendarPeriod {
+    pub const ALL: [CalendarPeriod; 3] = [CalendarPeriod::Day, CalendarPeriod::Week, CalendarPeriod::Month];
+
+    /// The name used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalendarPeriod::Day => "day",
+            CalendarPeriod::Week => "week",
+            CalendarPeriod::Month => "month",
+        }
+    }
+}
+
+/// A frequency cap on marketing actions: at most `max` sent on `channel` (on any channel
+/// when `None`) per `span`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cap {
+    /// The name decisions give when the cap suppresses an action.
+    pub name: String,
+    pub channel: Option<Channel>,
+    pub max: u32,
+    pub span: CapSpan,
+}
+
+/// Quiet hours: from `start` to `end` (minutes after local midnight; `start > end` spans
+/// midnight), on `channels`, in the subscriber's current local time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietHours {
+    pub start_minute: u16,
+    pub end_minute: u16,
+    pub channels: Vec<Channel>,
+}
+
+/// How arbitration scores a rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Score {
+    /// `priority × value` (Pega's default arbitration, without propensity).
+    #[default]
+    PriorityTimesValue,
+    Priority,
+    Value,
+}
+
+impl Score {
+    pub const ALL: [Score; 3] = [Score::PriorityTimesValue, Score::Priority, Score::Value];
+
+    /// The name used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Score::PriorityTimesValue => "priority_x_value",
+            Score::Priority => "priority",
+            Score::Value => "value",
+        }
+    }
+}
+
+/// Arbitration between marketing rules that fire for one subscriber close together.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Arbitration {
+    /// How close together (event time, milliseconds); 0 = only moments at one instant.
+    pub window: Millis,
+    pub score: Score,
+}
+
+/// Control groups: a global holdout from every marketing rule, and the rules' own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Holdout {
+    /// The share of subscribers in the global control group (0.05 = 5 %).
+    pub share: f64,
+    /// How long a subscriber stays in (or out of) a control group before it is drawn again
+    /// (milliseconds; periods start at the Unix epoch).
+    pub sticky: Millis,
+    /// Mixed into the draw: a new salt draws new groups.
+    pub salt: String,
+}
+
+/// The contact policy over all rules (`policy.toml` in the rules folder).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub caps: Vec<Cap>,
+    pub quiet_hours: Option<QuietHours>,
+    /// `None`: every rule's moments are judged on their own.
+    pub arbitration: Option<Arbitration>,
+    pub holdout: Holdout,
+}
+
+/// The rules in force, in id order, and the contact policy over them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    pub policy: Policy,
 }
 
 impl RuleSet {

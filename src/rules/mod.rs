@@ -8,10 +8,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kairos_model::rule::Declared;
+use kairos_model::rule::{ActionClass, Declared, QuietMode};
 use kairos_model::{Channel, MomentKind, Rule, RuleSet};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+pub mod policy;
+
+use policy::POLICY_FILE;
 
 /// A problem in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +61,23 @@ struct RuleFile {
     /// Higher wins when contact policy must choose between rules. Default 0.
     #[serde(default)]
     priority: i32,
+    /// `marketing` (default: quiet hours, caps, arbitration and control groups apply),
+    /// `transactional` (consent and cooldown; quiet hours as `quiet_hours` says, default
+    /// ignored) or `regulatory` (sent without undue delay unless the customer opted out).
+    #[serde(default)]
+    class: ActionClass,
+    /// What quiet hours (policy.toml) do to this rule's actions: `defer` (hold until they
+    /// end), `discard`, or `ignore`. Default: `defer` for marketing, `ignore` otherwise.
+    #[serde(default)]
+    quiet_hours: Option<QuietMode>,
+    /// What an accepted offer is worth, for arbitration by `priority_x_value` or `value`.
+    /// Default 1.0.
+    #[serde(default)]
+    value: Option<f64>,
+    /// Share of subscribers held out of this rule as its control group (0.1 = 10 %):
+    /// decided and recorded, not sent. Default 0.
+    #[serde(default)]
+    holdout: Option<f64>,
     /// The offer code the action carries.
     offer: String,
     /// `sms`, `email` or `push`.
@@ -102,11 +123,28 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
+    let policy_path = dir.join(POLICY_FILE);
+    paths.retain(|p| *p != policy_path);
     if paths.is_empty() {
         return Err(whole("no rule files (*.toml) in the rules folder".to_string()));
     }
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
+    let policy = match std::fs::read_to_string(&policy_path) {
+        Ok(text) => policy::parse_policy(&policy_path, &text).unwrap_or_else(|mut e| {
+            errors.append(&mut e);
+            Default::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => {
+            errors.push(RuleError {
+                path: policy_path.clone(),
+                position: None,
+                message: format!("cannot read: {e}"),
+            });
+            Default::default()
+        }
+    };
     for path in &paths {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -141,7 +179,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
         return Err(errors);
     }
     rules.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(RuleSet { rules })
+    Ok(RuleSet { rules, policy })
 }
 
 /// Parses and checks one rule file's text.
@@ -319,6 +357,38 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             }
         }
     }
+    let quiet_hours = match (file.class, file.quiet_hours) {
+        (ActionClass::Regulatory, Some(mode)) if mode != QuietMode::Ignore => {
+            errors.push(err(
+                Some("quiet_hours"),
+                format!(
+                    "a regulatory rule is sent without undue delay — quiet_hours = \"{}\" is not allowed; remove it, or make the rule marketing or transactional",
+                    mode.as_str()
+                ),
+            ));
+            QuietMode::Ignore
+        }
+        (class, mode) => mode.unwrap_or(class.default_quiet_mode()),
+    };
+    let value = file.value.unwrap_or(1.0);
+    if !(value.is_finite() && value >= 0.0) {
+        errors.push(err(
+            Some("value"),
+            format!("value {value} is out of range — a number ≥ 0, e.g. 25.0"),
+        ));
+    }
+    let holdout = file.holdout.unwrap_or(0.0);
+    if !(0.0..=0.5).contains(&holdout) {
+        errors.push(err(
+            Some("holdout"),
+            format!("holdout {holdout} is out of range — a share from 0 to 0.5, e.g. 0.1 for 10 %"),
+        ));
+    } else if holdout > 0.0 && file.class == ActionClass::Regulatory {
+        errors.push(err(
+            Some("holdout"),
+            "a regulatory rule cannot hold customers out — remove holdout".to_string(),
+        ));
+    }
     let _ = file.description;
     match moment {
         Some(moment) if errors.is_empty() => Ok(Rule {
@@ -331,6 +401,10 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
                 dedupe_key: file.dedupe_key,
             }),
             priority: file.priority,
+            class: file.class,
+            quiet_hours,
+            value,
+            holdout,
             offer: file.offer,
             channel: file.channel,
             fallback_channel: file.fallback_channel,
@@ -647,6 +721,90 @@ en = "Welcome to {country_name}!"
             "rules/schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
         );
         assert!(shipped.contains("\"moment\"") && shipped.contains("\"condition\""));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/policy.schema.json");
+        if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
+            std::fs::write(&path, policy::json_schema()).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&path).unwrap_or_default() == policy::json_schema(),
+            "rules/policy.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
+        );
+    }
+
+    #[test]
+    fn the_shipped_policy_loads_with_the_rules() {
+        let rules = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();
+        assert_eq!(rules.policy.caps.len(), 2);
+        assert!(rules.policy.quiet_hours.is_some() && rules.policy.arbitration.is_some());
+        assert!(rules.rules.iter().all(|r| r.id != "policy"));
+        let class = |id: &str| rules.rules.iter().find(|r| r.id == id).unwrap().class;
+        assert_eq!(class("roaming-welcome"), ActionClass::Regulatory);
+        assert_eq!(class("data-pack-80"), ActionClass::Transactional);
+        assert_eq!(class("handset-upgrade"), ActionClass::Marketing);
+    }
+
+    #[test]
+    fn class_quiet_hours_value_and_holdout_are_checked() {
+        let rule = parse_rule(
+            Path::new("r.toml"),
+            &GOOD.replace("cooldown", "class = \"transactional\"\ncooldown"),
+        )
+        .unwrap();
+        assert_eq!(
+            (rule.class, rule.quiet_hours),
+            (ActionClass::Transactional, QuietMode::Ignore)
+        );
+        let marketing = parse_rule(Path::new("r.toml"), GOOD).unwrap();
+        assert_eq!(
+            (marketing.class, marketing.quiet_hours, marketing.value),
+            (ActionClass::Marketing, QuietMode::Defer, 1.0)
+        );
+        let regulatory = GOOD.replace(
+            "cooldown",
+            "class = \"regulatory\"\nquiet_hours = \"defer\"\nholdout = 0.1\ncooldown",
+        );
+        let errors: Vec<String> = parse_rule(Path::new("r.toml"), &regulatory)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("r.toml:7:1: a regulatory rule is sent without undue delay"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("r.toml:8:1: a regulatory rule cannot hold customers out"),
+            "{errors:?}"
+        );
+        let e = only_error(&GOOD.replace("cooldown", "value = -3.0\ncooldown"));
+        assert!(e.starts_with("r.toml:6:1: value -3 is out of range"), "{e}");
+        let e = only_error(&GOOD.replace("cooldown", "holdout = 0.9\ncooldown"));
+        assert!(e.starts_with("r.toml:6:1: holdout 0.9 is out of range"), "{e}");
+        let e = only_error(&GOOD.replace("cooldown", "class = \"promo\"\ncooldown"));
+        assert!(e.contains("r.toml:6:9") && e.contains("unknown variant `promo`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_policy_file_fails_the_folder_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.toml"), GOOD).unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "[quiet_hours]\nstart = \"25:00\"\nend = \"08:00\"\n",
+        )
+        .unwrap();
+        let errors = load_dir(dir.path()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .ends_with("policy.toml:2:9: invalid time \"25:00\" — use HH:MM on a 24-hour clock, e.g. \"21:00\""),
+            "{}",
+            errors[0]
+        );
+        std::fs::remove_file(dir.path().join("policy.toml")).unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap().policy, kairos_model::Policy::default());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The version of the on-disk layout. 2: `SubscriberState` gained `previous_country`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The version byte in front of every value.
 const VALUE_VERSION: u8 = 1;
 const SUBSCRIBER_PREFIX: u8 = b's';

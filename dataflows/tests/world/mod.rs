@@ -46,6 +46,10 @@ fn rule(
         moment,
         declared: None,
         priority: 0,
+        class: Default::default(),
+        quiet_hours: Default::default(),
+        value: 1.0,
+        holdout: 0.0,
         offer: "OFFER".into(),
         channel,
         fallback_channel: fallback,
@@ -92,6 +96,7 @@ pub fn rules() -> RuleSet {
                 DAY,
             ),
         ],
+        policy: Default::default(),
     }
 }
 
