@@ -10,12 +10,13 @@
 //! [`pipeline`] wires them, once, for both modes: `kairos replay` and `kairos run` run the
 //! same dataflow and differ only at the edges. [`rules`] turns rule files into the rule set
 //! the dataflow runs; [`config`] reads `kairos run`'s configuration; [`telemetry`] names
-//! every metric.
+//! every metric. [`report`] reads the engine's decisions back (`kairos report uplift`).
 
 pub mod config;
 pub mod decode;
 pub mod ingest;
 pub mod pipeline;
+pub mod report;
 pub mod rules;
 pub mod sinks;
 pub mod state;

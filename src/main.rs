@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Read back what the engine decided.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +89,64 @@ enum RulesCommand {
     },
     /// Print the JSON Schema of the rule file format (for editors).
     Schema,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Measure each rule's uplift: how much more often subscribers converted when an offer
+    /// was sent than when it was held out (control group).
+    ///
+    /// Treated: decisions `sent`. Control: decisions suppressed with `global_holdout` or
+    /// `rule_holdout`. Every other decision (no consent, cooldown, opted out, cap, quiet
+    /// hours, arbitration, any other reason) was not eligible to be sent and is excluded.
+    ///
+    /// A decision converts when a `response` event of the same msisdn has an outcome in
+    /// --outcomes, a `ts` in [moment_ts, moment_ts + --window], and an `action_id` that is
+    /// the decision's own or that of no other decision in the input: a purchase reported
+    /// against a held-out decision's id, or with an unknown id, counts; a response to
+    /// another rule's action does not. Each decision counts at most once (and once when
+    /// the input repeats it: the same action_id).
+    ///
+    /// Per rule (by id), then all rules pooled ("all"): n and conversions of each group,
+    /// the conversion rates with Wilson score 95% intervals, the uplift (treated rate −
+    /// control rate) with Newcombe's hybrid score 95% interval (Newcombe 1998, method 10)
+    /// and the relative uplift (uplift / control rate, when that is above 0). "not enough
+    /// data" stands for an interval when a group is empty.
+    ///
+    /// Lines that are not a decision, or not a valid event, are skipped and counted in the
+    /// report; the first few are shown on stderr as FILE:LINE: reason. An unreadable path
+    /// stops the command with a non-zero exit status.
+    Uplift {
+        /// Decision files (.jsonl, .jsonl.gz): `decisions.jsonl` of a replay or a dump of
+        /// the kairos.decisions topic; folders of them; or `kairos replay --out` folders
+        /// (their decisions.jsonl is read).
+        #[arg(long, num_args = 1.., required = true)]
+        decisions: Vec<PathBuf>,
+        /// Event files (.jsonl, .jsonl.gz) or folders of them holding the `response`
+        /// events; other event types are skipped.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        /// How long after `moment_ts` a response still counts: a whole number and a unit,
+        /// s, m, h or d (e.g. 7d, 36h).
+        #[arg(long, default_value = "7d")]
+        window: String,
+        /// Response outcomes that count as a conversion, comma-separated (delivered,
+        /// clicked, accepted, declined, opted_out).
+        #[arg(long, default_value = "accepted")]
+        outcomes: String,
+        /// Print JSON instead of a Markdown table: {window, window_ms, outcomes, confidence,
+        /// inputs: {decision_files, decisions, duplicate_decisions, malformed_decision_lines,
+        /// event_files, responses, other_events, invalid_event_lines}, rules: [{rule,
+        /// treated: {n, conversions, rate, ci_low, ci_high}, control: {…}, excluded,
+        /// uplift: {absolute, ci_low, ci_high, relative}}], all: {…}}. Rates and uplifts
+        /// are fractions (0.05 = 5%); null where a group is empty (uplift: either group;
+        /// relative: control rate 0).
+        #[arg(long)]
+        json: bool,
+        /// Write the report to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -167,12 +230,78 @@ fn main() -> ExitCode {
                 Err(format!("{} problem(s) in {}", errors.len(), dir.display()))
             }
         },
+        Command::Report {
+            command:
+                ReportCommand::Uplift {
+                    decisions,
+                    events,
+                    window,
+                    outcomes,
+                    json,
+                    out,
+                },
+        } => report_uplift(decisions, events, &window, &outcomes, json, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
             eprintln!("kairos: {reason}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kairos report uplift`: reads, measures, shows the first skipped lines on stderr and
+/// writes the report to `out` or stdout.
+fn report_uplift(
+    decisions: Vec<PathBuf>,
+    events: Vec<PathBuf>,
+    window: &str,
+    outcomes: &str,
+    json: bool,
+    out: Option<PathBuf>,
+) -> Result<(), String> {
+    use kairos::report::uplift::{parse_outcomes, parse_window, Conversion};
+    let conversion = Conversion {
+        window: parse_window(window).map_err(|e| format!("--window: {e}"))?,
+        outcomes: parse_outcomes(outcomes).map_err(|e| format!("--outcomes: {e}"))?,
+    };
+    let options = kairos::report::UpliftOptions {
+        decisions,
+        events,
+        conversion,
+    };
+    let run = kairos::report::uplift(&options)?;
+    for problem in &run.problems {
+        eprintln!("kairos: {problem} (line skipped)");
+    }
+    let inputs = &run.report.inputs;
+    let skipped = inputs.malformed_decision_lines + inputs.invalid_event_lines;
+    if skipped > run.problems.len() as u64 {
+        eprintln!(
+            "kairos: … {} more line(s) skipped ({skipped} in all)",
+            skipped - run.problems.len() as u64
+        );
+    }
+    let text = if json {
+        run.report.to_json()
+    } else {
+        run.report.to_markdown()
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!(
+                "kairos report uplift: {} decision(s), {} response(s) → {}",
+                inputs.decisions,
+                inputs.responses,
+                path.display()
+            );
+            Ok(())
+        }
+        None => {
+            print!("{text}");
+            Ok(())
         }
     }
 }

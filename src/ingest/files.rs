@@ -1,5 +1,6 @@
 //! File ingest for `kairos replay`: JSON Lines files (`.jsonl`, `.jsonl.gz`), read by one
-//! reader thread in a fixed order and dealt to the workers in chunks of lines.
+//! reader thread in a fixed order and dealt to the workers in chunks of lines. `kairos report`
+//! reads its inputs line by line with the same [`discover`] and [`read_lines`].
 //!
 //! Determinism: the result must not depend on the number of workers (contract §3). Each
 //! chunk's events enter the dataflow at an epoch computed from the chunks *before* it —
@@ -113,29 +114,8 @@ pub fn spawn_reader(
 
 fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>], index: &mut u64) -> Result<(), String> {
     for (file_index, path) in files.iter().enumerate() {
-        let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let raw: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
-            Box::new(MultiGzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        let mut reader = BufReader::with_capacity(1 << 20, raw);
-        let mut line = Vec::new();
-        let mut number = 0u64;
         let mut chunk = new_chunk(*index, file_index);
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("cannot read {} after line {number}: {e}", path.display()))?;
-            if read == 0 {
-                break;
-            }
-            number += 1;
-            let content = trim_line(&line);
-            if content.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        read_lines(path, |number, content| {
             chunk.data.extend_from_slice(content);
             chunk.lines.push((number, chunk.data.len()));
             if chunk.lines.len() == CHUNK_LINES {
@@ -143,13 +123,44 @@ fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>], index: &mut u64) -
                 send(senders, full)?;
                 *index += 1;
             }
-        }
+            Ok(())
+        })?;
         if !chunk.lines.is_empty() {
             send(senders, chunk)?;
             *index += 1;
         }
     }
     Ok(())
+}
+
+/// Calls `each` with every non-blank line of a `.jsonl` or `.jsonl.gz` file (decompressed,
+/// without its line terminator) and its 1-based line number, in order; stops at the first
+/// error, from reading or from `each`.
+pub fn read_lines(path: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let raw: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
+        Box::new(MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, raw);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read {} after line {number}: {e}", path.display()))?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let content = trim_line(&line);
+        if content.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        each(number, content)?;
+    }
 }
 
 fn new_chunk(index: u64, file: usize) -> Chunk {

@@ -1,0 +1,281 @@
+//! The reports' inputs: decision lines (`decisions.jsonl` of a replay, or a dump of the
+//! `kairos.decisions` topic) and `response` events, read with ingest's line reader
+//! ([`files::read_lines`]) and the engine's decoder ([`decode`]).
+//!
+//! A path that cannot be read is an error; a line that is not a decision, or not a valid
+//! event, is a [`Problem`]: counted, the first few kept to be shown, and skipped.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use kairos_model::event::EventBody;
+use kairos_model::{time, Msisdn, Origin};
+use serde_json::Value;
+
+use super::uplift::{DecisionRecord, Group, ResponseRecord};
+use crate::decode::decode;
+use crate::ingest::files;
+
+/// How many problems are kept to be shown (all are counted).
+pub const KEEP_PROBLEMS: usize = 10;
+
+/// A skipped input line and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// What was read from a set of files: the records, and the lines that were skipped.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub records: Vec<T>,
+    /// Files read.
+    pub files: usize,
+    /// Valid lines that were not wanted (events of other types).
+    pub skipped: u64,
+    /// Lines that could not be used.
+    pub problem_count: u64,
+    /// The first [`KEEP_PROBLEMS`] of them.
+    pub problems: Vec<Problem>,
+}
+
+impl<T> Loaded<T> {
+    fn new(files: usize) -> Loaded<T> {
+        Loaded {
+            records: Vec::new(),
+            files,
+            skipped: 0,
+            problem_count: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, file: &Path, line: u64, reason: String) {
+        self.problem_count += 1;
+        if self.problems.len() < KEEP_PROBLEMS {
+            self.problems.push(Problem {
+                file: file.to_path_buf(),
+                line,
+                reason,
+            });
+        }
+    }
+}
+
+/// The decision files behind `paths`: files as given, and the `.jsonl` / `.jsonl.gz` files
+/// under folders (as [`files::discover`] finds them) — except that a folder written by
+/// `kairos replay --out` (it holds `decisions.jsonl`) stands for its `decisions.jsonl`.
+pub fn decision_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    for path in paths {
+        let replay_output = path.join("decisions.jsonl");
+        if path.is_dir() && replay_output.is_file() {
+            found.push(replay_output);
+        } else {
+            found.extend(files::discover(std::slice::from_ref(path))?);
+        }
+    }
+    Ok(found)
+}
+
+/// Reads every decision in `paths` (see [`decision_files`]).
+pub fn read_decisions(paths: &[PathBuf]) -> Result<Loaded<DecisionRecord>, String> {
+    let found = decision_files(paths)?;
+    let mut read = Loaded::new(found.len());
+    for path in &found {
+        files::read_lines(path, |number, line| {
+            match parse_decision(line) {
+                Ok(decision) => read.records.push(decision),
+                Err(why) => read.problem(path, number, format!("not a decision: {why}")),
+            }
+            Ok(())
+        })?;
+    }
+    Ok(read)
+}
+
+/// Reads every `response` event in `paths` (files or folders of `.jsonl` / `.jsonl.gz`);
+/// other events are counted as skipped, invalid lines as problems.
+pub fn read_responses(paths: &[PathBuf]) -> Result<Loaded<ResponseRecord>, String> {
+    let found = files::discover(paths)?;
+    let mut read = Loaded::new(found.len());
+    for (index, path) in found.iter().enumerate() {
+        let source = u32::try_from(index).unwrap_or(u32::MAX);
+        files::read_lines(path, |number, line| {
+            match decode(
+                line,
+                Origin {
+                    source,
+                    position: number,
+                },
+            ) {
+                Ok(event) => match event.body {
+                    EventBody::Response(response) => read.records.push(ResponseRecord {
+                        msisdn: event.msisdn,
+                        ts: event.ts,
+                        action_id: response.action_id,
+                        outcome: response.outcome,
+                    }),
+                    _ => read.skipped += 1,
+                },
+                Err(why) => read.problem(path, number, format!("invalid event: {why}")),
+            }
+            Ok(())
+        })?;
+    }
+    Ok(read)
+}
+
+/// Parses one decision line: a JSON object with the strings `action_id`, `rule`, `msisdn`
+/// (E.164), `moment_ts` (RFC 3339), `decision` (`sent` or `suppressed`) and, optionally,
+/// `reason`. Other fields are ignored.
+pub fn parse_decision(line: &[u8]) -> Result<DecisionRecord, String> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e})"))?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let string = |field: &str| -> Result<Option<&str>, String> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("field `{field}`: expected a string")),
+        }
+    };
+    let required = |field: &str| -> Result<&str, String> {
+        string(field)?.ok_or_else(|| format!("field `{field}`: missing required field"))
+    };
+    let action_id = required("action_id")?;
+    let rule = required("rule")?;
+    let msisdn = required("msisdn")?;
+    let msisdn = Msisdn::parse(msisdn).map_err(|why| format!("field `msisdn`: {why} (got {msisdn:?})"))?;
+    let moment_ts = required("moment_ts")?;
+    let moment_ts =
+        time::parse_rfc3339(moment_ts).map_err(|why| format!("field `moment_ts`: {why} (got {moment_ts:?})"))?;
+    let sent = match required("decision")? {
+        "sent" => true,
+        "suppressed" => false,
+        other => {
+            return Err(format!(
+                "field `decision`: expected \"sent\" or \"suppressed\" (got {other:?})"
+            ))
+        }
+    };
+    Ok(DecisionRecord {
+        action_id: action_id.to_string(),
+        rule: rule.to_string(),
+        msisdn,
+        moment_ts,
+        group: Group::of(sent, string("reason")?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_decisions_old_and_new() {
+        let sent = br#"{"action_id":"hu-1","rule":"handset-upgrade","rule_version":"3f2a9c1","moment":"handset_ageing","msisdn":"351910000001","moment_ts":"2026-07-01T00:00:00Z","moment_key":"356","channel":"email","decision":"sent","class":"marketing","send_at":"2026-07-01T08:00:00Z"}"#;
+        let d = parse_decision(sent).unwrap();
+        assert_eq!(d.action_id, "hu-1");
+        assert_eq!(d.rule, "handset-upgrade");
+        assert_eq!(d.msisdn.to_string(), "351910000001");
+        assert_eq!(d.moment_ts, 1_782_864_000_000);
+        assert_eq!(d.group, Group::Treated);
+        let held = br#"{"action_id":"fp-1","rule":"family-plan","msisdn":"+351910000002","moment_ts":"2026-07-01T01:00:00+01:00","decision":"suppressed","reason":"rule_holdout"}"#;
+        let d = parse_decision(held).unwrap();
+        assert_eq!((d.group, d.moment_ts), (Group::Control, 1_782_864_000_000));
+        let capped = br#"{"action_id":"x","rule":"r","msisdn":"1","moment_ts":"2026-07-01T00:00:00Z","decision":"suppressed","reason":"cap","detail":"marketing-sms-weekly"}"#;
+        assert_eq!(parse_decision(capped).unwrap().group, Group::Excluded);
+    }
+
+    #[test]
+    fn says_why_a_line_is_not_a_decision() {
+        let error = |line: &str| parse_decision(line.as_bytes()).unwrap_err();
+        assert!(error("{").starts_with("not JSON"));
+        assert_eq!(error("[1]"), "not a JSON object");
+        assert_eq!(
+            error(
+                r#"{"type":"response","ts":"2026-07-01T00:00:00Z","msisdn":"1","action_id":"a","outcome":"accepted"}"#
+            ),
+            "field `rule`: missing required field"
+        );
+        let base = r#""action_id":"a","rule":"r","msisdn":"1","moment_ts":"2026-07-01T00:00:00Z""#;
+        assert_eq!(
+            error(&format!(r#"{{{base},"decision":"maybe"}}"#)),
+            "field `decision`: expected \"sent\" or \"suppressed\" (got \"maybe\")"
+        );
+        assert_eq!(
+            error(&format!(r#"{{{base},"decision":"suppressed","reason":7}}"#)),
+            "field `reason`: expected a string"
+        );
+        assert!(
+            error(r#"{"action_id":"a","rule":"r","msisdn":"1","moment_ts":"soon","decision":"sent"}"#)
+                .starts_with("field `moment_ts`: not an RFC 3339 timestamp")
+        );
+        assert!(error(
+            r#"{"action_id":"a","rule":"r","msisdn":"x","moment_ts":"2026-07-01T00:00:00Z","decision":"sent"}"#
+        )
+        .starts_with("field `msisdn`:"));
+    }
+
+    #[test]
+    fn reads_decisions_and_responses_counting_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        // A replay output folder stands for its decisions.jsonl.
+        let replay = dir.path().join("out");
+        std::fs::create_dir(&replay).unwrap();
+        std::fs::write(
+            replay.join("decisions.jsonl"),
+            "{\"action_id\":\"a\",\"rule\":\"r\",\"msisdn\":\"1\",\"moment_ts\":\"2026-07-01T00:00:00Z\",\"decision\":\"sent\"}\n\nnot json\n",
+        )
+        .unwrap();
+        std::fs::write(replay.join("actions.jsonl"), "{\"action_id\":\"a\"}\n").unwrap();
+        let decisions = read_decisions(std::slice::from_ref(&replay)).unwrap();
+        assert_eq!(
+            (decisions.files, decisions.records.len(), decisions.problem_count),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            decisions.problems[0].to_string(),
+            format!(
+                "{}:3: not a decision: not JSON (expected ident at line 1 column 2)",
+                replay.join("decisions.jsonl").display()
+            )
+        );
+
+        let events = dir.path().join("events.jsonl");
+        std::fs::write(
+            &events,
+            [
+                r#"{"type":"response","ts":"2026-07-01T10:00:00Z","msisdn":"+1","action_id":"a","outcome":"accepted"}"#,
+                r#"{"type":"topup","ts":"2026-07-01T10:00:00Z","msisdn":"1","amount":5}"#,
+                r#"{"type":"response","ts":"2026-07-01T10:00:00Z","msisdn":"1","action_id":"a","outcome":"bought"}"#,
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let responses = read_responses(std::slice::from_ref(&events)).unwrap();
+        assert_eq!(
+            (responses.records.len(), responses.skipped, responses.problem_count),
+            (1, 1, 1)
+        );
+        assert_eq!(responses.records[0].msisdn.to_string(), "1");
+        assert!(responses.problems[0]
+            .to_string()
+            .starts_with(&format!("{}:3: invalid event: field `outcome`", events.display())));
+
+        assert!(read_responses(&[dir.path().join("missing.jsonl")])
+            .unwrap_err()
+            .starts_with("cannot read "));
+        assert!(read_decisions(&[dir.path().join("missing")])
+            .unwrap_err()
+            .starts_with("cannot read "));
+    }
+}
