@@ -123,7 +123,8 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
     let split_ms = parse_rfc3339(split).unwrap();
     bounded_run(&config, &["--from", "earliest", "--to", split], &log);
 
-    // The first run decided everything up to its newest event, and nothing after it.
+    // The first run decided everything up to its newest event, and nothing after it: an
+    // action held for quiet hours past it waits in the final checkpoint for the second run.
     let newest_before = events
         .iter()
         .map(|(ts, _)| *ts)
@@ -134,7 +135,7 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
     let until = |actions: &[serde_json::Value], last: u64| -> Vec<serde_json::Value> {
         actions
             .iter()
-            .filter(|a| parse_rfc3339(a["moment_ts"].as_str().unwrap()).unwrap() <= last)
+            .filter(|a| parse_rfc3339(a["send_at"].as_str().unwrap()).unwrap() <= last)
             .cloned()
             .collect()
     };
@@ -144,12 +145,24 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
         ids(&until(&expected, newest_before)),
         "actions of the first run"
     );
+    let held_over = expected.iter().filter(|a| {
+        let at = |field: &str| parse_rfc3339(a[field].as_str().unwrap()).unwrap();
+        at("moment_ts") <= newest_before && at("send_at") > newest_before
+    });
+    assert!(
+        held_over.count() > 0,
+        "the world should have actions held for quiet hours across the split"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("final_checkpoint=true"), "{text}");
 
     // The second resumes from the first's final checkpoint (its --from is for partitions
-    // without a stored position) and reads to the end.
+    // without a stored position) and reads to the end. Actions held for quiet hours past the
+    // newest event still wait in its final checkpoint (a replay, whose log has ended,
+    // publishes them with their `send_at`).
     bounded_run(&config, &["--from", "earliest", "--to", "end"], &log);
+    let newest = events.last().unwrap().0;
+    let expected = until(&expected, newest);
     let all = actions(&brokers, &topics);
     let got = ids(&all);
     let mut unique = got.clone();

@@ -29,7 +29,15 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     write_jsonl(&events, &lines);
-    let expected = common::replay(&events, &dir.path().join("replay"), 2);
+    let newest = lines
+        .iter()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            kairos_model::time::parse_rfc3339(value["ts"].as_str()?).ok()
+        })
+        .max()
+        .unwrap();
+    let expected = common::sent_by(&common::replay(&events, &dir.path().join("replay"), 2), newest);
     let expected: BTreeMap<String, String> = expected
         .iter()
         .map(|a| (a["action_id"].as_str().unwrap().to_string(), a.to_string()))

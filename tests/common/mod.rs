@@ -95,6 +95,18 @@ pub fn replay_with_rules(events: &Path, rules: &Path, out: &Path, workers: usize
     read_jsonl(&out.join("actions.jsonl"))
 }
 
+/// The actions a live run publishes by the time event time reaches `newest` (the newest
+/// event's `ts`): a replay also publishes, when its log ends, the actions still held for
+/// quiet hours; a run keeps them until event time reaches their `send_at`.
+#[allow(dead_code)]
+pub fn sent_by(actions: &[serde_json::Value], newest: u64) -> Vec<serde_json::Value> {
+    actions
+        .iter()
+        .filter(|a| kairos_model::time::parse_rfc3339(a["send_at"].as_str().unwrap()).unwrap() <= newest)
+        .cloned()
+        .collect()
+}
+
 /// Parses a JSON Lines file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
