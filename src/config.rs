@@ -128,6 +128,9 @@ pub struct EngineConfig {
     /// How long a caught-up partition must be quiet before it stops holding the frontier.
     /// Default 100 ms: the latency of the last events before a pause.
     pub idle_after_ms: u64,
+    /// How often the rules folder is looked at for changes; 0 turns live rule changes off.
+    /// Default 250 ms: a saved change is in force within about half a second.
+    pub rules_poll_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -137,6 +140,7 @@ impl Default for EngineConfig {
             rules: PathBuf::from("rules"),
             allowed_lateness_ms: 0,
             idle_after_ms: 100,
+            rules_poll_ms: 250,
         }
     }
 }

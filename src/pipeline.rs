@@ -44,6 +44,7 @@ use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
 use crate::ingest::kafka::{list_partitions, FrontierRules, PartitionIngest, Received, SharedFrontier};
 use crate::ingest::range::Range;
 use crate::ingest::{DeadLetter, SourcePosition};
+use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::sinks::kafka::KafkaSink;
 use crate::state::coordinator::Coordinator;
@@ -53,6 +54,9 @@ use crate::telemetry::{self, IngestTally};
 
 /// The dataflow's input: events, sent at the worker's current epoch.
 pub type EventInput = InputHandle<Millis, CapacityContainerBuilder<Vec<Event>>>;
+
+/// Where live rule changes enter the dataflow, at the instant they take force.
+type RulesInput = InputHandle<Millis, CapacityContainerBuilder<Vec<RuleSet>>>;
 
 /// Builds the replay's dataflow on `worker`: an input of events, the decisions handed to
 /// `deliver` and the household updates to `households` as they are made, and a probe that
@@ -68,7 +72,7 @@ pub fn build_dataflow(
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Millis, _, _>(|scope| {
-        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, None, config);
+        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, None, config);
         outputs
             .decisions
             .probe_with(&probe)
@@ -339,6 +343,9 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
     };
     metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
+    metrics::gauge!(telemetry::RULES_IN_FORCE).set(rules.rules.len() as f64);
+    let rules_dir = config.engine.rules.clone();
+    let rules_poll = Duration::from_millis(config.engine.rules_poll_ms);
     tracing::info!(
         partitions = partitions.len(),
         workers,
@@ -385,6 +392,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         // Every worker builds the dataflow before anything can fail, so that a worker that
         // fails still takes part in shutting it down.
         let mut input: EventInput = InputHandle::new();
+        let mut rules_input: RulesInput = InputHandle::new();
         let probe = ProbeHandle::new();
         let dataflow = worker.next_dataflow_index();
         worker.dataflow::<Millis, _, _>(|scope| {
@@ -392,6 +400,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             let outputs = kairos_dataflows::decisions(
                 events,
                 Arc::clone(&rules),
+                Some(rules_input.to_stream(scope)),
                 Arc::clone(&stats),
                 Some(durability.clone()),
                 &household_config,
@@ -433,6 +442,12 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             );
         });
         input.advance_to(restored_at);
+        rules_input.advance_to(restored_at);
+        // Worker 0 watches the rules folder; a new set goes in at its current instant and
+        // takes force there on every worker (no worker has applied that instant yet: the
+        // rules input holds them all back).
+        let mut watcher = (index == 0 && !rules_poll.is_zero()).then(|| RulesWatcher::new(&rules_dir, rules_poll));
+        let mut in_force = Arc::clone(&rules);
         if index == 0 {
             for event in waiting
                 .lock()
@@ -459,6 +474,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             Err(error) => {
                 shutdown.store(true, Ordering::Relaxed);
                 coordinator.abandon();
+                drop(rules_input);
                 finish(worker, input, &probe);
                 return Err(error);
             }
@@ -491,6 +507,13 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                     }
                 }
             }
+            if let Some(change) = watcher
+                .as_mut()
+                .filter(|_| stopping.is_none())
+                .and_then(RulesWatcher::look)
+            {
+                take_rules_change(change, &mut in_force, &mut rules_input);
+            }
             if index == 0 {
                 coordinator.drive();
                 if stopping.is_some_and(|since| since.elapsed() >= FINAL_CHECKPOINT_PATIENCE) {
@@ -504,6 +527,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             let epoch = coordinator.gate(index, now, wanted, idle, || ingest.positions());
             if epoch > now {
                 input.advance_to(epoch);
+                rules_input.advance_to(epoch);
             }
             if range.bounded() && stopping.is_none() {
                 // `epoch()` above published this worker's end before it counts as through.
@@ -536,8 +560,9 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             // to pass it waits there, to be decided after a restart — not now, as if the
             // input had ended.
             worker.drop_dataflow(dataflow);
-            drop(input);
+            drop((input, rules_input));
         } else {
+            drop(rules_input);
             finish(worker, input, &probe);
         }
         Ok(())
@@ -554,6 +579,42 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     }
     tracing::info!(final_checkpoint = stopped.finished(), bounded, "kairos run: stopped");
     Ok(())
+}
+
+/// Puts a checked rule set in force at the rules input's current instant, or logs and
+/// counts why a changed one was refused.
+fn take_rules_change(change: Change, in_force: &mut Arc<RuleSet>, rules_input: &mut RulesInput) {
+    let at = kairos_model::time::format_rfc3339(*rules_input.time());
+    match change {
+        Change::Valid { rules, version } => {
+            let (added, changed, removed) = crate::rules::watch::changes(in_force, &rules);
+            tracing::info!(
+                version,
+                at,
+                rules = rules.rules.len(),
+                ?added,
+                ?changed,
+                ?removed,
+                "rules changed: the new set is in force from this event time on"
+            );
+            metrics::counter!(telemetry::RULE_CHANGES).increment(1);
+            metrics::gauge!(telemetry::RULES_IN_FORCE).set(rules.rules.len() as f64);
+            *in_force = Arc::new(rules.clone());
+            rules_input.send(rules);
+        }
+        Change::Invalid { version, problems } => {
+            metrics::counter!(telemetry::RULE_REJECTIONS).increment(1);
+            tracing::error!(
+                version,
+                problems = problems.len(),
+                first = problems.first().map(String::as_str).unwrap_or(""),
+                "rules changed but do not check: the running set stays in force"
+            );
+            for problem in &problems {
+                tracing::error!("invalid rules: {problem}");
+            }
+        }
+    }
 }
 
 /// Closes the input and decides everything read so far.

@@ -43,6 +43,12 @@ pub const CHECKPOINT_SECONDS: &str = "kairos_state_checkpoint_seconds";
 pub const CHECKPOINT_ERRORS: &str = "kairos_state_checkpoint_errors_total";
 /// Subscribers restored at start.
 pub const RESTORED_SUBSCRIBERS: &str = "kairos_state_restored_subscribers";
+/// Rule sets put in force by a live change.
+pub const RULE_CHANGES: &str = "kairos_rules_changes_total";
+/// Changed rule sets that did not check (the running set stayed in force).
+pub const RULE_REJECTIONS: &str = "kairos_rules_rejected_total";
+/// Rules in force.
+pub const RULES_IN_FORCE: &str = "kairos_rules_in_force";
 
 /// Starts the Prometheus exporter on `listen` (serving `/metrics`) and describes the metrics.
 pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
@@ -61,6 +67,12 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
     metrics::describe_counter!(ACTIONS_OUT, "Actions sent, by rule and channel");
     metrics::describe_counter!(SUPPRESSED, "Moments suppressed by contact policy, by rule and reason");
     metrics::describe_counter!(SINK_ERRORS, "Records a sink failed to deliver");
+    metrics::describe_counter!(RULE_CHANGES, "Rule sets put in force by a live change");
+    metrics::describe_counter!(
+        RULE_REJECTIONS,
+        "Changed rule sets that did not check (the running set stayed in force)"
+    );
+    metrics::describe_gauge!(RULES_IN_FORCE, "Rules in force");
     metrics::describe_counter!(MOMENTS, "Moments detected before policy");
     metrics::describe_counter!(WITHOUT_CUSTOMER, "Events about subscribers without a customer record");
     metrics::describe_counter!(

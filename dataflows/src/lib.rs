@@ -40,6 +40,7 @@ use kairos_model::{Decision, Event, Millis, RuleSet};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::core::ToStream;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::StreamVec;
 
@@ -80,14 +81,20 @@ pub struct Outputs<'scope> {
 pub fn decisions<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
+    rule_updates: Option<StreamVec<'scope, Millis, RuleSet>>,
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
     households: &HouseholdConfig,
 ) -> Outputs<'scope> {
     let scope = events.scope();
+    // A rule set sent by any worker at instant `T` is in force on every worker from `T` on.
+    let rule_updates = rule_updates
+        .unwrap_or_else(|| Vec::<RuleSet>::new().to_stream(scope))
+        .broadcast();
     if !households.enabled {
         let none = Vec::<ViewUpdate>::new().to_stream(scope);
-        let (outputs, _) = subscriber::subscriber_state(events, none.clone(), rules, stats, durability, None);
+        let (outputs, _) =
+            subscriber::subscriber_state(events, none.clone(), rule_updates, rules, stats, durability, None);
         let (decisions, state) = outputs.ok_err(|output| output);
         return Outputs {
             decisions,
@@ -99,7 +106,8 @@ pub fn decisions<'scope>(
     // run a step ahead of the graph instead of waiting for it at every step.
     let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
     let config = Some(households.clone());
-    let (outputs, evidence) = subscriber::subscriber_state(events, views, rules, stats, durability, config);
+    let (outputs, evidence) =
+        subscriber::subscriber_state(events, views, rule_updates, rules, stats, durability, config);
     let (decisions, state) = outputs.ok_err(|output| output);
     let households = households::graph(evidence.as_collection(), households)
         .inner

@@ -93,6 +93,26 @@ impl SubscriberLogic {
         track_changes: bool,
         households: Option<HouseholdConfig>,
     ) -> SubscriberLogic {
+        let mut logic = SubscriberLogic {
+            horizon: 0,
+            rules: Arc::new(RuleSet::default()),
+            conditions: HashMap::new(),
+            declared: Vec::new(),
+            stats,
+            states: HashMap::new(),
+            dirty: track_changes.then(HashSet::new),
+            households,
+            evidence: Vec::new(),
+        };
+        logic.set_rules(rules);
+        logic
+    }
+
+    /// Puts a rule set in force (at start, or a live change at an instant): its conditions
+    /// and declared moments are compiled here, once per worker. State is kept by rule id, so
+    /// cooldowns and once-only marks survive edits of a rule; an action a removed rule had
+    /// held for quiet hours is not sent (see [`deliver`]).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         // Conditions were checked when the rules were loaded; one that no longer compiles
         // never holds.
         let conditions = rules
@@ -122,17 +142,10 @@ impl SubscriberLogic {
                 })
             })
             .collect();
-        SubscriberLogic {
-            horizon: crate::policy::horizon(&rules.policy),
-            rules,
-            conditions,
-            declared,
-            stats,
-            states: HashMap::new(),
-            dirty: track_changes.then(HashSet::new),
-            households,
-            evidence: Vec::new(),
-        }
+        self.horizon = crate::policy::horizon(&rules.policy);
+        self.conditions = conditions;
+        self.declared = declared;
+        self.rules = rules;
     }
 
     /// Installs restored states and returns the timers they need (those at or after `from`:
@@ -387,7 +400,7 @@ impl SubscriberLogic {
                 }
             }
             TimerKind::Deliver { action_id } => {
-                deliver(state, action_id, decisions);
+                deliver(state, action_id, &self.rules, decisions);
                 return;
             }
         }
@@ -883,8 +896,9 @@ fn judge(
 }
 
 /// Quiet hours have ended for a held action: it is sent unless, meanwhile, the customer
-/// opted out of its channel or withdrew consent (then it no longer counts for caps).
-fn deliver(state: &mut SubscriberState, action_id: &str, decisions: &mut Vec<Decision>) {
+/// opted out of its channel or withdrew consent, or its rule was removed (then it no longer
+/// counts for caps).
+fn deliver(state: &mut SubscriberState, action_id: &str, rules: &RuleSet, decisions: &mut Vec<Decision>) {
     let Some(index) = state
         .contacts
         .deferred
@@ -897,6 +911,9 @@ fn deliver(state: &mut SubscriberState, action_id: &str, decisions: &mut Vec<Dec
     let channel = deferred.action.channel;
     let verdict = match state.record() {
         None => return,
+        Some(_) if !rules.rules.iter().any(|r| r.id == deferred.action.rule) => {
+            Verdict::Suppressed(SuppressReason::RuleRemoved)
+        }
         Some(record) if !crate::policy::reachable(record, channel) => Verdict::Suppressed(SuppressReason::NoConsent),
         Some(_) if state.contacts.opted_out(channel) => Verdict::Suppressed(SuppressReason::OptedOut),
         Some(_) => Verdict::Sent,
@@ -920,6 +937,8 @@ enum Pending {
     /// An event, with the epoch it was sent at.
     Event(Event, Millis),
     Timer(Timer),
+    /// A new rule set, in force from this instant on.
+    Rules(Arc<RuleSet>),
 }
 
 /// The operator's output: decisions, and (with durability) checkpoint records.
@@ -948,6 +967,7 @@ fn passed(frontiers: &[MutableAntichain<Millis>], instant: Millis) -> bool {
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     views: StreamVec<'scope, Millis, ViewUpdate>,
+    rule_updates: StreamVec<'scope, Millis, RuleSet>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
@@ -961,6 +981,9 @@ pub fn subscriber_state<'scope>(
     let mut builder = OperatorBuilder::new("SubscriberState".to_owned(), scope);
     let mut events_in = builder.new_input(events, Exchange::new(|event: &Event| subscriber_route(event.msisdn)));
     let mut views_in = builder.new_input(views, Exchange::new(|view: &ViewUpdate| subscriber_route(view.0)));
+    // Rule sets arrive on every worker (broadcast upstream), each at the instant it takes
+    // force.
+    let mut rules_in = builder.new_input(rule_updates, timely::dataflow::channels::pact::Pipeline);
     let (decisions_out, decisions_stream) = builder.new_output();
     let (evidence_out, evidence_stream) = builder.new_output();
     let mut decisions_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SubscriberOutput>>>::from(decisions_out);
@@ -1030,6 +1053,14 @@ pub fn subscriber_state<'scope>(
                     }
                 }
             });
+            rules_in.for_each_stamp(|stamp, data| {
+                let Some(time) = hold(&stamp) else { return };
+                for batch in data {
+                    for rules in batch.drain(..) {
+                        pending.entry(time).or_default().push(Pending::Rules(Arc::new(rules)));
+                    }
+                }
+            });
             views_in.for_each_stamp(|stamp, data| {
                 if hold(&stamp).is_none() {
                     return;
@@ -1050,7 +1081,9 @@ pub fn subscriber_state<'scope>(
             let requested = durability.as_ref().map_or(0, |d| d.requests.requested());
             // Reached when every event before it is in, and every change the graph computed
             // for instants up to its step (so a restart can re-apply them at their instants).
-            let reached = !frontiers[0].less_than(&requested) && !frontiers[1].less_equal(&round(requested));
+            let reached = !frontiers[0].less_than(&requested)
+                && !frontiers[1].less_equal(&round(requested))
+                && !frontiers[2].less_than(&requested);
             let mut checkpoint = (requested > last_checkpoint).then_some(requested);
             loop {
                 let next = pending.keys().next().copied();
@@ -1113,6 +1146,8 @@ pub fn subscriber_state<'scope>(
                         Pending::View(msisdn, view, diff) => changed.entry(msisdn).or_default().push((view, diff)),
                         Pending::Event(event, _) => events.push(event),
                         Pending::Timer(timer) => due.push(timer),
+                        // In force for everything at this instant, on every worker.
+                        Pending::Rules(rules) => logic.set_rules(rules),
                     }
                 }
                 if !closed {
@@ -1273,6 +1308,79 @@ mod tests {
         );
         replay.apply(&event, 1, &mut decisions, &mut timers);
         assert!(replay.take_changes().is_empty());
+    }
+
+    #[test]
+    fn an_action_held_for_quiet_hours_is_not_sent_once_its_rule_is_removed_and_survives_an_edit() {
+        let quiet = kairos_model::rule::Policy {
+            quiet_hours: Some(kairos_model::rule::QuietHours {
+                start_minute: 21 * 60,
+                end_minute: 8 * 60,
+                channels: vec![Channel::Sms],
+            }),
+            ..Default::default()
+        };
+        let set = |rules: Vec<Rule>| {
+            Arc::new(RuleSet {
+                rules,
+                policy: quiet.clone(),
+            })
+        };
+        let travel = rule("travel", MomentKind::RoamingArrival, None);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let at = |text: &str| kairos_model::time::parse_rfc3339(text).unwrap();
+        let events = [
+            Event {
+                ts: at("2026-07-01T00:00:00Z"),
+                msisdn,
+                origin: Origin { source: 0, position: 1 },
+                body: EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))),
+            },
+            // 23:00 in Madrid: held until 08:00 there.
+            Event {
+                ts: at("2026-07-01T21:00:00Z"),
+                msisdn,
+                origin: Origin { source: 0, position: 2 },
+                body: EventBody::Network(Network {
+                    event: NetworkKind::LocationUpdate,
+                    country: CountryCode::parse("ES").ok(),
+                    mcc: None,
+                    mnc: None,
+                    cell: None,
+                    imei: None,
+                    peer: None,
+                }),
+            },
+        ];
+        for (replacement, expected) in [
+            (vec![], Verdict::Suppressed(kairos_model::SuppressReason::RuleRemoved)),
+            (
+                vec![Rule {
+                    version: "edited".into(),
+                    ..travel.clone()
+                }],
+                Verdict::Sent,
+            ),
+        ] {
+            let mut logic = SubscriberLogic::new(
+                set(vec![travel.clone()]),
+                Arc::new(DataflowStats::default()),
+                false,
+                None,
+            );
+            let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+            for event in &events {
+                logic.apply(event, event.ts, &mut decisions, &mut timers);
+            }
+            assert!(decisions.is_empty(), "held, not decided yet");
+            assert_eq!(timers.len(), 1);
+            assert_eq!(timers[0].due, at("2026-07-02T06:00:00Z"));
+            logic.set_rules(set(replacement));
+            logic.fire(&timers[0].clone(), &mut decisions, &mut timers);
+            assert_eq!(decisions.len(), 1);
+            assert_eq!(decisions[0].verdict, expected);
+            assert_eq!(decisions[0].action.send_at, at("2026-07-02T06:00:00Z"));
+        }
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub enum SuppressReason {
     GlobalHoldout,
     /// The subscriber is in the rule's control group: recorded, not sent.
     RuleHoldout,
+    /// The rule was removed (a live rule change) while the action waited for quiet hours.
+    RuleRemoved,
 }
 
 impl SuppressReason {
@@ -161,6 +163,7 @@ impl SuppressReason {
             SuppressReason::Arbitration => "arbitration",
             SuppressReason::GlobalHoldout => "global_holdout",
             SuppressReason::RuleHoldout => "rule_holdout",
+            SuppressReason::RuleRemoved => "rule_removed",
         }
     }
 }

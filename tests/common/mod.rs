@@ -202,7 +202,7 @@ pub fn write_run_config(
     let text = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ninput_topics = [\"{}\", \"{}\", \"{}\"]\n\
          [topics]\nactions_sms = \"{}\"\nactions_email = \"{}\"\nactions_push = \"{}\"\ndecisions = \"{}\"\ndead_letter = \"{}\"\n\
-         [engine]\nworkers = 2\nrules = \"{}\"\n{engine}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [engine]\nworkers = 2\n{}{engine}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
          [state]\ndir = \"{}\"\n{state}\n",
         topics["customers"],
         topics["network"],
@@ -212,7 +212,12 @@ pub fn write_run_config(
         topics["actions.push"],
         topics["decisions"],
         topics["dead-letter"],
-        root().join("rules").display(),
+        // `engine` may name its own rules folder.
+        if engine.contains("rules =") {
+            String::new()
+        } else {
+            format!("rules = \"{}\"\n", root().join("rules").display())
+        },
         state_dir.display(),
     );
     std::fs::write(path, text).expect("writing the run configuration");

@@ -483,7 +483,7 @@ pub fn run(
             let stats = Arc::new(DataflowStats::default());
             // Households on, as in the engine: they must not change the four rules' decisions.
             let config = kairos_dataflows::households::HouseholdConfig::default();
-            let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, stats, durability, &config);
+            let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, durability, &config);
             let (out, state) = (outputs.decisions, outputs.state);
             out.probe_with(&probe)
                 .sink(Pipeline, "CollectDecisions", move |(input, _)| {
