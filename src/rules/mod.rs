@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub mod policy;
+pub mod diff;
 pub mod watch;
 
 use policy::POLICY_FILE;
