@@ -10,7 +10,8 @@
 //! [`pipeline`] wires them, once, for both modes: `kairos replay` and `kairos run` run the
 //! same dataflow and differ only at the edges. [`rules`] turns rule files into the rule set
 //! the dataflow runs; [`config`] reads `kairos run`'s configuration; [`telemetry`] names
-//! every metric. [`report`] reads the engine's decisions back (`kairos report uplift`).
+//! every metric. [`report`] reads the engine's decisions back (`kairos report uplift`,
+//! `kairos rules try`).
 
 pub mod config;
 pub mod decode;

@@ -87,8 +87,65 @@ enum RulesCommand {
         /// Rules folder.
         dir: PathBuf,
     },
-    /// Print the JSON Schema of the rule file format (for editors).
-    Schema,
+    /// Print the JSON Schema of the rule file format (for editors); with --policy, of
+    /// policy.toml.
+    Schema {
+        #[arg(long)]
+        policy: bool,
+    },
+    /// What a new rule set changes against an old one: rules added, removed, and every
+    /// changed field; policy changes. Both folders are checked first. Exit status 0 when
+    /// they decide alike, 1 when they differ (like diff(1)), 2 when one does not check.
+    Diff {
+        /// The rules in force.
+        old: PathBuf,
+        /// The candidate.
+        new: PathBuf,
+    },
+    /// Dry-run a candidate rule set: replay an event log with it and with the published
+    /// rules, contacting nobody, and write a report a marketer can read — `report.html`
+    /// (self-contained: per rule a funnel, actions per day, the difference, sample
+    /// messages) and `report.json` (the same numbers) — into --out.
+    ///
+    /// Per rule: moments decided, sent, suppressed by each reason of the contact policy,
+    /// deferred by quiet hours, actions per channel and per UTC day of send_at, the first
+    /// --samples messages (numbers masked), and the difference against --against: added,
+    /// removed, changed (another version) or unchanged, with the change of every count.
+    /// Both replays are kept in --out/candidate/ and --out/published/.
+    ///
+    /// JSON fields (version 1): version, generated_by, inputs {candidate_rules,
+    /// against_rules, candidate_rule_count, against_rule_count, policy_changed, event_paths,
+    /// event_files, events_read, events_invalid, first_event, last_event},
+    /// samples_per_rule, totals {candidate, published, delta}, timeline [{day, candidate,
+    /// published}], rules [{rule, status, version, published_version, class, channel,
+    /// candidate, published, delta, funnel [{step, removed, remaining}], samples [{send_at,
+    /// msisdn, channel, language, message}]}]. candidate / published: {moments, sent,
+    /// deferred, suppressed, suppressed_by_reason {no_consent, opted_out, cooldown,
+    /// quiet_hours, cap, arbitration, global_holdout, rule_holdout}, actions_by_channel
+    /// {sms, email, push, total}, actions_by_day [{day, sms, email, push, total}]} (null
+    /// when the rule is not in that set); delta: the same counts, candidate − published.
+    ///
+    /// Invalid candidate rules are printed as file:line:col (as by `kairos rules check`)
+    /// and no report is written.
+    Try {
+        /// The candidate rules folder (rule files and an optional policy.toml).
+        dir: PathBuf,
+        /// Event files (.jsonl, .jsonl.gz) or folders of them.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        /// The published rules folder to compare with.
+        #[arg(long, default_value = "rules")]
+        against: PathBuf,
+        /// Output folder (created if missing).
+        #[arg(long, default_value = "rules-try")]
+        out: PathBuf,
+        /// Worker threads; the report does not depend on it.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Sample messages per rule.
+        #[arg(long, default_value_t = kairos::report::dryrun::DEFAULT_SAMPLES)]
+        samples: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,10 +268,36 @@ fn main() -> ExitCode {
             pipeline::run(&config, &range, shutdown)
         }),
         Command::Rules {
-            command: RulesCommand::Schema,
+            command: RulesCommand::Schema { policy },
         } => {
-            print!("{}", kairos::rules::json_schema());
+            if policy {
+                print!("{}", kairos::rules::policy::json_schema());
+            } else {
+                print!("{}", kairos::rules::json_schema());
+            }
             Ok(())
+        }
+        Command::Rules {
+            command: RulesCommand::Diff { old, new },
+        } => {
+            let load = |dir: &PathBuf| kairos::pipeline::load_rules(dir);
+            let (old, new) = match (load(&old), load(&new)) {
+                (Ok(old), Ok(new)) => (old, new),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("kairos: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let lines = kairos::rules::diff::diff(&old, &new);
+            for line in &lines {
+                println!("{line}");
+            }
+            if lines.is_empty() {
+                println!("no difference");
+                Ok(())
+            } else {
+                return ExitCode::from(1);
+            }
         }
         Command::Rules {
             command: RulesCommand::Check { dir },
@@ -230,6 +313,24 @@ fn main() -> ExitCode {
                 Err(format!("{} problem(s) in {}", errors.len(), dir.display()))
             }
         },
+        Command::Rules {
+            command:
+                RulesCommand::Try {
+                    dir,
+                    events,
+                    against,
+                    out,
+                    workers,
+                    samples,
+                },
+        } => rules_try(kairos::report::TryOptions {
+            candidate: dir,
+            against,
+            events,
+            out,
+            workers,
+            samples,
+        }),
         Command::Report {
             command:
                 ReportCommand::Uplift {
@@ -249,6 +350,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `kairos rules try`: checks the candidate rules first (each problem as file:line:col, as
+/// `kairos rules check` prints them), then runs the dry run and says where the report is.
+fn rules_try(options: kairos::report::TryOptions) -> Result<(), String> {
+    if let Err(errors) = kairos::rules::load_dir(&options.candidate) {
+        for error in &errors {
+            println!("{error}");
+        }
+        return Err(format!(
+            "{} problem(s) in {}; no report written",
+            errors.len(),
+            options.candidate.display()
+        ));
+    }
+    let run = kairos::report::rules_try(&options)?;
+    let totals = &run.report.totals;
+    let changed = run
+        .report
+        .rules
+        .iter()
+        .filter(|r| r.status != kairos::report::dryrun::Status::Unchanged)
+        .count();
+    eprintln!(
+        "kairos rules try: {} events ({} invalid); candidate {} sent, {} suppressed; published {} sent, {} suppressed; \
+         {changed} rule(s) added, removed or changed → {} and {}",
+        run.candidate.events_valid + run.candidate.events_invalid,
+        run.candidate.events_invalid,
+        totals.candidate.sent,
+        totals.candidate.suppressed,
+        totals.published.sent,
+        totals.published.suppressed,
+        run.html.display(),
+        run.json.display()
+    );
+    Ok(())
 }
 
 /// `kairos report uplift`: reads, measures, shows the first skipped lines on stderr and

@@ -53,3 +53,35 @@ fn rules_check_accepts_the_shipped_rules_and_lists_every_problem_otherwise() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn rules_diff_says_what_changes_and_exits_like_diff() {
+    let same = common::kairos(&["rules", "diff", "rules", "rules"]);
+    assert_eq!(same.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), "no difference");
+
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::root().join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let roaming = dir.path().join("roaming-welcome.toml");
+    let text = std::fs::read_to_string(&roaming).unwrap();
+    std::fs::write(&roaming, text.replace("cooldown = \"24h\"", "cooldown = \"48h\"")).unwrap();
+    std::fs::remove_file(dir.path().join("data-pack-100.toml")).unwrap();
+    let changed = common::kairos(&["rules", "diff", "rules", dir.path().to_str().unwrap()]);
+    assert_eq!(changed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&changed.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("~ roaming-welcome: version "), "{stdout}");
+    assert_eq!(lines[1], "    cooldown: 1d → 2d");
+    assert!(lines[2].starts_with("- data-pack-100: removed"), "{stdout}");
+
+    std::fs::write(dir.path().join("policy.toml"), "[holdout]\nshare = 2.0\n").unwrap();
+    let invalid = common::kairos(&["rules", "diff", "rules", dir.path().to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("policy.toml:2:9: share 2 is out of range"));
+}

@@ -9,9 +9,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use kairos_model::event::EventBody;
-use kairos_model::{time, Msisdn, Origin};
+use kairos_model::{time, Channel, Msisdn, Origin};
 use serde_json::Value;
 
+use super::dryrun::{ActionLine, DecisionLine};
 use super::uplift::{DecisionRecord, Group, ResponseRecord};
 use crate::decode::decode;
 use crate::ingest::files;
@@ -175,9 +176,158 @@ pub fn parse_decision(line: &[u8]) -> Result<DecisionRecord, String> {
     })
 }
 
+/// The fields of one JSON object line, read as the reports need them.
+struct Fields<'a>(&'a serde_json::Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn of(value: &'a Value) -> Result<Fields<'a>, String> {
+        value
+            .as_object()
+            .map(Fields)
+            .ok_or_else(|| "not a JSON object".to_string())
+    }
+
+    fn string(&self, field: &str) -> Result<Option<&'a str>, String> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("field `{field}`: expected a string")),
+        }
+    }
+
+    fn required(&self, field: &str) -> Result<&'a str, String> {
+        self.string(field)?
+            .ok_or_else(|| format!("field `{field}`: missing required field"))
+    }
+
+    fn msisdn(&self) -> Result<Msisdn, String> {
+        let msisdn = self.required("msisdn")?;
+        Msisdn::parse(msisdn).map_err(|why| format!("field `msisdn`: {why} (got {msisdn:?})"))
+    }
+
+    fn time(&self, field: &str) -> Result<Option<kairos_model::Millis>, String> {
+        self.string(field)?
+            .map(|text| time::parse_rfc3339(text).map_err(|why| format!("field `{field}`: {why} (got {text:?})")))
+            .transpose()
+    }
+
+    fn channel(&self) -> Result<Channel, String> {
+        let channel = self.required("channel")?;
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == channel)
+            .ok_or_else(|| format!("field `channel`: expected sms, email or push (got {channel:?})"))
+    }
+}
+
+/// Parses one line of a replay's `decisions.jsonl` for the dry run: `rule`, `rule_version`,
+/// `msisdn`, `moment_ts`, `decision` (`sent` or `suppressed`, then with a `reason`),
+/// `class`, `channel` and, when sent, `send_at`.
+pub fn parse_decision_line(line: &[u8]) -> Result<DecisionLine, String> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e})"))?;
+    let f = Fields::of(&value)?;
+    let reason = match f.required("decision")? {
+        "sent" => None,
+        "suppressed" => Some(f.required("reason")?.to_string()),
+        other => {
+            return Err(format!(
+                "field `decision`: expected \"sent\" or \"suppressed\" (got {other:?})"
+            ))
+        }
+    };
+    Ok(DecisionLine {
+        rule: f.required("rule")?.to_string(),
+        rule_version: f.string("rule_version")?.unwrap_or_default().to_string(),
+        msisdn: f.msisdn()?,
+        moment_ts: f
+            .time("moment_ts")?
+            .ok_or("field `moment_ts`: missing required field")?,
+        reason,
+        class: f.string("class")?.unwrap_or_default().to_string(),
+        channel: f.channel()?,
+        send_at: f.time("send_at")?,
+    })
+}
+
+/// Parses one line of a replay's `actions.jsonl` (contract §2) for the dry run's samples.
+pub fn parse_action_line(line: &[u8]) -> Result<ActionLine, String> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e})"))?;
+    let f = Fields::of(&value)?;
+    Ok(ActionLine {
+        action_id: f.required("action_id")?.to_string(),
+        rule: f.required("rule")?.to_string(),
+        msisdn: f.msisdn()?,
+        channel: f.channel()?,
+        send_at: f.time("send_at")?.ok_or("field `send_at`: missing required field")?,
+        language: f.string("language")?.unwrap_or_default().to_string(),
+        message: f.string("message")?.unwrap_or_default().to_string(),
+    })
+}
+
+/// Reads every line of one of kairos's own output files with `parse`; a line that does not
+/// parse is an error (`file:line: reason`), since kairos wrote it.
+pub fn read_output<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let mut records = Vec::new();
+    files::read_lines(path, |number, line| {
+        records.push(parse(line).map_err(|why| format!("{}:{number}: {why}", path.display()))?);
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// The oldest and newest `ts` of the valid events in `paths` (files or folders).
+pub fn event_time_range(paths: &[PathBuf]) -> Result<Option<(kairos_model::Millis, kairos_model::Millis)>, String> {
+    let mut range: Option<(kairos_model::Millis, kairos_model::Millis)> = None;
+    for (index, path) in files::discover(paths)?.iter().enumerate() {
+        let source = u32::try_from(index).unwrap_or(u32::MAX);
+        files::read_lines(path, |number, line| {
+            if let Ok(event) = decode(
+                line,
+                Origin {
+                    source,
+                    position: number,
+                },
+            ) {
+                range = Some(match range {
+                    None => (event.ts, event.ts),
+                    Some((first, last)) => (first.min(event.ts), last.max(event.ts)),
+                });
+            }
+            Ok(())
+        })?;
+    }
+    Ok(range)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_replays_decision_and_action_lines_for_the_dry_run() {
+        let sent = br#"{"action_id":"a1","rule":"handset-upgrade","rule_version":"7c01bfe","moment":"handset_ageing","msisdn":"351910000001","moment_ts":"2026-07-01T00:00:00Z","moment_key":"1","channel":"sms","decision":"sent","class":"marketing","send_at":"2026-07-01T07:00:00Z"}"#;
+        let d = parse_decision_line(sent).unwrap();
+        assert_eq!(
+            (d.rule.as_str(), d.reason, d.channel),
+            ("handset-upgrade", None, Channel::Sms)
+        );
+        assert_eq!(d.send_at.unwrap() - d.moment_ts, 7 * 3_600_000);
+        let held = br#"{"rule":"r","msisdn":"351910000001","moment_ts":"2026-07-01T00:00:00Z","channel":"email","decision":"suppressed","reason":"cap","detail":"daily","class":"marketing"}"#;
+        let d = parse_decision_line(held).unwrap();
+        assert_eq!((d.reason.as_deref(), d.send_at), (Some("cap"), None));
+        assert!(parse_decision_line(
+            br#"{"rule":"r","msisdn":"1","moment_ts":"2026-07-01T00:00:00Z","channel":"fax","decision":"sent"}"#
+        )
+        .unwrap_err()
+        .contains("channel"));
+        let action = br#"{"action_id":"a1","rule":"r","msisdn":"+351910000001","channel":"push","moment_ts":"2026-07-01T00:00:00Z","send_at":"2026-07-01T00:00:00Z","language":"pt","message":"Ol\u00e1"}"#;
+        let a = parse_action_line(action).unwrap();
+        assert_eq!(
+            (a.channel, a.language.as_str(), a.message.as_str()),
+            (Channel::Push, "pt", "Olá")
+        );
+        assert!(parse_action_line(b"[]").is_err());
+    }
 
     #[test]
     fn parses_decisions_old_and_new() {

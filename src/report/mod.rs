@@ -1,17 +1,23 @@
 //! report: what the engine's output says after the fact. `kairos report uplift` measures,
 //! per rule, how much more often subscribers who were sent an offer converted than the
-//! ones held out as a control group.
+//! ones held out as a control group; `kairos rules try` replays a log with a candidate rule
+//! set and with the published one, and reports what would change.
 //!
-//! [`input`] reads decisions and response events (with ingest's reader and the decoder);
-//! [`uplift`] is the pure part — groups, matching, statistics, rendering.
+//! [`input`] reads decisions, actions and events (with ingest's reader and the decoder);
+//! [`uplift`] and [`dryrun`] are the pure parts — counting, statistics, rendering.
 
+pub mod dryrun;
 pub mod input;
 pub mod uplift;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use input::Problem;
+use kairos_model::RuleSet;
 use uplift::{Conversion, InputCounts, UpliftReport};
+
+use crate::pipeline::{self, ReplayOptions};
+use crate::sinks::files::ReplaySummary;
 
 /// What `kairos report uplift` reads and how it counts a conversion.
 #[derive(Clone, Debug)]
@@ -50,5 +56,113 @@ pub fn uplift(options: &UpliftOptions) -> Result<UpliftRun, String> {
     Ok(UpliftRun {
         report: UpliftReport::new(measured, &options.conversion, inputs),
         problems,
+    })
+}
+
+/// What `kairos rules try` is asked to do.
+#[derive(Clone, Debug)]
+pub struct TryOptions {
+    /// The candidate rules folder (rule files and an optional `policy.toml`).
+    pub candidate: PathBuf,
+    /// The published rules folder to compare with.
+    pub against: PathBuf,
+    /// Event files or folders of them.
+    pub events: Vec<PathBuf>,
+    /// Where `report.html`, `report.json` and the two replays (`candidate/`,
+    /// `published/`) go; created if missing.
+    pub out: PathBuf,
+    pub workers: usize,
+    /// Sample messages per rule.
+    pub samples: usize,
+}
+
+/// A finished dry run: the report, where it was written, and both replays' summaries.
+#[derive(Debug)]
+pub struct TryRun {
+    pub report: dryrun::DryRunReport,
+    pub html: PathBuf,
+    pub json: PathBuf,
+    pub candidate: ReplaySummary,
+    pub published: ReplaySummary,
+}
+
+/// The rules of a set, as the dry run reports them.
+fn rule_infos(set: &RuleSet) -> Vec<dryrun::RuleInfo> {
+    set.rules
+        .iter()
+        .map(|r| dryrun::RuleInfo {
+            id: r.id.clone(),
+            version: r.version.clone(),
+            class: r.class.as_str().to_string(),
+            channel: r.channel,
+        })
+        .collect()
+}
+
+/// Replays the events with the rules of `rules` into `out` and reads back what it decided.
+fn replay_with(
+    options: &TryOptions,
+    rules: &Path,
+    set: &RuleSet,
+    out: PathBuf,
+) -> Result<(ReplaySummary, dryrun::Run), String> {
+    let replay = ReplayOptions {
+        events: options.events.clone(),
+        out,
+        rules: rules.to_path_buf(),
+        workers: options.workers,
+        allowed_lateness_ms: 0,
+        households: Default::default(),
+    };
+    let summary = pipeline::replay(&replay)?;
+    let run = dryrun::Run {
+        rules: rule_infos(set),
+        decisions: input::read_output(&replay.out.join("decisions.jsonl"), input::parse_decision_line)?,
+        actions: input::read_output(&replay.out.join("actions.jsonl"), input::parse_action_line)?,
+    };
+    Ok((summary, run))
+}
+
+/// `kairos rules try`: replays the events with the candidate rules (into `out/candidate/`)
+/// and with the published ones (`out/published/`) — the replays write files and contact
+/// nobody — then writes `out/report.json` and `out/report.html`. Errors (one line) when a
+/// rule set is invalid, an input cannot be read or an output cannot be written.
+pub fn rules_try(options: &TryOptions) -> Result<TryRun, String> {
+    let candidate_set = pipeline::load_rules(&options.candidate)?;
+    let against_set =
+        pipeline::load_rules(&options.against).map_err(|e| format!("--against {}: {e}", options.against.display()))?;
+    std::fs::create_dir_all(&options.out).map_err(|e| format!("cannot create {}: {e}", options.out.display()))?;
+    let (candidate_summary, candidate) = replay_with(
+        options,
+        &options.candidate,
+        &candidate_set,
+        options.out.join("candidate"),
+    )?;
+    let (published_summary, published) =
+        replay_with(options, &options.against, &against_set, options.out.join("published"))?;
+    let range = input::event_time_range(&options.events)?;
+    let inputs = dryrun::Inputs {
+        candidate_rules: options.candidate.display().to_string(),
+        against_rules: options.against.display().to_string(),
+        policy_changed: candidate_set.policy != against_set.policy,
+        event_paths: options.events.iter().map(|p| p.display().to_string()).collect(),
+        event_files: candidate_summary.files,
+        events_read: candidate_summary.events_valid + candidate_summary.events_invalid,
+        events_invalid: candidate_summary.events_invalid,
+        first_event: range.map(|(first, _)| first),
+        last_event: range.map(|(_, last)| last),
+        generated_by: format!("kairos {}", env!("CARGO_PKG_VERSION")),
+    };
+    let report = dryrun::build(&inputs, &candidate, &published, options.samples);
+    let html = options.out.join("report.html");
+    let json = options.out.join("report.json");
+    std::fs::write(&json, report.to_json()).map_err(|e| format!("cannot write {}: {e}", json.display()))?;
+    std::fs::write(&html, report.to_html()).map_err(|e| format!("cannot write {}: {e}", html.display()))?;
+    Ok(TryRun {
+        report,
+        html,
+        json,
+        candidate: candidate_summary,
+        published: published_summary,
     })
 }

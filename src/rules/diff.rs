@@ -40,7 +40,11 @@ pub fn diff(old: &RuleSet, new: &RuleSet) -> Vec<String> {
             ));
         }
     }
-    lines.extend(policy_changes(&old.policy, &new.policy).into_iter().map(|l| format!("~ policy: {l}")));
+    lines.extend(
+        policy_changes(&old.policy, &new.policy)
+            .into_iter()
+            .map(|l| format!("~ policy: {l}")),
+    );
     lines
 }
 
@@ -73,7 +77,11 @@ fn changed_fields(a: &Rule, b: &Rule) -> Vec<String> {
         text(b.fallback_channel.map(|c| c.as_str())),
     );
     field("class", a.class.as_str().into(), b.class.as_str().into());
-    field("quiet_hours", a.quiet_hours.as_str().into(), b.quiet_hours.as_str().into());
+    field(
+        "quiet_hours",
+        a.quiet_hours.as_str().into(),
+        b.quiet_hours.as_str().into(),
+    );
     field("priority", a.priority.to_string(), b.priority.to_string());
     field("value", a.value.to_string(), b.value.to_string());
     field("holdout", a.holdout.to_string(), b.holdout.to_string());
@@ -115,7 +123,8 @@ fn policy_changes(a: &Policy, b: &Policy) -> Vec<String> {
         format!(
             "{} marketing {} {span}",
             c.max,
-            c.channel.map_or("messages".to_string(), |ch| format!("{} messages", ch.as_str()))
+            c.channel
+                .map_or("messages".to_string(), |ch| format!("{} messages", ch.as_str()))
         )
     };
     for new in &b.caps {
@@ -198,7 +207,10 @@ mod tests {
             text.contains("~ policy: cap marketing-sms-weekly: 2 marketing sms messages in any 7d → 3 marketing sms messages in any 7d"),
             "{text}"
         );
-        assert!(text.contains("~ policy: arbitration: priority_x_value within 1h → none"), "{text}");
+        assert!(
+            text.contains("~ policy: arbitration: priority_x_value within 1h → none"),
+            "{text}"
+        );
         assert_eq!(lines.len(), 7, "{text}");
     }
 }

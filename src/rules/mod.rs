@@ -13,8 +13,8 @@ use kairos_model::{Channel, MomentKind, Rule, RuleSet};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub mod policy;
 pub mod diff;
+pub mod policy;
 pub mod watch;
 
 use policy::POLICY_FILE;
