@@ -131,6 +131,11 @@ pub struct EngineConfig {
     /// How often the rules folder is looked at for changes; 0 turns live rule changes off.
     /// Default 250 ms: a saved change is in force within about half a second.
     pub rules_poll_ms: u64,
+    /// A compacted topic of rule sets published with `kairos rules publish` (several
+    /// processes that must switch at one event time follow it). When set, the newest
+    /// published set is in force from start (the folder only when none was published yet),
+    /// and the folder is not watched. Default: none.
+    pub rules_topic: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -141,6 +146,7 @@ impl Default for EngineConfig {
             allowed_lateness_ms: 0,
             idle_after_ms: 100,
             rules_poll_ms: 250,
+            rules_topic: None,
         }
     }
 }

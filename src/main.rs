@@ -93,6 +93,20 @@ enum RulesCommand {
         #[arg(long)]
         policy: bool,
     },
+    /// Check a rules folder and publish it on the rules topic of a `kairos run`
+    /// configuration ([engine] rules_topic, a compacted topic): every process following the
+    /// topic puts it in force at --at (event time; default now), or at once where event
+    /// time is already past it. Nothing is published when the folder does not check.
+    Publish {
+        /// Rules folder.
+        dir: PathBuf,
+        /// The `kairos run` configuration naming the brokers and [engine] rules_topic.
+        #[arg(long)]
+        config: PathBuf,
+        /// The event time the set takes force at: RFC 3339, or `now` (the default).
+        #[arg(long, default_value = "now")]
+        at: String,
+    },
     /// What a new rule set changes against an old one: rules added, removed, and every
     /// changed field; policy changes. Both folders are checked first. Exit status 0 when
     /// they decide alike, 1 when they differ (like diff(1)), 2 when one does not check.
@@ -277,6 +291,31 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        Command::Rules {
+            command: RulesCommand::Publish { dir, config, at },
+        } => RunConfig::load(&config).and_then(|config| {
+            let topic = config
+                .engine
+                .rules_topic
+                .clone()
+                .ok_or_else(|| "the configuration names no [engine] rules_topic to publish on".to_string())?;
+            let at = match at.as_str() {
+                "now" => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                text => kairos_model::time::parse_rfc3339(text).map_err(|e| format!("--at {text:?}: {e}"))?,
+            };
+            let published = kairos::rules::publish::Published::from_dir(&dir, at)?;
+            kairos::rules::publish::publish(&config.kafka, &topic, &published)?;
+            println!(
+                "{}: {} file(s) published on {topic} as version {}, in force from {}",
+                dir.display(),
+                published.files.len(),
+                published.version,
+                published.effective_at
+            );
+            Ok(())
+        }),
         Command::Rules {
             command: RulesCommand::Diff { old, new },
         } => {

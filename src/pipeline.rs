@@ -44,6 +44,7 @@ use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
 use crate::ingest::kafka::{list_partitions, FrontierRules, PartitionIngest, Received, SharedFrontier};
 use crate::ingest::range::Range;
 use crate::ingest::{DeadLetter, SourcePosition};
+use crate::rules::publish::PublishedRules;
 use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::sinks::kafka::KafkaSink;
@@ -313,7 +314,23 @@ const FINAL_CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
 /// `range`, until every input partition has been read to the range's end and everything
 /// before it decided; either way it leaves after a final checkpoint.
 pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Result<(), String> {
-    let rules = load_rules(&config.engine.rules)?;
+    let mut rules = load_rules(&config.engine.rules)?;
+    let mut rules_version = crate::rules::watch::fingerprint(&config.engine.rules);
+    // With a rules topic, the newest published set is in force from the start — or, when
+    // it names a later event time than the state resumes from, from then on (the folder's
+    // set until then).
+    let mut scheduled: Option<(Millis, RuleSet, String)> = None;
+    let published = match &config.engine.rules_topic {
+        None => None,
+        Some(topic) => {
+            let follower = PublishedRules::follow(&config.kafka, topic)?;
+            if let Some(latest) = follower.latest()? {
+                let (set, at) = latest.rules().map_err(|e| format!("{topic}: {e}"))?;
+                scheduled = Some((at, set, latest.version));
+            }
+            Some(follower)
+        }
+    };
     telemetry::serve_prometheus(config.metrics.listen)?;
     let workers = config.engine.workers;
     let loading = Instant::now();
@@ -342,14 +359,24 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         }
         None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
     };
+    if let Some((_, set, version)) = scheduled.take_if(|(at, _, _)| *at <= restored_at) {
+        rules = Arc::new(set);
+        rules_version = version;
+    }
+    let published = Arc::new(Mutex::new((published, scheduled)));
     metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
     metrics::gauge!(telemetry::RULES_IN_FORCE).set(rules.rules.len() as f64);
     let rules_dir = config.engine.rules.clone();
-    let rules_poll = Duration::from_millis(config.engine.rules_poll_ms);
+    // A rules topic replaces the folder watch.
+    let rules_poll = match config.engine.rules_topic {
+        Some(_) => Duration::ZERO,
+        None => Duration::from_millis(config.engine.rules_poll_ms),
+    };
     tracing::info!(
         partitions = partitions.len(),
         workers,
         rules = rules.rules.len(),
+        rules_version,
         brokers = %config.kafka.brokers,
         metrics = %config.metrics.listen,
         state = %config.state.dir.display(),
@@ -447,6 +474,12 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         // takes force there on every worker (no worker has applied that instant yet: the
         // rules input holds them all back).
         let mut watcher = (index == 0 && !rules_poll.is_zero()).then(|| RulesWatcher::new(&rules_dir, rules_poll));
+        // A checked set waiting for its instant: (in force from, set, version).
+        let (follower, mut switch) = if index == 0 {
+            std::mem::take(&mut *published.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            (None, None)
+        };
         let mut in_force = Arc::clone(&rules);
         if index == 0 {
             for event in waiting
@@ -512,7 +545,16 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                 .filter(|_| stopping.is_none())
                 .and_then(RulesWatcher::look)
             {
-                take_rules_change(change, &mut in_force, &mut rules_input);
+                match change {
+                    Change::Valid { rules, version } => switch = Some((0, rules, version)),
+                    Change::Invalid { version, problems } => refuse_rules(&version, &problems),
+                }
+            }
+            if let Some(record) = follower.as_ref().and_then(|f| f.poll(Duration::ZERO)) {
+                match record.and_then(|p| p.rules().map(|(set, at)| (at, set, p.version))) {
+                    Ok(published) => switch = Some(published),
+                    Err(problem) => refuse_rules("published", &[problem]),
+                }
             }
             if index == 0 {
                 coordinator.drive();
@@ -525,6 +567,14 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             let wanted = if stopping.is_some() { now } else { ingest.epoch() };
             let idle = stopping.is_some() || ingest.all_idle();
             let epoch = coordinator.gate(index, now, wanted, idle, || ingest.positions());
+            // A new set takes force at its instant, or at once if event time is past it.
+            if let Some((at, set, version)) = switch.take_if(|(at, _, _)| epoch >= *at) {
+                let at = at.max(*rules_input.time());
+                if at > *rules_input.time() {
+                    rules_input.advance_to(at);
+                }
+                put_in_force(set, &version, &mut in_force, &mut rules_input);
+            }
             if epoch > now {
                 input.advance_to(epoch);
                 rules_input.advance_to(epoch);
@@ -581,39 +631,36 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     Ok(())
 }
 
-/// Puts a checked rule set in force at the rules input's current instant, or logs and
-/// counts why a changed one was refused.
-fn take_rules_change(change: Change, in_force: &mut Arc<RuleSet>, rules_input: &mut RulesInput) {
+/// Puts a checked rule set in force at the rules input's current instant.
+fn put_in_force(rules: RuleSet, version: &str, in_force: &mut Arc<RuleSet>, rules_input: &mut RulesInput) {
     let at = kairos_model::time::format_rfc3339(*rules_input.time());
-    match change {
-        Change::Valid { rules, version } => {
-            let (added, changed, removed) = crate::rules::watch::changes(in_force, &rules);
-            tracing::info!(
-                version,
-                at,
-                rules = rules.rules.len(),
-                ?added,
-                ?changed,
-                ?removed,
-                "rules changed: the new set is in force from this event time on"
-            );
-            metrics::counter!(telemetry::RULE_CHANGES).increment(1);
-            metrics::gauge!(telemetry::RULES_IN_FORCE).set(rules.rules.len() as f64);
-            *in_force = Arc::new(rules.clone());
-            rules_input.send(rules);
-        }
-        Change::Invalid { version, problems } => {
-            metrics::counter!(telemetry::RULE_REJECTIONS).increment(1);
-            tracing::error!(
-                version,
-                problems = problems.len(),
-                first = problems.first().map(String::as_str).unwrap_or(""),
-                "rules changed but do not check: the running set stays in force"
-            );
-            for problem in &problems {
-                tracing::error!("invalid rules: {problem}");
-            }
-        }
+    let (added, changed, removed) = crate::rules::watch::changes(in_force, &rules);
+    tracing::info!(
+        version,
+        at,
+        rules = rules.rules.len(),
+        ?added,
+        ?changed,
+        ?removed,
+        "rules changed: the new set is in force from this event time on"
+    );
+    metrics::counter!(telemetry::RULE_CHANGES).increment(1);
+    metrics::gauge!(telemetry::RULES_IN_FORCE).set(rules.rules.len() as f64);
+    *in_force = Arc::new(rules.clone());
+    rules_input.send(rules);
+}
+
+/// Logs and counts a changed rule set that does not check: the running set stays.
+fn refuse_rules(version: &str, problems: &[String]) {
+    metrics::counter!(telemetry::RULE_REJECTIONS).increment(1);
+    tracing::error!(
+        version,
+        problems = problems.len(),
+        first = problems.first().map(String::as_str).unwrap_or(""),
+        "rules changed but do not check: the running set stays in force"
+    );
+    for problem in problems {
+        tracing::error!("invalid rules: {problem}");
     }
 }
 

@@ -212,3 +212,127 @@ fn a_saved_rule_change_takes_force_at_one_event_time_without_losing_or_repeating
         first_new.unwrap()
     );
 }
+
+#[test]
+fn a_published_rule_set_takes_force_at_its_event_time() {
+    let brokers = common::kafka_brokers();
+    let topics = common::kafka_topics("p");
+    let rules_topic = format!("{}.rules", common::unique_prefix("p"));
+    let mut names: Vec<&str> = topics.values().map(String::as_str).collect();
+    names.push(&rules_topic);
+    common::create_topics(&brokers, &names, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    for (folder, version) in [(&v1, "v1"), (&v2, "v2")] {
+        std::fs::create_dir(folder).unwrap();
+        std::fs::write(folder.join("travel-tips.toml"), rule(version)).unwrap();
+    }
+    let config = dir.path().join("kairos.toml");
+    common::write_run_config(
+        &config,
+        &brokers,
+        &topics,
+        &dir.path().join("state"),
+        // Events come in bursts here, over partitions that go idle in between: five minutes
+        // of allowed lateness keep every event at its own instant, so the side of the
+        // switch an action falls on is its moment's alone.
+        &format!(
+            "rules = \"{}\"\nrules_topic = \"{rules_topic}\"\nallowed_lateness_ms = 300000",
+            v1.display()
+        ),
+        "",
+    );
+    let log_path = dir.path().join("kairos.log");
+    let _engine = common::Engine(
+        Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let msisdn = |i: u64| format!("3519100{:05}", i);
+    for i in 0..SUBSCRIBERS {
+        let line = format!(
+            "{{\"type\":\"customer\",\"ts\":\"2026-06-01T00:00:00Z\",\"msisdn\":\"{}\",\"account_id\":\"A-{i}\",\
+             \"home_country\":\"PT\",\"timezone\":\"Europe/Lisbon\",\"consent\":{{\"sms\":true}}}}",
+            msisdn(i)
+        );
+        send(&producer, &topics["customers"], &msisdn(i), &line);
+    }
+    let start = parse_rfc3339("2026-07-01T00:00:00Z").unwrap();
+    let arrivals = |from: u64, to: u64| {
+        for n in from..to {
+            let i = n % SUBSCRIBERS;
+            let country = COUNTRIES[((n / SUBSCRIBERS) % COUNTRIES.len() as u64) as usize];
+            let line = format!(
+                "{{\"type\":\"network\",\"ts\":\"{}\",\"msisdn\":\"{}\",\"event\":\"location_update\",\"country\":\"{country}\"}}",
+                format_rfc3339(start + n * 1_000),
+                msisdn(i)
+            );
+            send(&producer, &topics["network"], &msisdn(i), &line);
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    arrivals(0, 100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::read_topic(&brokers, &topics["actions.sms"], PARTITIONS, Duration::from_secs(2)).is_empty() {
+        assert!(Instant::now() < deadline, "the engine did not start:\n{}", log());
+    }
+    // Published ahead of the stream: in force from the event time it names, not from when
+    // it was read.
+    let at = start + 150 * 1_000;
+    let published = common::kairos(&[
+        "rules",
+        "publish",
+        v2.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--at",
+        &format_rfc3339(at),
+    ]);
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    arrivals(100, 300);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut actions: Vec<serde_json::Value> = Vec::new();
+    while actions.len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 300 actions:\n{}",
+            actions.len(),
+            log()
+        );
+        actions = common::read_topic(&brokers, &topics["actions.sms"], PARTITIONS, Duration::from_secs(1))
+            .iter()
+            .map(|v| serde_json::from_str(v).unwrap())
+            .collect();
+    }
+    assert_eq!(actions.len(), 300, "no action twice");
+    for action in &actions {
+        let moment = parse_rfc3339(action["moment_ts"].as_str().unwrap()).unwrap();
+        let expected = if moment < at { "v1" } else { "v2" };
+        assert!(
+            action["message"].as_str().unwrap().starts_with(expected),
+            "{action} is on the wrong side of {}:\n{}",
+            format_rfc3339(at),
+            log()
+        );
+    }
+    assert!(
+        log().contains(&format!("at=\"{}\"", format_rfc3339(at)))
+            || log().contains(&format!("at={}", format_rfc3339(at))),
+        "the switch is logged at the published instant:\n{}",
+        log()
+    );
+}

@@ -164,7 +164,7 @@ fn policy_changes(a: &Policy, b: &Policy) -> Vec<String> {
 /// Milliseconds in the rule files' units (`90d`, `24h`, `0s`).
 fn duration(ms: u64) -> String {
     for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms % size == 0 && ms > 0 {
+        if ms > 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

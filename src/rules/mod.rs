@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 pub mod diff;
 pub mod policy;
+pub mod publish;
 pub mod watch;
 
 use policy::POLICY_FILE;
@@ -119,52 +120,70 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
         }]
     };
     let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read the rules folder: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+    let mut files = BTreeMap::new();
+    let mut errors = Vec::new();
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(name, text);
+            }
+            Err(e) => errors.push(RuleError {
+                path,
+                position: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    match load_files(dir, &files) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err(errors)
+        }
+    }
+}
+
+/// Checks a rule set given as its files (name → text, as in a rules folder: rule files and
+/// an optional `policy.toml`); errors name `dir/name`.
+pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSet, Vec<RuleError>> {
+    let mut paths: Vec<(PathBuf, &str)> = files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".toml") && name.as_str() != POLICY_FILE)
+        .map(|(name, text)| (dir.join(name), text.as_str()))
         .collect();
     paths.sort();
-    let policy_path = dir.join(POLICY_FILE);
-    paths.retain(|p| *p != policy_path);
     if paths.is_empty() {
-        return Err(whole("no rule files (*.toml) in the rules folder".to_string()));
+        return Err(vec![RuleError {
+            path: dir.to_path_buf(),
+            position: None,
+            message: "no rule files (*.toml) in the rules folder".to_string(),
+        }]);
     }
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
-    let policy = match std::fs::read_to_string(&policy_path) {
-        Ok(text) => policy::parse_policy(&policy_path, &text).unwrap_or_else(|mut e| {
+    let policy_path = dir.join(POLICY_FILE);
+    let policy = match files.get(POLICY_FILE) {
+        Some(text) => policy::parse_policy(&policy_path, text).unwrap_or_else(|mut e| {
             errors.append(&mut e);
             Default::default()
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-        Err(e) => {
-            errors.push(RuleError {
-                path: policy_path.clone(),
-                position: None,
-                message: format!("cannot read: {e}"),
-            });
-            Default::default()
-        }
+        None => Default::default(),
     };
-    for path in &paths {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => {
-                errors.push(RuleError {
-                    path: path.clone(),
-                    position: None,
-                    message: format!("cannot read: {e}"),
-                });
-                continue;
-            }
-        };
-        match parse_rule(path, &text) {
+    for (path, text) in &paths {
+        let text: &str = text;
+        match parse_rule(path, text) {
             Ok(rule) => {
                 if let Some(other) = rules.iter().find(|r| r.id == rule.id) {
                     errors.push(RuleError {
                         path: path.clone(),
-                        position: position_of(&text, "id"),
+                        position: position_of(text, "id"),
                         message: format!(
                             "duplicate rule id {:?} — ids must be unique across the folder ({} is taken)",
                             rule.id, other.id

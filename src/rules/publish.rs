@@ -1,0 +1,191 @@
+//! Rule sets published on a compacted Kafka topic, for deployments of several `kairos run`
+//! processes: `kairos rules publish DIR` checks the folder and publishes its files as one
+//! record (key `rules`) with the event time it takes force at; every process follows the
+//! topic and puts the set in force at that event time (or at once, if its event time has
+//! already passed it), so all workers of all processes switch at the same instant.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use kairos_model::time::{format_rfc3339, parse_rfc3339};
+use kairos_model::{Millis, RuleSet};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::config::KafkaConfig;
+
+/// The record key every published rule set carries (the topic is compacted on it).
+pub const KEY: &str = "rules";
+
+/// One published rule set: the folder's files and when they take force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// The folder's fingerprint (as `kairos run` logs it).
+    pub version: String,
+    /// Event time from which the set is in force (RFC 3339).
+    pub effective_at: String,
+    /// File name → text: the rule files and `policy.toml`.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Published {
+    /// Reads and checks a folder for publishing.
+    pub fn from_dir(dir: &Path, effective_at: Millis) -> Result<Published, String> {
+        super::load_dir(dir).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+        let mut files = BTreeMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".toml") {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                files.insert(name, text);
+            }
+        }
+        Ok(Published {
+            version: super::watch::fingerprint(dir),
+            effective_at: format_rfc3339(effective_at),
+            files,
+        })
+    }
+
+    /// The checked rule set and the instant it takes force at.
+    pub fn rules(&self) -> Result<(RuleSet, Millis), String> {
+        let at = parse_rfc3339(&self.effective_at).map_err(|e| format!("effective_at: {e}"))?;
+        let set = super::load_files(Path::new(&format!("published:{}", self.version)), &self.files)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        Ok((set, at))
+    }
+}
+
+fn client(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Publishes a checked set to `topic` and waits until the broker has it.
+pub fn publish(kafka: &KafkaConfig, topic: &str, published: &Published) -> Result<(), String> {
+    let producer: BaseProducer = client(kafka)
+        .set("enable.idempotence", "true")
+        .create()
+        .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+    let payload = serde_json::to_string(published).map_err(|e| e.to_string())?;
+    producer
+        .send(BaseRecord::to(topic).key(KEY).payload(&payload))
+        .map_err(|(e, _)| format!("cannot publish to {topic}: {e}"))?;
+    producer.flush(Duration::from_secs(30)).map_err(|e| {
+        format!("cannot publish to {topic}: {e} (does the topic exist? create it compacted: cleanup.policy=compact)")
+    })
+}
+
+/// Follows the rules topic (partition 0) from its beginning: the newest record wins.
+pub struct PublishedRules {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl PublishedRules {
+    pub fn follow(kafka: &KafkaConfig, topic: &str) -> Result<PublishedRules, String> {
+        let consumer: BaseConsumer = client(kafka)
+            .set("group.id", format!("{}-rules", kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| format!("cannot read {topic}: {e}"))?;
+        Ok(PublishedRules {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The newest record read in this call, if any (waits at most `wait` for the first).
+    /// A record that does not parse is an error for the caller to log and count.
+    pub fn poll(&self, wait: Duration) -> Option<Result<Published, String>> {
+        let mut newest = None;
+        let mut wait = wait;
+        while let Some(message) = self.consumer.poll(wait) {
+            wait = Duration::ZERO;
+            newest = Some(match message {
+                Ok(message) => {
+                    let offset = message.offset();
+                    serde_json::from_slice::<Published>(message.payload().unwrap_or_default())
+                        .map_err(|e| format!("{}:0@{offset}: not a published rule set: {e}", self.topic))
+                }
+                Err(e) => Err(format!("reading {}: {e}", self.topic)),
+            });
+        }
+        newest
+    }
+
+    /// Reads the topic to its current end: the set published last, if any.
+    pub fn latest(&self) -> Result<Option<Published>, String> {
+        // A topic just created may have no leader yet: retried for up to 30 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let high = loop {
+            match self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(format!("cannot read {}: {e}", self.topic));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let mut latest = None;
+        loop {
+            let position = self
+                .consumer
+                .position()
+                .ok()
+                .and_then(|p| p.find_partition(&self.topic, 0).map(|e| e.offset()));
+            if high == 0 || matches!(position, Some(Offset::Offset(o)) if o >= high) {
+                return Ok(latest);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("cannot read {} to its end within 30 s", self.topic));
+            }
+            if let Some(record) = self.poll(Duration::from_millis(200)) {
+                latest = Some(record?);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_set_round_trips_and_is_checked_again_on_reading() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let published = Published::from_dir(&dir, 1_000).unwrap();
+        assert!(published.files.contains_key("policy.toml"));
+        let text = serde_json::to_string(&published).unwrap();
+        let back: Published = serde_json::from_str(&text).unwrap();
+        let (set, at) = back.rules().unwrap();
+        assert_eq!(at, 1_000);
+        assert_eq!(set, crate::rules::load_dir(&dir).unwrap());
+        let mut broken = back.clone();
+        broken
+            .files
+            .insert("roaming-welcome.toml".into(), "id = \"x\"\n".into());
+        let error = broken.rules().unwrap_err();
+        assert!(error.contains("roaming-welcome.toml"), "{error}");
+    }
+}
