@@ -26,6 +26,56 @@ fn rule(version: &str) -> String {
     )
 }
 
+/// Event time of the first arrival; the `n`-th is `n` seconds later.
+const START: &str = "2026-07-01T00:00:00Z";
+
+fn msisdn(i: u64) -> String {
+    format!("3519100{i:05}")
+}
+
+/// The engine on `config`, its log in `log`.
+fn start_engine(config: &std::path::Path, log: &std::path::Path) -> common::Engine {
+    common::Engine(
+        Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A producer, after it has written the subscribers' customer records to `topic`.
+fn customers(brokers: &str, topic: &str) -> BaseProducer {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    for i in 0..SUBSCRIBERS {
+        let line = format!(
+            "{{\"type\":\"customer\",\"ts\":\"2026-06-01T00:00:00Z\",\"msisdn\":\"{}\",\"account_id\":\"A-{i}\",\
+             \"home_country\":\"PT\",\"timezone\":\"Europe/Lisbon\",\"consent\":{{\"sms\":true}}}}",
+            msisdn(i)
+        );
+        send(&producer, topic, &msisdn(i), &line);
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    producer
+}
+
+/// The `n`-th arrival: subscriber `n % SUBSCRIBERS` in a new country, `n` seconds after
+/// [`START`] — every one a roaming moment.
+fn arrival(producer: &BaseProducer, topic: &str, n: u64) {
+    let country = COUNTRIES[((n / SUBSCRIBERS) % COUNTRIES.len() as u64) as usize];
+    let line = format!(
+        "{{\"type\":\"network\",\"ts\":\"{}\",\"msisdn\":\"{}\",\"event\":\"location_update\",\"country\":\"{country}\"}}",
+        format_rfc3339(parse_rfc3339(START).unwrap() + n * 1_000),
+        msisdn(n % SUBSCRIBERS)
+    );
+    send(producer, topic, &msisdn(n % SUBSCRIBERS), &line);
+}
+
 fn send(producer: &BaseProducer, topic: &str, key: &str, line: &str) {
     let mut record = BaseRecord::to(topic).key(key).payload(line);
     while let Err((_, back)) = producer.send(record) {
@@ -54,32 +104,10 @@ fn a_saved_rule_change_takes_force_at_one_event_time_without_losing_or_repeating
         "",
     );
     let log_path = dir.path().join("kairos.log");
-    let _engine = common::Engine(
-        Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _engine = start_engine(&config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
-    let msisdn = |i: u64| format!("3519100{:05}", i);
-    let start = parse_rfc3339("2026-07-01T00:00:00Z").unwrap();
-    for i in 0..SUBSCRIBERS {
-        let line = format!(
-            "{{\"type\":\"customer\",\"ts\":\"2026-06-01T00:00:00Z\",\"msisdn\":\"{}\",\"account_id\":\"A-{i}\",\
-             \"home_country\":\"PT\",\"timezone\":\"Europe/Lisbon\",\"consent\":{{\"sms\":true}}}}",
-            msisdn(i)
-        );
-        send(&producer, &topics["customers"], &msisdn(i), &line);
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let producer = customers(&brokers, &topics["customers"]);
 
     // Every network event is an arrival in a new country: one moment, one decision each.
     let consumer: BaseConsumer = ClientConfig::new()
@@ -104,14 +132,7 @@ fn a_saved_rule_change_takes_force_at_one_event_time_without_losing_or_repeating
     let mut produced = 0u64;
     let mut produce = |n: u64| {
         for _ in 0..n {
-            let i = produced % SUBSCRIBERS;
-            let country = COUNTRIES[((produced / SUBSCRIBERS) % COUNTRIES.len() as u64) as usize];
-            let ts = format_rfc3339(start + produced * 1_000);
-            let line = format!(
-                "{{\"type\":\"network\",\"ts\":\"{ts}\",\"msisdn\":\"{}\",\"event\":\"location_update\",\"country\":\"{country}\"}}",
-                msisdn(i)
-            );
-            send(&producer, &topics["network"], &msisdn(i), &line);
+            arrival(&producer, &topics["network"], produced);
             produced += 1;
         }
         producer.poll(Duration::ZERO);
@@ -243,40 +264,13 @@ fn a_published_rule_set_takes_force_at_its_event_time() {
         "",
     );
     let log_path = dir.path().join("kairos.log");
-    let _engine = common::Engine(
-        Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _engine = start_engine(&config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
-    let msisdn = |i: u64| format!("3519100{:05}", i);
-    for i in 0..SUBSCRIBERS {
-        let line = format!(
-            "{{\"type\":\"customer\",\"ts\":\"2026-06-01T00:00:00Z\",\"msisdn\":\"{}\",\"account_id\":\"A-{i}\",\
-             \"home_country\":\"PT\",\"timezone\":\"Europe/Lisbon\",\"consent\":{{\"sms\":true}}}}",
-            msisdn(i)
-        );
-        send(&producer, &topics["customers"], &msisdn(i), &line);
-    }
-    let start = parse_rfc3339("2026-07-01T00:00:00Z").unwrap();
+    let producer = customers(&brokers, &topics["customers"]);
+    let start = parse_rfc3339(START).unwrap();
     let arrivals = |from: u64, to: u64| {
         for n in from..to {
-            let i = n % SUBSCRIBERS;
-            let country = COUNTRIES[((n / SUBSCRIBERS) % COUNTRIES.len() as u64) as usize];
-            let line = format!(
-                "{{\"type\":\"network\",\"ts\":\"{}\",\"msisdn\":\"{}\",\"event\":\"location_update\",\"country\":\"{country}\"}}",
-                format_rfc3339(start + n * 1_000),
-                msisdn(i)
-            );
-            send(&producer, &topics["network"], &msisdn(i), &line);
+            arrival(&producer, &topics["network"], n);
         }
         producer.flush(Duration::from_secs(10)).unwrap();
     };
