@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{kafka_brokers, write_jsonl};
@@ -92,21 +91,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
         "checkpoint_interval_ms = 200",
     );
     let log_path = dir.path().join("kairos.log");
-    let start = || {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        common::Engine(
-            Command::new(env!("CARGO_BIN_EXE_kairos"))
-                .args(["run", "--config", config.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || common::start_engine(&config, &log_path);
 
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let kills = 5;

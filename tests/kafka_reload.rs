@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kairos_model::time::{format_rfc3339, parse_rfc3339};
@@ -31,18 +30,6 @@ const START: &str = "2026-07-01T00:00:00Z";
 
 fn msisdn(i: u64) -> String {
     format!("3519100{i:05}")
-}
-
-/// The engine on `config`, its log in `log`.
-fn start_engine(config: &std::path::Path, log: &std::path::Path) -> common::Engine {
-    common::Engine(
-        Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// A producer, after it has written the subscribers' customer records to `topic`.
@@ -104,7 +91,7 @@ fn a_saved_rule_change_takes_force_at_one_event_time_without_losing_or_repeating
         "",
     );
     let log_path = dir.path().join("kairos.log");
-    let _engine = start_engine(&config, &log_path);
+    let _engine = common::start_engine(&config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let producer = customers(&brokers, &topics["customers"]);
@@ -264,7 +251,7 @@ fn a_published_rule_set_takes_force_at_its_event_time() {
         "",
     );
     let log_path = dir.path().join("kairos.log");
-    let _engine = start_engine(&config, &log_path);
+    let _engine = common::start_engine(&config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let producer = customers(&brokers, &topics["customers"]);
     let start = parse_rfc3339(START).unwrap();

@@ -47,17 +47,7 @@ fn fixture() -> &'static Fixture {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
 
-        let spec = kairos_loadtest::world::WorldSpec {
-            subscribers: 500,
-            days: 3,
-            start: chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
-            seed: 5,
-            events_per_day: 20,
-            travel_rate: 0.3,
-            invalid_rate: 0.002,
-        };
-        let mut lines = Vec::new();
-        kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
+        let lines = common::world(500, 3, "2026-07-01", 5, 20, 0.3, 0.002);
         common::write_jsonl(&root.join("events.jsonl"), &lines);
 
         let candidate = root.join("candidate-rules");

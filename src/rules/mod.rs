@@ -112,6 +112,11 @@ pub fn json_schema() -> String {
 
 /// Loads and checks every `*.toml` rule file in `dir`, in file-name order.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
+    load_files(dir, &read_dir_files(dir)?)
+}
+
+/// The `*.toml` files directly in `dir`: name → text.
+pub fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<RuleError>> {
     let whole = |message: String| {
         vec![RuleError {
             path: dir.to_path_buf(),
@@ -140,13 +145,10 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
             }),
         }
     }
-    match load_files(dir, &files) {
-        Ok(set) if errors.is_empty() => Ok(set),
-        Ok(_) => Err(errors),
-        Err(mut more) => {
-            errors.append(&mut more);
-            Err(errors)
-        }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
     }
 }
 

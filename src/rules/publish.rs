@@ -35,19 +35,11 @@ pub struct Published {
 impl Published {
     /// Reads and checks a folder for publishing.
     pub fn from_dir(dir: &Path, effective_at: Millis) -> Result<Published, String> {
-        super::load_dir(dir).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
-        let mut files = BTreeMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.ends_with(".toml") {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                files.insert(name, text);
-            }
-        }
+        let lines =
+            |errors: Vec<super::RuleError>| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        // What is published is exactly what was checked: the folder is read once.
+        let files = super::read_dir_files(dir).map_err(lines)?;
+        super::load_files(dir, &files).map_err(lines)?;
         Ok(Published {
             version: super::watch::fingerprint(dir),
             effective_at: format_rfc3339(effective_at),

@@ -261,6 +261,20 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, settle: std::time
     values
 }
 
+/// Starts `kairos run --config CONFIG`, appending its log to `log` (so restarts keep one log).
+#[allow(dead_code)]
+pub fn start_engine(config: &Path, log: &Path) -> Engine {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Engine(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A running `kairos` process, killed (if still running) when dropped.
 pub struct Engine(pub std::process::Child);
 
