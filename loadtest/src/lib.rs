@@ -2,4 +2,5 @@
 
 pub mod households;
 pub mod score;
+pub mod truth;
 pub mod world;

@@ -1,7 +1,7 @@
 //! `kairos-loadtest`: the seeded event generator (and, later, the load harness).
 
 use kairos_loadtest::households::{HouseholdSpec, Population};
-use kairos_loadtest::{score, world};
+use kairos_loadtest::{score, truth, world};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -57,6 +57,20 @@ enum Command {
         /// Also write the true households, one JSON line per subscriber (`.gz` compresses).
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// Also write the moments the world plants for the four default rules, one JSON line
+        /// each (`rule`, `msisdn`, `moment_ts`), for `kairos-loadtest check`.
+        #[arg(long)]
+        moments: Option<PathBuf>,
+    },
+    /// Checks a replay's (or a run's) decisions against the moments a world planted: every
+    /// planted moment decided, and no other moment of the default rules. Exits 1 when not.
+    Check {
+        /// The moments written by `generate --moments`.
+        #[arg(long)]
+        moments: PathBuf,
+        /// `decisions.jsonl` of `kairos replay` (or the decisions topic, one JSON per line).
+        #[arg(long)]
+        decisions: PathBuf,
     },
     /// Score reconstructed households against the true ones (pairwise precision, recall, F1,
     /// exact households, decision makers).
@@ -110,6 +124,7 @@ fn main() -> Result<()> {
             households,
             max_household_size,
             truth,
+            moments,
         } => {
             if !(0.0..=1.0).contains(&travel_rate) || !(0.0..=1.0).contains(&invalid_rate) {
                 bail!("--travel-rate and --invalid-rate are shares between 0 and 1");
@@ -148,7 +163,11 @@ fn main() -> Result<()> {
             let mut writer = create(&out)?;
             let mut lines = 0u64;
             let mut failure = None;
+            let mut parsed = Vec::new();
             world::generate_population(&spec, population.as_ref(), |line| {
+                if moments.is_some() {
+                    parsed.extend(truth::Parsed::from_line(line));
+                }
                 if failure.is_none() {
                     if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
                         failure = Some(e);
@@ -168,6 +187,22 @@ fn main() -> Result<()> {
                 out.display(),
                 started.elapsed().as_secs_f64()
             );
+            if let Some(path) = &moments {
+                let planted = truth::of_parsed(parsed);
+                let mut writer = create(path)?;
+                for m in &planted {
+                    writeln!(writer, "{}", truth::moment_json(m))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                writer
+                    .flush()
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "kairos-loadtest: {} planted moments → {}",
+                    planted.len(),
+                    path.display()
+                );
+            }
             if let Some(population) = &population {
                 let sizes = population.size_histogram();
                 eprintln!(
@@ -178,6 +213,27 @@ fn main() -> Result<()> {
                         .map(|p| format!(" → {}", p.display()))
                         .unwrap_or_default()
                 );
+            }
+            Ok(())
+        }
+        Command::Check { moments, decisions } => {
+            let mut planted = Vec::new();
+            for (n, line) in open(&moments)?.lines().enumerate() {
+                let line = line.with_context(|| format!("cannot read {}", moments.display()))?;
+                planted.push(
+                    truth::decided_moment(line.as_bytes())
+                        .with_context(|| format!("{}:{}: not a planted moment", moments.display(), n + 1))?,
+                );
+            }
+            let mut decided = Vec::new();
+            for line in open(&decisions)?.lines() {
+                let line = line.with_context(|| format!("cannot read {}", decisions.display()))?;
+                decided.extend(truth::decided_moment(line.as_bytes()));
+            }
+            let check = truth::check(&planted, decided);
+            println!("{}", check.summary());
+            if !check.passed() {
+                std::process::exit(1);
             }
             Ok(())
         }
