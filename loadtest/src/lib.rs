@@ -4,3 +4,4 @@ pub mod households;
 pub mod score;
 pub mod truth;
 pub mod world;
+pub mod report;
