@@ -602,6 +602,9 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                 last_report = Instant::now();
                 tally.publish();
                 report_progress(index, *input.time(), &stats);
+                if index == 0 {
+                    metrics::gauge!(telemetry::SINK_QUEUE).set(f64::from(worker_sink.queue_depth()));
+                }
             }
         }
         tally.publish();
@@ -684,5 +687,7 @@ fn report_progress(worker: usize, frontier: Millis, stats: &DataflowStats) {
         metrics::counter!(telemetry::STALE_CUSTOMER_RECORDS)
             .absolute(stats.stale_customer_records.load(Ordering::Relaxed));
         metrics::counter!(telemetry::CONDITION_ERRORS).absolute(stats.condition_errors.load(Ordering::Relaxed));
+        metrics::counter!(telemetry::DATAFLOW_UPDATES).absolute(stats.updates.load(Ordering::Relaxed));
+        metrics::gauge!(telemetry::HELD_ACTIONS).set(stats.held.load(Ordering::Relaxed) as f64);
     }
 }

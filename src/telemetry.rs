@@ -41,6 +41,16 @@ pub const CHECKPOINT_SUBSCRIBERS: &str = "kairos_state_checkpoint_subscribers_to
 pub const CHECKPOINT_SECONDS: &str = "kairos_state_checkpoint_seconds";
 /// Checkpoints that could not be written (retried).
 pub const CHECKPOINT_ERRORS: &str = "kairos_state_checkpoint_errors_total";
+/// RocksDB write batches (one per checkpoint, synced).
+pub const STATE_WRITE_BATCHES: &str = "kairos_state_write_batches_total";
+/// Bytes written in those batches.
+pub const STATE_WRITE_BYTES: &str = "kairos_state_write_bytes_total";
+/// Events applied to subscriber state by the dataflow.
+pub const DATAFLOW_UPDATES: &str = "kairos_dataflow_updates_total";
+/// Actions held for quiet hours right now (decided when they come due).
+pub const HELD_ACTIONS: &str = "kairos_policy_held_actions";
+/// Records handed to the producer and not yet acknowledged by the brokers.
+pub const SINK_QUEUE: &str = "kairos_sink_queue_depth";
 /// Subscribers restored at start.
 pub const RESTORED_SUBSCRIBERS: &str = "kairos_state_restored_subscribers";
 /// Rule sets put in force by a live change.
@@ -87,6 +97,11 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
     metrics::describe_counter!(CHECKPOINT_SUBSCRIBERS, "Subscriber states written by checkpoints");
     metrics::describe_histogram!(CHECKPOINT_SECONDS, "Time to flush outputs and write a checkpoint");
     metrics::describe_counter!(CHECKPOINT_ERRORS, "Checkpoints that could not be written (retried)");
+    metrics::describe_counter!(STATE_WRITE_BATCHES, "RocksDB write batches (one per checkpoint)");
+    metrics::describe_counter!(STATE_WRITE_BYTES, "Bytes written in RocksDB write batches");
+    metrics::describe_counter!(DATAFLOW_UPDATES, "Events applied to subscriber state");
+    metrics::describe_gauge!(HELD_ACTIONS, "Actions held for quiet hours, decided when they come due");
+    metrics::describe_gauge!(SINK_QUEUE, "Records handed to the producer, not yet acknowledged");
     metrics::describe_gauge!(
         RESTORED_SUBSCRIBERS,
         "Subscribers restored from the last checkpoint at start"

@@ -32,7 +32,7 @@ pub mod policy;
 pub mod state;
 pub mod subscriber;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
@@ -58,6 +58,10 @@ pub struct DataflowStats {
     pub moments: AtomicU64,
     /// Rule conditions that failed to evaluate (counted as not holding).
     pub condition_errors: AtomicU64,
+    /// Events applied to subscriber state (the dataflow's updates).
+    pub updates: AtomicU64,
+    /// Actions held for quiet hours right now (deferred, not yet due).
+    pub held: AtomicI64,
 }
 
 impl DataflowStats {

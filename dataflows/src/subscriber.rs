@@ -3,6 +3,7 @@
 //! and applies the contact policy.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -171,6 +172,9 @@ impl SubscriberLogic {
             if self.households.is_some() {
                 state.household.re_emit(msisdn, from, &mut self.evidence);
             }
+            self.stats
+                .held
+                .fetch_add(state.contacts.deferred.len() as i64, Ordering::Relaxed);
             self.states.insert(msisdn, state);
         }
         (timers, views)
@@ -198,6 +202,14 @@ impl SubscriberLogic {
             if let Some(state) = self.states.get_mut(msisdn) {
                 state.household.pending_views.clear();
             }
+        }
+    }
+
+    /// Adds `applied` events to the dataflow's update count (one atomic add per instant,
+    /// not per event).
+    fn count_updates(&self, applied: usize) {
+        if applied > 0 {
+            self.stats.updates.fetch_add(applied as u64, Ordering::Relaxed);
         }
     }
 
@@ -233,10 +245,13 @@ impl SubscriberLogic {
         if let Some(config) = &self.households {
             household_evidence(config, state, event, now, &mut self.evidence);
         }
+        let held = state.contacts.deferred.len() as i64;
         match &event.body {
             EventBody::Customer(update) => match state.apply_customer(event.ts, update) {
                 CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
                 CustomerChange::Deleted => {
+                    // Actions held for the erased subscriber go with the rest of the state.
+                    self.stats.held.fetch_sub(held, Ordering::Relaxed);
                     if self.households.is_some() {
                         erased.erase(event.msisdn, now, &mut self.evidence);
                     }
@@ -400,7 +415,9 @@ impl SubscriberLogic {
                 }
             }
             TimerKind::Deliver { action_id } => {
-                deliver(state, action_id, &self.rules, decisions);
+                if deliver(state, action_id, &self.rules, decisions) {
+                    self.stats.held.fetch_sub(1, Ordering::Relaxed);
+                }
                 return;
             }
         }
@@ -648,8 +665,12 @@ impl Judges<'_> {
         };
         candidates.sort_by(|(a, _), (b, _)| score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id)));
         for (rule, moment) in candidates {
-            if let Some(decision) = judge(policy, self.horizon, rule, state, msisdn, moment, timers) {
-                decisions.push(decision);
+            match judge(policy, self.horizon, rule, state, msisdn, moment, timers) {
+                Judged::Decided(decision) => decisions.push(decision),
+                Judged::Held => {
+                    self.stats.held.fetch_add(1, Ordering::Relaxed);
+                }
+                Judged::Nobody => {}
             }
         }
     }
@@ -814,8 +835,19 @@ fn text(value: &str) -> cel::Value {
     cel::Value::String(Arc::new(value.to_string()))
 }
 
-/// Judges one rule's moment by the contact policy: a decision now, or none when the action
-/// waits for quiet hours to end (a [`TimerKind::Deliver`] timer decides it then).
+/// What the contact policy made of one rule's moment (returned and consumed at once, so
+/// the size difference costs nothing a box would not cost more).
+#[allow(clippy::large_enum_variant)]
+enum Judged {
+    Decided(Decision),
+    /// The action waits for quiet hours to end (a [`TimerKind::Deliver`] timer decides it).
+    Held,
+    /// No customer record: nobody to act for.
+    Nobody,
+}
+
+/// Judges one rule's moment by the contact policy: a decision now, or the action held until
+/// quiet hours end.
 fn judge(
     policy: &kairos_model::rule::Policy,
     horizon: Millis,
@@ -824,8 +856,10 @@ fn judge(
     msisdn: Msisdn,
     moment: &Moment,
     timers: &mut Vec<Timer>,
-) -> Option<Decision> {
-    let record = state.record()?;
+) -> Judged {
+    let Some(record) = state.record() else {
+        return Judged::Nobody;
+    };
     let subject = Subject {
         msisdn,
         customer: record,
@@ -880,13 +914,13 @@ fn judge(
                     class: rule.class,
                     moment_key: moment.key.clone(),
                 });
-                return None;
+                return Judged::Held;
             }
             (Verdict::Sent, None)
         }
         Err((reason, detail)) => (Verdict::Suppressed(reason), detail),
     };
-    Some(Decision {
+    Judged::Decided(Decision {
         action,
         verdict,
         moment_key: moment.key.clone(),
@@ -898,19 +932,20 @@ fn judge(
 /// Quiet hours have ended for a held action: it is sent unless, meanwhile, the customer
 /// opted out of its channel or withdrew consent, or its rule was removed (then it no longer
 /// counts for caps).
-fn deliver(state: &mut SubscriberState, action_id: &str, rules: &RuleSet, decisions: &mut Vec<Decision>) {
+/// Returns whether the action was still held (and no longer is).
+fn deliver(state: &mut SubscriberState, action_id: &str, rules: &RuleSet, decisions: &mut Vec<Decision>) -> bool {
     let Some(index) = state
         .contacts
         .deferred
         .iter()
         .position(|d| d.action.action_id == action_id)
     else {
-        return;
+        return false;
     };
     let deferred = state.contacts.deferred.remove(index);
     let channel = deferred.action.channel;
     let verdict = match state.record() {
-        None => return,
+        None => return true,
         Some(_) if !rules.rules.iter().any(|r| r.id == deferred.action.rule) => {
             Verdict::Suppressed(SuppressReason::RuleRemoved)
         }
@@ -928,6 +963,7 @@ fn deliver(state: &mut SubscriberState, action_id: &str, rules: &RuleSet, decisi
         class: deferred.class,
         detail: None,
     });
+    true
 }
 
 /// What waits in the operator for the frontier to pass its instant.
@@ -1168,6 +1204,7 @@ pub fn subscriber_state<'scope>(
                 for timer in &due {
                     logic.fire(timer, &mut decisions, &mut timers);
                 }
+                logic.count_updates(events.len());
                 for timer in timers.drain(..) {
                     if !closed || matches!(timer.kind, TimerKind::Deliver { .. }) {
                         pending.entry(timer.due).or_default().push(Pending::Timer(timer));

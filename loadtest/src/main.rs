@@ -1,5 +1,8 @@
 //! `kairos-loadtest`: the seeded event generator (and, later, the load harness).
 
+use kairos_loadtest::harness::engine::EngineSpec;
+use kairos_loadtest::harness::feed::Step;
+use kairos_loadtest::harness::{self, replay::ReplaySpec, LiveSpec};
 use kairos_loadtest::households::{HouseholdSpec, Population};
 use kairos_loadtest::{score, truth, world};
 
@@ -10,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chrono::NaiveDate;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +75,76 @@ enum Command {
         #[arg(long)]
         decisions: PathBuf,
     },
+    /// `kairos replay` of generated worlds: events/s and peak memory for each number of
+    /// workers, households on and off; decisions checked against the planted moments.
+    Replay {
+        /// World sizes (subscribers), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100000")]
+        subscribers: Vec<u64>,
+        /// Worker counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// Households on, off, or both (`true,false`).
+        #[arg(long, value_delimiter = ',', default_value = "true")]
+        households: Vec<bool>,
+        #[arg(long, default_value_t = 40)]
+        events_per_day: u32,
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where generated worlds are kept for the next run.
+        #[arg(long, default_value = "/tmp/kairos-loadtest/worlds")]
+        cache: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The rate search: the generator produces into the local broker at each rate in turn
+    /// while `kairos run` consumes; each step's throughput, lag and event → action latency;
+    /// stops after the first step the engine does not hold (lag growing or p99 over target).
+    Kafka {
+        /// Rates to try, events/s, comma-separated, in order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "25000,50000,100000,150000,200000,300000"
+        )]
+        rates: Vec<f64>,
+        /// Seconds per rate (the first `--warmup` of them not measured).
+        #[arg(long, default_value_t = 40.0)]
+        step_secs: f64,
+        #[command(flatten)]
+        live: Live,
+    },
+    /// A spike: `--rate` for `--before` seconds, `--factor` times it for `--spike-secs`, then
+    /// `--rate` again for `--after`; how long until lag and latency are back to steady.
+    Spike {
+        #[arg(long, default_value_t = 50000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 3.0)]
+        factor: f64,
+        #[arg(long, default_value_t = 30.0)]
+        before: f64,
+        #[arg(long, default_value_t = 60.0)]
+        spike_secs: f64,
+        #[arg(long, default_value_t = 120.0)]
+        after: f64,
+        #[command(flatten)]
+        live: Live,
+    },
+    /// `kill -9` the engine under load after `--before` seconds and start it again at once;
+    /// how long until it processes again and until lag and latency are back to steady; no
+    /// action lost or repeated.
+    Restart {
+        #[arg(long, default_value_t = 50000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 30.0)]
+        before: f64,
+        #[arg(long, default_value_t = 90.0)]
+        after: f64,
+        #[command(flatten)]
+        live: Live,
+    },
     /// Score reconstructed households against the true ones (pairwise precision, recall, F1,
     /// exact households, decision makers).
     ScoreHouseholds {
@@ -85,6 +158,134 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What every harness scenario takes.
+#[derive(Args, Clone)]
+struct Common {
+    /// The `kairos` binary (default: the one beside this program).
+    #[arg(long)]
+    kairos: Option<PathBuf>,
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
+    /// The report's folder (default: /tmp/kairos-loadtest/<scenario>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl Common {
+    fn binary(&self) -> Result<PathBuf> {
+        match &self.kairos {
+            Some(path) => Ok(path.clone()),
+            None => Ok(std::env::current_exe()?.with_file_name("kairos")),
+        }
+    }
+
+    fn out(&self, scenario: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "/tmp/kairos-loadtest/{scenario}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S")
+            ))
+        })
+    }
+}
+
+/// What the live scenarios take.
+#[derive(Args, Clone)]
+struct Live {
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    brokers: String,
+    #[arg(long, default_value_t = 100_000)]
+    subscribers: u64,
+    /// Events per subscriber per day of the world sent round and round.
+    #[arg(long, default_value_t = 40)]
+    events_per_day: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    households: bool,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Seconds at the start of each step not measured.
+    #[arg(long, default_value_t = 10.0)]
+    warmup: f64,
+    /// The latency target, ms (p99).
+    #[arg(long, default_value_t = 1000.0)]
+    max_p99_ms: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+impl Live {
+    fn spec(&self, scenario: &str, schedule: Vec<Step>) -> Result<LiveSpec> {
+        Ok(LiveSpec {
+            scenario: scenario.into(),
+            command: command_line(),
+            engine: EngineSpec {
+                binary: self.common.binary()?,
+                brokers: self.brokers.clone(),
+                workers: self.workers,
+                rules: std::path::absolute(&self.common.rules)?,
+                households: self.households,
+                engine_extra: String::new(),
+            },
+            world: world_spec(self.subscribers, 1, self.seed, self.events_per_day),
+            households: self.households,
+            partitions: self.partitions,
+            out: self.common.out(scenario),
+            schedule,
+            warmup: self.warmup,
+            kill_at: None,
+            max_p99_ms: self.max_p99_ms,
+            stop_when_not_held: false,
+        })
+    }
+}
+
+fn world_spec(subscribers: u64, days: u32, seed: u64, events_per_day: u32) -> world::WorldSpec {
+    world::WorldSpec {
+        subscribers,
+        days,
+        start: NaiveDate::from_ymd_opt(2026, 7, 1).expect("a date"),
+        seed,
+        events_per_day,
+        travel_rate: 0.03,
+        invalid_rate: 0.001,
+    }
+}
+
+fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = "kairos-loadtest".into();
+    }
+    args.join(" ")
+}
+
+fn step(name: impl Into<String>, rate: f64, secs: f64) -> Step {
+    Step {
+        name: name.into(),
+        rate,
+        secs,
+    }
+}
+
+/// Prints where the report is and fails when the run's checks did not pass.
+fn finish(report: &kairos_loadtest::report::Report) -> Result<()> {
+    for (name, value) in &report.results {
+        println!("{name}: {value}");
+    }
+    for (name, value) in &report.truth {
+        println!("truth {name}: {value}");
+    }
+    if !report.passed {
+        bail!("the run failed its checks: {}", report.failures.join("; "));
+    }
+    Ok(())
 }
 
 /// A writer for `path`, compressing when it ends in `.gz`.
@@ -163,10 +364,15 @@ fn main() -> Result<()> {
             let mut writer = create(&out)?;
             let mut lines = 0u64;
             let mut failure = None;
-            let mut parsed = Vec::new();
+            // The world's lines come in event-time order: the truth walks them as they go.
+            let mut planted = truth::Truth::new();
+            let mut newest = 0;
             world::generate_population(&spec, population.as_ref(), |line| {
                 if moments.is_some() {
-                    parsed.extend(truth::Parsed::from_line(line));
+                    if let Some(p) = truth::Parsed::from_line(line) {
+                        newest = p.ts;
+                        planted.observe(&p.msisdn, p.ts, &p.planted);
+                    }
                 }
                 if failure.is_none() {
                     if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
@@ -188,7 +394,7 @@ fn main() -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             if let Some(path) = &moments {
-                let planted = truth::of_parsed(parsed);
+                let planted = planted.finish(newest);
                 let mut writer = create(path)?;
                 for m in &planted {
                     writeln!(writer, "{}", truth::moment_json(m))
@@ -236,6 +442,63 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Replay {
+            subscribers,
+            workers,
+            households,
+            events_per_day,
+            days,
+            seed,
+            cache,
+            common,
+        } => {
+            let spec = ReplaySpec {
+                command: command_line(),
+                binary: common.binary()?,
+                rules: common.rules.clone(),
+                worlds: subscribers
+                    .iter()
+                    .map(|n| world_spec(*n, days, seed, events_per_day))
+                    .collect(),
+                workers,
+                households,
+                cache,
+                out: common.out("replay"),
+            };
+            finish(&harness::replay::run(&spec)?)
+        }
+        Command::Kafka { rates, step_secs, live } => {
+            let schedule = rates.iter().map(|r| step(format!("{r:.0}/s"), *r, step_secs)).collect();
+            let mut spec = live.spec("kafka", schedule)?;
+            spec.stop_when_not_held = true;
+            finish(&harness::run_live(&spec)?)
+        }
+        Command::Spike {
+            rate,
+            factor,
+            before,
+            spike_secs,
+            after,
+            live,
+        } => {
+            let schedule = vec![
+                step("before", rate, before),
+                step("spike", rate * factor, spike_secs),
+                step("after", rate, after),
+            ];
+            finish(&harness::run_live(&live.spec("spike", schedule)?)?)
+        }
+        Command::Restart {
+            rate,
+            before,
+            after,
+            live,
+        } => {
+            let schedule = vec![step("before", rate, before), step("after restart", rate, after)];
+            let mut spec = live.spec("restart", schedule)?;
+            spec.kill_at = Some(before);
+            finish(&harness::run_live(&spec)?)
         }
         Command::ScoreHouseholds { truth, got, json } => {
             let truth_lines = score::read_assignments(open(&truth)?, &truth.display().to_string())?;

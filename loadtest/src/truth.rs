@@ -21,6 +21,9 @@ use serde_json::Value;
 /// The four default rules whose moments are planted.
 pub const RULES: [&str; 4] = ["roaming-welcome", "data-pack-80", "data-pack-100", "handset-upgrade"];
 
+/// Those of [`RULES`] that are marketing (subject to quiet hours) in the shipped rules.
+pub const MARKETING: [&str; 1] = ["handset-upgrade"];
+
 /// A moment the engine must decide.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Moment {
@@ -89,7 +92,14 @@ impl Parsed {
 
     /// The engine applies customer records before activity at the same instant.
     pub fn rank(&self) -> u8 {
-        match self.planted {
+        self.planted.rank()
+    }
+}
+
+impl Planted {
+    /// Customer records (0) come before activity (1) at one instant.
+    pub fn rank(&self) -> u8 {
+        match self {
             Planted::Customer(_) | Planted::Deleted => 0,
             _ => 1,
         }
@@ -198,7 +208,10 @@ pub struct Truth {
     /// Handset moments waiting for event time: (due, msisdn, imei).
     timers: BTreeSet<(u64, String, String)>,
     moments: Vec<Moment>,
-    now: u64,
+    /// The events of the newest instant, applied once it is complete (customer records
+    /// first, as the engine does).
+    pending: Vec<(String, Planted)>,
+    pending_ts: u64,
 }
 
 impl Truth {
@@ -206,12 +219,29 @@ impl Truth {
         Truth::default()
     }
 
-    /// Applies one event at `ts` (events must come in `(ts, rank)` order).
+    /// Takes one event at `ts` (events must come in `ts` order; at one instant, customer
+    /// records are applied before activity).
     pub fn observe(&mut self, msisdn: &str, ts: u64, planted: &Planted) {
-        if ts > self.now {
+        if ts != self.pending_ts {
+            self.flush();
             self.fire_before(ts);
-            self.now = ts;
+            self.pending_ts = ts;
         }
+        self.pending.push((msisdn.to_string(), planted.clone()));
+    }
+
+    /// Applies the events of the pending instant.
+    fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|(_, p)| p.rank());
+        for (msisdn, planted) in &pending {
+            self.apply(msisdn, self.pending_ts, planted);
+        }
+        pending.clear();
+        self.pending = pending;
+    }
+
+    fn apply(&mut self, msisdn: &str, ts: u64, planted: &Planted) {
         let sub = self.subs.entry(msisdn.to_string()).or_default();
         match planted {
             Planted::Customer(record) => {
@@ -291,6 +321,7 @@ impl Truth {
 
     /// The moments planted up to and including event time `end`, sorted.
     pub fn finish(mut self, end: u64) -> Vec<Moment> {
+        self.flush();
         self.fire_before(end + 1);
         let mut moments = self.moments;
         moments.sort();

@@ -95,7 +95,6 @@ pub fn generate_with(spec: &WorldSpec, households: &HouseholdSpec, emit: impl Fn
 pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mut emit: impl FnMut(&str)) {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let start = spec.start.and_hms_opt(0, 0, 0).expect("midnight exists");
-    let mut lines: Vec<(NaiveDateTime, u64, String)> = Vec::new();
     let mut homes = Vec::with_capacity(spec.subscribers as usize);
     let changes = population.map(device_changes).unwrap_or_default();
     // Customer records of those who hand a handset down or get one, to restate later.
@@ -122,7 +121,7 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mu
                 record
             }
         };
-        lines.push((start, i, record.to_string()));
+        emit(&record.to_string());
     }
 
     for day in 0..spec.days {
@@ -221,11 +220,11 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mu
                 day_lines.push((at, u64::MAX, line.to_string()));
             }
         }
+        // Each day is emitted once complete: memory holds one day, not the whole world.
         day_lines.sort();
-        lines.append(&mut day_lines);
-    }
-    for (_, _, line) in &lines {
-        emit(line);
+        for (_, _, line) in &day_lines {
+            emit(line);
+        }
     }
 }
 

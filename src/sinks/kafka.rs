@@ -306,6 +306,11 @@ impl KafkaSink {
         }
     }
 
+    /// Records handed to the producer and not yet acknowledged by the brokers.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
     /// Waits until every record is delivered (or `timeout` passes).
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
         self.producer

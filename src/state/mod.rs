@@ -180,9 +180,12 @@ impl StateStore {
         }
         batch.put(META_WAITING, encode(&checkpoint.waiting));
         batch.put(META_CHECKPOINT, encode(&checkpoint.meta));
+        let bytes = batch.size_in_bytes();
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options)?;
+        metrics::counter!(crate::telemetry::STATE_WRITE_BATCHES).increment(1);
+        metrics::counter!(crate::telemetry::STATE_WRITE_BYTES).increment(bytes as u64);
         Ok(())
     }
 }
