@@ -2,9 +2,11 @@
 //! events in event-time order, fires timers when event time passes them, detects moments
 //! and applies the contact policy.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono_tz::Tz;
 use kairos_model::event::{EventBody, EventKind, ResponseOutcome, UsageKind};
@@ -73,10 +75,10 @@ pub struct SubscriberLogic {
     /// The declared moments' expressions, in rule order.
     declared: Vec<DeclaredProgram>,
     stats: Arc<DataflowStats>,
-    states: HashMap<Msisdn, SubscriberState>,
+    states: FxHashMap<Msisdn, SubscriberState>,
     /// Subscribers changed since the last checkpoint; `None` when nothing checkpoints
     /// (a replay), so no work is spent on it.
-    dirty: Option<HashSet<Msisdn>>,
+    dirty: Option<FxHashSet<Msisdn>>,
     /// How households are found; `None` when they are not.
     households: Option<HouseholdConfig>,
     /// Household evidence produced and not yet sent to the graph.
@@ -100,8 +102,8 @@ impl SubscriberLogic {
             conditions: HashMap::new(),
             declared: Vec::new(),
             stats,
-            states: HashMap::new(),
-            dirty: track_changes.then(HashSet::new),
+            states: FxHashMap::default(),
+            dirty: track_changes.then(FxHashSet::default),
             households,
             evidence: Vec::new(),
         };
@@ -134,6 +136,7 @@ impl SubscriberLogic {
                     .collect();
                 Some(DeclaredProgram {
                     triggers: triggers(&sources),
+                    reads: reads(&sources),
                     rule: r.id.clone(),
                     when: condition::compile(&declared.when).unwrap_or_else(|_| never()),
                     key: declared
@@ -597,6 +600,22 @@ struct DeclaredProgram {
     /// The events after which it can change (`None`: any event); it is also evaluated
     /// whenever the subscriber's household changes.
     triggers: Option<Vec<EventKind>>,
+    /// The vocabulary paths its context needs (see [`reads`]).
+    reads: Vec<&'static str>,
+}
+
+/// The vocabulary paths an expression may read: every path whose parent (the path without its
+/// last part) the sources mention. A context with only these holds every value the
+/// expression can reach (whole maps included) and spares building the rest.
+fn reads(sources: &[&str]) -> Vec<&'static str> {
+    condition::VOCABULARY
+        .iter()
+        .map(|field| field.path)
+        .filter(|path| {
+            let parent = path.rsplit_once('.').map_or(*path, |(parent, _)| parent);
+            sources.iter().any(|s| s.contains(parent))
+        })
+        .collect()
 }
 
 /// The events after which an expression reading these sources can change value: `None` for
@@ -729,7 +748,9 @@ impl Judges<'_> {
             return;
         }
         let Some(record) = state.record() else { return };
-        let context = condition::context(state_values(msisdn, state, record, at));
+        let mut values = state_values(msisdn, state, record, at);
+        values.retain(|(path, _)| due.iter().any(|d| d.reads.contains(path)));
+        let context = condition::context(values);
         let mut outcomes = Vec::with_capacity(due.len());
         for declared in &due {
             let outcome = condition::holds(&declared.when, &context).and_then(|holds| match &declared.key {
@@ -1260,6 +1281,22 @@ mod tests {
     use kairos_model::{Channel, Origin};
 
     use super::*;
+
+    #[test]
+    fn a_declared_context_holds_what_the_expression_can_reach() {
+        let family = reads(&["household.is_decision_maker && household.size >= 2"]);
+        assert!(family.contains(&"household.size") && family.contains(&"household.id"));
+        assert!(!family
+            .iter()
+            .any(|p| p.starts_with("customer.") || p.starts_with("subscriber.")));
+        // A whole map read by its name brings all of its values.
+        let plan = reads(&["size(customer.plan) > 0"]);
+        assert!(plan.contains(&"customer.plan.monthly_fee"));
+        assert!(!plan.iter().any(|p| p.starts_with("subscriber.") || p.starts_with("household.")));
+        let both = reads(&["subscriber.selfcare.last_page == 'cancel'", "customer.language"]);
+        assert!(both.contains(&"subscriber.selfcare.days_since") && both.contains(&"customer.language"));
+        assert!(!both.contains(&"subscriber.cycle.ratio"));
+    }
     use crate::condition::VOCABULARY;
 
     fn customer(
