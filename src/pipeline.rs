@@ -49,7 +49,7 @@ use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::sinks::kafka::KafkaSink;
 use crate::state::coordinator::Coordinator;
-use crate::state::writer::CheckpointWriter;
+use crate::state::writer::{BackgroundWriter, CheckpointWriter};
 use crate::state::StateStore;
 use crate::telemetry::{self, IngestTally};
 
@@ -397,7 +397,16 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         requests,
         Duration::from_millis(config.state.checkpoint_interval_ms),
     ));
-    let writer = Arc::new(Mutex::new(CheckpointWriter::new(workers, sink.ends())));
+    let writer = Arc::new(Mutex::new(CheckpointWriter::new(workers)));
+    let background = Arc::new(
+        BackgroundWriter::start(
+            Arc::clone(&sink),
+            Arc::clone(&store),
+            Arc::clone(&coordinator),
+            sink.ends(),
+        )
+        .map_err(|e| format!("cannot start the checkpoint writer: {e}"))?,
+    );
     let waiting = Arc::new(Mutex::new(Some(waiting)));
     let resume = Arc::new(resume);
     let frontier_rules = FrontierRules {
@@ -433,8 +442,12 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                 &household_config,
             );
             let (decisions, state) = (outputs.decisions, outputs.state);
-            let (sink, store, coordinator, writer) =
-                (Arc::clone(&worker_sink), Arc::clone(&store), Arc::clone(&coordinator), Arc::clone(&writer));
+            let (sink, coordinator, writer, background) = (
+                Arc::clone(&worker_sink),
+                Arc::clone(&coordinator),
+                Arc::clone(&writer),
+                Arc::clone(&background),
+            );
             decisions.probe_with(&probe).binary_frontier(
                 state,
                 Pipeline,
@@ -447,8 +460,9 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                                 sink.decision(&decision);
                             }
                         });
-                        // Checkpoint records all go to worker 0, which alone holds the writer
-                        // (so no other worker ever waits while it flushes and writes).
+                        // Checkpoint records all go to worker 0, which hands a complete
+                        // checkpoint to the background writer (no worker waits while it
+                        // flushes and writes).
                         if index != 0 {
                             return;
                         }
@@ -456,14 +470,11 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
                         records.for_each(|_, batch| batch.drain(..).for_each(|r| writer.absorb(r)));
                         // Write a checkpoint once every decision before it is out.
                         let Some(at) = coordinator.confirmed() else { return };
-                        if !writer.complete_for(at) || decided.less_than(&at) {
+                        if background.busy() || !writer.complete_for(at) || decided.less_than(&at) {
                             return;
                         }
                         let Some(inputs) = coordinator.positions_for(at) else { return };
-                        if let Err(error) = writer.write(at, inputs, &sink, &store, &coordinator) {
-                            metrics::counter!(telemetry::CHECKPOINT_ERRORS).increment(1);
-                            tracing::error!(%error, "checkpoint not written; retrying");
-                        }
+                        background.submit(writer.take(at, inputs));
                     }
                 },
             );
