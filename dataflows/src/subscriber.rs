@@ -1292,7 +1292,9 @@ mod tests {
         // A whole map read by its name brings all of its values.
         let plan = reads(&["size(customer.plan) > 0"]);
         assert!(plan.contains(&"customer.plan.monthly_fee"));
-        assert!(!plan.iter().any(|p| p.starts_with("subscriber.") || p.starts_with("household.")));
+        assert!(!plan
+            .iter()
+            .any(|p| p.starts_with("subscriber.") || p.starts_with("household.")));
         let both = reads(&["subscriber.selfcare.last_page == 'cancel'", "customer.language"]);
         assert!(both.contains(&"subscriber.selfcare.days_since") && both.contains(&"customer.language"));
         assert!(!both.contains(&"subscriber.cycle.ratio"));

@@ -133,7 +133,12 @@ impl BackgroundWriter {
 /// Writes the checkpoint: flushes the outputs (everything decided before its instant is
 /// delivered), then one batch with the states, the waiting events, the input positions and
 /// the output ends.
-fn write(ready: &Ready, outputs_at_last: &mut Vec<Position>, sink: &KafkaSink, store: &StateStore) -> Result<(), String> {
+fn write(
+    ready: &Ready,
+    outputs_at_last: &mut Vec<Position>,
+    sink: &KafkaSink,
+    store: &StateStore,
+) -> Result<(), String> {
     let started = Instant::now();
     sink.flush(Duration::from_secs(30))?;
     let outputs = sink.ends();
