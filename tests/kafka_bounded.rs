@@ -76,6 +76,7 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
         events_per_day: 20,
         travel_rate: 0.3,
         invalid_rate: 0.0,
+        duplicate_rate: 0.0,
     };
     let mut events: Vec<(u64, String)> = Vec::new();
     kairos_loadtest::world::generate(&spec, |line| {

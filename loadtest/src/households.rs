@@ -646,6 +646,7 @@ mod tests {
             events_per_day: 20,
             travel_rate: 0.1,
             invalid_rate: 0.0,
+            duplicate_rate: 0.0,
         }
     }
 

@@ -50,6 +50,9 @@ enum Command {
         /// Share of invalid lines planted on purpose.
         #[arg(long, default_value_t = 0.001)]
         invalid_rate: f64,
+        /// Share of lines written twice in a row (an at-least-once source's duplicates).
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_rate: f64,
         /// Group subscribers into true households and plant their evidence (and the noise);
         /// `false` gives the world without households of before.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -93,6 +96,9 @@ enum Command {
         days: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Share of events written twice in a row (an at-least-once source's duplicates).
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_rate: f64,
         /// Where generated worlds are kept for the next run.
         #[arg(long, default_value = "/tmp/kairos-loadtest/worlds")]
         cache: PathBuf,
@@ -203,6 +209,9 @@ struct Live {
     events_per_day: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Share of events sent twice in a row (an at-least-once source's duplicates).
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_rate: f64,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     households: bool,
     #[arg(long, default_value_t = 2)]
@@ -233,7 +242,7 @@ impl Live {
                 households: self.households,
                 engine_extra: String::new(),
             },
-            world: world_spec(self.subscribers, 1, self.seed, self.events_per_day),
+            world: world_spec(self.subscribers, 1, self.seed, self.events_per_day, self.duplicate_rate),
             households: self.households,
             partitions: self.partitions,
             out: self.common.out(scenario),
@@ -246,7 +255,7 @@ impl Live {
     }
 }
 
-fn world_spec(subscribers: u64, days: u32, seed: u64, events_per_day: u32) -> world::WorldSpec {
+fn world_spec(subscribers: u64, days: u32, seed: u64, events_per_day: u32, duplicate_rate: f64) -> world::WorldSpec {
     world::WorldSpec {
         subscribers,
         days,
@@ -255,6 +264,7 @@ fn world_spec(subscribers: u64, days: u32, seed: u64, events_per_day: u32) -> wo
         events_per_day,
         travel_rate: 0.03,
         invalid_rate: 0.001,
+        duplicate_rate,
     }
 }
 
@@ -322,13 +332,17 @@ fn main() -> Result<()> {
             events_per_day,
             travel_rate,
             invalid_rate,
+            duplicate_rate,
             households,
             max_household_size,
             truth,
             moments,
         } => {
-            if !(0.0..=1.0).contains(&travel_rate) || !(0.0..=1.0).contains(&invalid_rate) {
-                bail!("--travel-rate and --invalid-rate are shares between 0 and 1");
+            if ![travel_rate, invalid_rate, duplicate_rate]
+                .iter()
+                .all(|r| (0.0..=1.0).contains(r))
+            {
+                bail!("--travel-rate, --invalid-rate and --duplicate-rate are shares between 0 and 1");
             }
             let spec = world::WorldSpec {
                 subscribers,
@@ -338,6 +352,7 @@ fn main() -> Result<()> {
                 events_per_day,
                 travel_rate,
                 invalid_rate,
+                duplicate_rate,
             };
             let household_spec = HouseholdSpec {
                 enabled: households,
@@ -450,6 +465,7 @@ fn main() -> Result<()> {
             events_per_day,
             days,
             seed,
+            duplicate_rate,
             cache,
             common,
         } => {
@@ -459,7 +475,7 @@ fn main() -> Result<()> {
                 rules: common.rules.clone(),
                 worlds: subscribers
                     .iter()
-                    .map(|n| world_spec(*n, days, seed, events_per_day))
+                    .map(|n| world_spec(*n, days, seed, events_per_day, duplicate_rate))
                     .collect(),
                 workers,
                 households,

@@ -657,6 +657,7 @@ mod tests {
             events_per_day: 10,
             travel_rate: 0.0,
             invalid_rate: 0.0,
+            duplicate_rate: 0.0,
         };
         let pop = crate::households::Population::build(&spec, &crate::households::HouseholdSpec::default());
         let truth: Vec<Assignment> = pop.truth_records().map(|t| Assignment::from(&t)).collect();

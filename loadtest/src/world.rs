@@ -35,6 +35,8 @@ pub struct WorldSpec {
     pub travel_rate: f64,
     /// Share of lines that are invalid on purpose.
     pub invalid_rate: f64,
+    /// Share of lines sent twice in a row (an at-least-once source's duplicates).
+    pub duplicate_rate: f64,
 }
 
 /// Home markets: (country, time zone, language, MCC of the home network).
@@ -224,6 +226,10 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mu
         day_lines.sort();
         for (_, _, line) in &day_lines {
             emit(line);
+            // No draw at all when there are no duplicates: such worlds stay byte for byte.
+            if spec.duplicate_rate > 0.0 && rng.random_bool(spec.duplicate_rate) {
+                emit(line);
+            }
         }
     }
 }
@@ -487,7 +493,35 @@ mod tests {
             events_per_day: 20,
             travel_rate: 0.3,
             invalid_rate: 0.01,
+            duplicate_rate: 0.0,
         }
+    }
+
+    #[test]
+    fn duplicates_repeat_lines_of_the_same_world() {
+        let one_day = WorldSpec { days: 1, ..spec(5) };
+        let mut plain = Vec::new();
+        generate(&one_day, |l| plain.push(l.to_string()));
+        let mut doubled = Vec::new();
+        generate(
+            &WorldSpec {
+                duplicate_rate: 0.1,
+                ..one_day.clone()
+            },
+            |l| doubled.push(l.to_string()),
+        );
+        let extra = doubled.len() - plain.len();
+        assert!(
+            extra * 100 > plain.len() * 5 && extra * 100 < plain.len() * 15,
+            "{extra} of {}",
+            plain.len()
+        );
+        // Each duplicate comes right after its original; without them, the same world.
+        let mut deduped = doubled.clone();
+        deduped.dedup();
+        let mut plain_deduped = plain.clone();
+        plain_deduped.dedup();
+        assert_eq!(deduped, plain_deduped);
     }
 
     /// FNV-1a over the lines, each followed by a newline.
@@ -562,6 +596,7 @@ mod tests {
                 events_per_day: 20,
                 travel_rate: 0.1,
                 invalid_rate: 0.0,
+                duplicate_rate: 0.0,
             };
             let pop = Population::build(&spec, &HouseholdSpec::default());
             let mut events = Vec::new();

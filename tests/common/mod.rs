@@ -304,6 +304,7 @@ pub fn world(
         events_per_day,
         travel_rate,
         invalid_rate,
+        duplicate_rate: 0.0,
     };
     let mut lines = Vec::new();
     kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));

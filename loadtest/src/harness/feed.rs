@@ -323,6 +323,7 @@ mod tests {
             events_per_day: 10,
             travel_rate: 0.2,
             invalid_rate: 0.01,
+            duplicate_rate: 0.0,
         };
         let w = World::generate(&spec, true);
         assert_eq!(w.customers(), 30);

@@ -343,6 +343,7 @@ pub fn run_live(spec: &LiveSpec) -> Result<Report> {
         ("subscribers", spec.world.subscribers.to_string()),
         ("events per subscriber per day", spec.world.events_per_day.to_string()),
         ("seed", spec.world.seed.to_string()),
+        ("duplicated events (share)", spec.world.duplicate_rate.to_string()),
         ("households", spec.households.to_string()),
         ("workers", spec.engine.workers.to_string()),
         ("rules", spec.engine.rules.display().to_string()),

@@ -31,8 +31,16 @@ pub struct ReplaySpec {
 pub fn world_file(spec: &WorldSpec, cache: &Path) -> Result<(PathBuf, Vec<Moment>)> {
     std::fs::create_dir_all(cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let name = format!(
-        "world-{}s-{}d-{}e-seed{}",
-        spec.subscribers, spec.days, spec.events_per_day, spec.seed
+        "world-{}s-{}d-{}e-seed{}{}",
+        spec.subscribers,
+        spec.days,
+        spec.events_per_day,
+        spec.seed,
+        if spec.duplicate_rate > 0.0 {
+            format!("-dup{}", spec.duplicate_rate)
+        } else {
+            String::new()
+        }
     );
     let events = cache.join(format!("{name}.jsonl"));
     let moments = cache.join(format!("{name}.moments.jsonl"));
@@ -54,6 +62,7 @@ pub fn world_file(spec: &WorldSpec, cache: &Path) -> Result<(PathBuf, Vec<Moment
             .args(["--events-per-day", &spec.events_per_day.to_string()])
             .args(["--travel-rate", &spec.travel_rate.to_string()])
             .args(["--invalid-rate", &spec.invalid_rate.to_string()])
+            .args(["--duplicate-rate", &spec.duplicate_rate.to_string()])
             .stderr(Stdio::null())
             .status()
             .context("cannot run the generator")?;
