@@ -21,9 +21,6 @@ use serde_json::Value;
 /// The four default rules whose moments are planted.
 pub const RULES: [&str; 4] = ["roaming-welcome", "data-pack-80", "data-pack-100", "handset-upgrade"];
 
-/// Those of [`RULES`] that are marketing (subject to quiet hours) in the shipped rules.
-pub const MARKETING: [&str; 1] = ["handset-upgrade"];
-
 /// A moment the engine must decide.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Moment {
@@ -339,13 +336,9 @@ fn moment(rule: &'static str, msisdn: &str, at: u64) -> Moment {
 
 /// The truth of a whole set of generated lines (in any order).
 pub fn of_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<Moment> {
-    of_parsed(lines.into_iter().filter_map(Parsed::from_line).collect())
-}
-
-/// The truth of a whole set of parsed events (in any order).
-pub fn of_parsed(parsed: Vec<Parsed>) -> Vec<Moment> {
-    let mut events: Vec<(u64, u8, usize, Parsed)> = parsed
+    let mut events: Vec<(u64, u8, usize, Parsed)> = lines
         .into_iter()
+        .filter_map(Parsed::from_line)
         .enumerate()
         .map(|(i, p)| (p.ts, p.rank(), i, p))
         .collect();

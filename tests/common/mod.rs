@@ -146,28 +146,9 @@ pub fn unique_prefix(tag: &str) -> String {
     format!("{tag}{}-{millis}", std::process::id())
 }
 
-/// Creates `topics` with `partitions` partitions each on the broker.
+/// Creates `topics` with `partitions` partitions each on the broker (the load harness's).
 pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
-    for result in runtime
-        .block_on(admin.create_topics(&new, &options))
-        .expect("creating topics")
-    {
-        result.expect("topic created");
-    }
+    kairos_loadtest::harness::create_topics(brokers, topics, partitions).expect("topics created");
 }
 
 /// Input and output topic names for one Kafka test, unique to this run (`tag` tells tests

@@ -211,11 +211,6 @@ impl Feed {
         let _ = self.producer.flush(Duration::from_secs(60));
     }
 
-    /// Messages handed to the producer not yet acknowledged by the broker.
-    pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
-    }
-
     /// The moments planted by what was sent (handset moments due by the newest event sent).
     pub fn truth(self) -> Vec<Moment> {
         let end = self.last_ts;

@@ -309,13 +309,14 @@ pub fn run_live(spec: &LiveSpec) -> Result<Report> {
     engine.kill();
     let planted = feed.truth();
     let mut check = truth::check(&planted, outputs.decided.iter().cloned());
+    let marketing = marketing_rules(&spec.engine.rules)?;
     // A marketing action held for quiet hours is decided when they end — after the run, when
     // its moment fell in the night of the subscriber's time zone. Those may be missing, as
     // many as the engine says it holds; every other planted moment must be decided.
     let (waiting, missing): (Vec<_>, Vec<_>) = check
         .missing
         .drain(..)
-        .partition(|m| truth::MARKETING.contains(&m.rule));
+        .partition(|m| marketing.iter().any(|r| r == m.rule));
     check.missing = missing;
     if waiting.len() as u64 > held {
         check.missing.extend(waiting.iter().cloned());
@@ -589,6 +590,27 @@ fn recovery(ticks: &[Tick], samples: &[Sample], spec: &LiveSpec, since: f64, bas
         .map(|i| (after[i].t - since).max(0.0))
 }
 
+/// The ids of the rules in `dir` whose actions are marketing (a rule without `class` is), so
+/// may wait for quiet hours.
+fn marketing_rules(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|x| x != "toml") || path.file_name().is_some_and(|n| n == "policy.toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let rule: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not a rule file", path.display()))?;
+        let class = rule.get("class").and_then(|c| c.as_str()).unwrap_or("marketing");
+        if let (Some(id), "marketing") = (rule.get("id").and_then(|i| i.as_str()), class) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
 /// Writes `report.json`, `report.md` and `report.svg` into `out`.
 pub fn write(report: &Report, out: &std::path::Path) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;
@@ -602,4 +624,21 @@ pub fn write(report: &Report, out: &std::path::Path) -> Result<()> {
     }
     log(format!("report → {}", out.join("report.md").display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_marketing_rules_are_read_from_their_files() {
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+        let mut marketing = marketing_rules(&rules).unwrap();
+        marketing.sort();
+        assert!(marketing.contains(&"handset-upgrade".to_string()), "{marketing:?}");
+        assert!(marketing.contains(&"family-plan".to_string()), "{marketing:?}");
+        for other in ["roaming-welcome", "data-pack-80", "data-pack-100"] {
+            assert!(!marketing.contains(&other.to_string()), "{marketing:?}");
+        }
+    }
 }
