@@ -184,21 +184,54 @@ fn default_group_id() -> String {
     "kairos".into()
 }
 
+/// Why a configuration file cannot be used: what, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+}
+
+/// Parses TOML `text` of the file `path`, with the line and column of a problem.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let before = &text[..e.span().map_or(0, |span| span.start.min(text.len()))];
+        ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            col: before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path) -> impl FnOnce(String) -> ConfigError + '_ {
+    move |problem| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
 impl RunConfig {
     /// Reads and checks a configuration file; errors say `file:line:col: what`.
-    pub fn load(path: &Path) -> Result<RunConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let config: RunConfig = toml::from_str(&text).map_err(|e| {
-            let (line, col) = e.span().map_or((1, 1), |span| {
-                let before = &text[..span.start.min(text.len())];
-                (
-                    before.matches('\n').count() + 1,
-                    before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1,
-                )
-            });
-            format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
-        })?;
-        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+        let config: RunConfig = parse(path, &read(path)?)?;
+        config.check().map_err(invalid(path))?;
         Ok(config)
     }
 
@@ -222,20 +255,14 @@ impl RunConfig {
 
 /// The `[households]` table of a TOML file (defaults for what it leaves out), with the
 /// file's name and the line and column of a problem.
-pub fn load_households(path: &Path) -> Result<kairos_dataflows::households::HouseholdConfig, String> {
+pub fn load_households(path: &Path) -> Result<kairos_dataflows::households::HouseholdConfig, ConfigError> {
     #[derive(Deserialize)]
     struct OnlyHouseholds {
         #[serde(default)]
         households: kairos_dataflows::households::HouseholdConfig,
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let parsed: OnlyHouseholds = toml::from_str(&text).map_err(|e| {
-        let before = &text[..e.span().map_or(0, |s| s.start.min(text.len()))];
-        let line = before.matches('\n').count() + 1;
-        let col = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
-        format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
-    })?;
-    check_households(&parsed.households).map_err(|e| format!("{}: {e}", path.display()))?;
+    let parsed: OnlyHouseholds = parse(path, &read(path)?)?;
+    check_households(&parsed.households).map_err(invalid(path))?;
     Ok(parsed.households)
 }
 
@@ -290,10 +317,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
         std::fs::write(&path, "[kafka]\nbrokers = \"x:1\"\n[engine]\nworkrs = 2\n").unwrap();
-        let e = RunConfig::load(&path).unwrap_err();
+        let e = RunConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("k.toml:4:1: unknown field `workrs`"), "{e}");
         std::fs::write(&path, "[kafka]\nbrokers = \"x:1\"\n[engine]\nworkers = 0\n").unwrap();
-        let e = RunConfig::load(&path).unwrap_err();
+        let e = RunConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("engine.workers = 0"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 //! every metric. [`report`] reads the engine's decisions back (`kairos report uplift`,
 //! `kairos rules try`).
 
+pub mod admin;
 pub mod config;
 pub mod decode;
 pub mod ingest;

@@ -246,7 +246,7 @@ fn main() -> ExitCode {
             households_config,
         } => {
             let households = match households_config {
-                Some(path) => kairos::config::load_households(&path),
+                Some(path) => kairos::config::load_households(&path).map_err(|e| e.to_string()),
                 None => Ok(Default::default()),
             };
             households.and_then(|households| {
@@ -261,7 +261,7 @@ fn main() -> ExitCode {
                     ..households
                 },
             };
-            pipeline::replay(&options).map(|s| {
+            pipeline::replay(&options).map_err(|e| e.to_string()).map(|s| {
                 let actions: u64 = s.actions_by_rule.values().sum();
                 let suppressed: u64 = s.suppressed_by_reason.values().sum();
                 eprintln!(
@@ -277,14 +277,14 @@ fn main() -> ExitCode {
             })
             })
         }
-        Command::Run { config, from, to } => RunConfig::load(&config).and_then(|config| {
+        Command::Run { config, from, to } => RunConfig::load(&config).map_err(|e| e.to_string()).and_then(|config| {
             let range = Range {
                 from: from.as_deref().map(|f| Bound::parse(f, "--from")).transpose()?,
                 to: to.as_deref().map(|t| Bound::parse(t, "--to")).transpose()?,
             };
             let shutdown = Arc::new(AtomicBool::new(false));
             watch_signals(Arc::clone(&shutdown))?;
-            pipeline::run(&config, &range, shutdown)
+            pipeline::run(&config, &range, shutdown).map_err(|e| e.to_string())
         }),
         Command::Rules {
             command: RulesCommand::Schema { policy },
@@ -298,7 +298,7 @@ fn main() -> ExitCode {
         }
         Command::Rules {
             command: RulesCommand::Publish { dir, config, at },
-        } => RunConfig::load(&config).and_then(|config| {
+        } => RunConfig::load(&config).map_err(|e| e.to_string()).and_then(|config| {
             let topic = config
                 .engine
                 .rules_topic
@@ -310,8 +310,8 @@ fn main() -> ExitCode {
                     .map_or(0, |d| d.as_millis() as u64),
                 text => kairos_model::time::parse_rfc3339(text).map_err(|e| format!("--at {text:?}: {e}"))?,
             };
-            let published = kairos::rules::publish::Published::from_dir(&dir, at)?;
-            kairos::rules::publish::publish(&config.kafka, &topic, &published)?;
+            let published = kairos::rules::publish::Published::from_dir(&dir, at).map_err(|e| e.to_string())?;
+            kairos::rules::publish::publish(&config.kafka, &topic, &published).map_err(|e| e.to_string())?;
             println!(
                 "{}: {} file(s) published on {topic} as version {}, in force from {}",
                 dir.display(),

@@ -2,12 +2,21 @@
 //! both `/metrics` (run mode) and `summary.json` (replay).
 //!
 //! Names follow `kairos_<area>_<thing>_<unit>`. No label ever carries a subscriber number.
+//! `docker/grafana/dashboards/kairos.json` and `docker/prometheus/alerts.yml` read these
+//! names; `tests/prometheus.rs` checks every panel and alert against a live engine.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use kairos_model::{Decision, EventKind, Verdict};
+use kairos_dataflows::DataflowStats;
+use kairos_model::{Decision, EventKind, Millis, Verdict};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::Serialize;
+
+use crate::admin::{self, AdminError, Health};
 
 /// Events read and decoded, by `type`.
 pub const EVENTS_IN: &str = "kairos_ingest_events_total";
@@ -59,13 +68,81 @@ pub const RULE_CHANGES: &str = "kairos_rules_changes_total";
 pub const RULE_REJECTIONS: &str = "kairos_rules_rejected_total";
 /// Rules in force.
 pub const RULES_IN_FORCE: &str = "kairos_rules_in_force";
+/// 1 for the version (folder fingerprint or published version) of the rule set in force, 0
+/// for the versions it replaced.
+pub const RULES_INFO: &str = "kairos_rules_info";
+/// Wall clock at production minus the moment's event time (or, for an action held for quiet
+/// hours, its `send_at`), by rule class.
+pub const EVENT_TO_ACTION: &str = "kairos_sink_event_to_action_seconds";
+/// Wall clock minus the Kafka timestamp of the last message read, per worker, while its
+/// partitions have unread messages (0 when caught up): how far behind the engine reads.
+pub const INPUT_LAG_SECONDS: &str = "kairos_ingest_lag_seconds";
+/// The input frontier minus the wall clock, per worker (0 unless event time runs ahead:
+/// a clock far in the future in some input).
+pub const FRONTIER_AHEAD: &str = "kairos_ingest_frontier_ahead_seconds";
+/// When the last checkpoint was written, or the process started (Unix seconds): its age is
+/// `time() - this`.
+pub const LAST_CHECKPOINT: &str = "kairos_state_last_checkpoint_timestamp_seconds";
+/// How long the last checkpoint took to write.
+pub const LAST_CHECKPOINT_SECONDS: &str = "kairos_state_last_checkpoint_duration_seconds";
+/// Keys in the state store (RocksDB's estimate): about one per subscriber.
+pub const STORE_KEYS: &str = "kairos_state_store_keys";
+/// Bytes of the state store on disk (SST files) and in memory (memtables).
+pub const STORE_BYTES: &str = "kairos_state_store_bytes";
+/// Resident memory of the process.
+pub const RESIDENT_MEMORY: &str = "kairos_process_resident_memory_bytes";
+/// When the process started (Unix seconds): `changes()` of it counts restarts.
+pub const START_TIME: &str = "kairos_process_start_time_seconds";
+/// Whether the engine is ready (`/readyz`): 1 or 0.
+pub const READY: &str = "kairos_ready";
 
-/// Starts the Prometheus exporter on `listen` (serving `/metrics`) and describes the metrics.
-pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .install()
-        .map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
+/// Buckets of [`EVENT_TO_ACTION`] (seconds): the triggered path's target is p99 ≤ 1 s, and
+/// the brief allows minutes for some moments.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Buckets of [`CHECKPOINT_SECONDS`].
+const CHECKPOINT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` (see `admin.rs`) and describes
+/// the metrics; the returned [`Health`] is where the engine says how far it has started.
+pub fn serve(listen: SocketAddr, workers: usize) -> Result<Arc<Health>, AdminError> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(EVENT_TO_ACTION.into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CHECKPOINT_SECONDS.into()), CHECKPOINT_BUCKETS))
+        .map_err(|e| AdminError::Recorder(e.to_string()))?;
+    let health = Arc::new(Health::new(workers));
+    admin::serve(listen, recorder, Arc::clone(&health))?;
+    describe();
+    // Counters of rare events exist from the start (at 0), so that a dashboard or an alert
+    // reading them has a series before the first error, not "no data".
+    for name in [
+        SINK_ERRORS,
+        CHECKPOINT_ERRORS,
+        RULE_CHANGES,
+        RULE_REJECTIONS,
+        INVALID_EVENTS,
+        LATE_EVENTS,
+        CHECKPOINTS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    let started = unix_seconds();
+    metrics::gauge!(START_TIME).set(started);
+    // Nothing is owed a checkpoint from before the process started: the age counts from then.
+    metrics::gauge!(LAST_CHECKPOINT).set(started);
+    metrics::gauge!(READY).set(0.0);
+    Ok(health)
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Describes every metric (the `# HELP` lines of `/metrics`).
+fn describe() {
     metrics::describe_counter!(EVENTS_IN, "Events read and decoded, by type");
     metrics::describe_counter!(INVALID_EVENTS, "Messages that were not valid events (dead-lettered)");
     metrics::describe_counter!(
@@ -106,7 +183,84 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<(), String> {
         RESTORED_SUBSCRIBERS,
         "Subscribers restored from the last checkpoint at start"
     );
-    Ok(())
+    metrics::describe_gauge!(RULES_INFO, "1 for the version of the rule set in force");
+    metrics::describe_histogram!(
+        EVENT_TO_ACTION,
+        "Wall clock at production minus the moment's event time (or send_at when held), by rule class"
+    );
+    metrics::describe_gauge!(
+        INPUT_LAG_SECONDS,
+        "Wall clock minus the Kafka timestamp of the last message read, while behind, per worker"
+    );
+    metrics::describe_gauge!(
+        FRONTIER_AHEAD,
+        "Input frontier minus wall clock, per worker (0 unless ahead)"
+    );
+    metrics::describe_gauge!(LAST_CHECKPOINT, "When the last checkpoint was written (Unix seconds)");
+    metrics::describe_gauge!(LAST_CHECKPOINT_SECONDS, "How long the last checkpoint took to write");
+    metrics::describe_gauge!(
+        STORE_KEYS,
+        "Keys in the state store (estimate; about one per subscriber)"
+    );
+    metrics::describe_gauge!(STORE_BYTES, "Bytes of the state store (SST files and memtables)");
+    metrics::describe_gauge!(RESIDENT_MEMORY, "Resident memory of the process");
+    metrics::describe_gauge!(START_TIME, "When the process started (Unix seconds)");
+    metrics::describe_gauge!(READY, "1 when /readyz says ready");
+}
+
+/// The rule set in force is now `version`, of `rules` rules.
+pub fn rules_in_force(version: &str, rules: usize) {
+    // The version shown as in force, so that the one it replaces drops to 0.
+    static SHOWN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let mut shown = SHOWN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(old) = shown.replace(version.to_string()).filter(|old| old != version) {
+        metrics::gauge!(RULES_INFO, "version" => old).set(0.0);
+    }
+    metrics::gauge!(RULES_INFO, "version" => version.to_string()).set(1.0);
+    metrics::gauge!(RULES_IN_FORCE).set(rules as f64);
+}
+
+/// A worker's frontier against the wall clock `now`.
+pub fn frontier(worker: usize, frontier: Millis, now: Millis) {
+    let worker = worker.to_string();
+    metrics::gauge!(EVENT_TIME_LAG, "worker" => worker.clone()).set(now.saturating_sub(frontier) as f64 / 1000.0);
+    metrics::gauge!(FRONTIER_AHEAD, "worker" => worker).set(frontier.saturating_sub(now) as f64 / 1000.0);
+}
+
+/// The dataflow's counters, and the process's memory (worker 0, once a second).
+pub fn dataflow_stats(stats: &DataflowStats) {
+    metrics::counter!(MOMENTS).absolute(stats.moments.load(Ordering::Relaxed));
+    metrics::counter!(WITHOUT_CUSTOMER).absolute(stats.events_without_customer.load(Ordering::Relaxed));
+    metrics::counter!(STALE_CUSTOMER_RECORDS).absolute(stats.stale_customer_records.load(Ordering::Relaxed));
+    metrics::counter!(CONDITION_ERRORS).absolute(stats.condition_errors.load(Ordering::Relaxed));
+    metrics::counter!(DATAFLOW_UPDATES).absolute(stats.updates.load(Ordering::Relaxed));
+    metrics::gauge!(HELD_ACTIONS).set(stats.held.load(Ordering::Relaxed) as f64);
+    if let Some(bytes) = resident_bytes() {
+        metrics::gauge!(RESIDENT_MEMORY).set(bytes as f64);
+    }
+}
+
+/// A checkpoint was written in `seconds`.
+pub fn checkpoint_written(seconds: f64, subscribers: usize) {
+    metrics::counter!(CHECKPOINTS).increment(1);
+    metrics::counter!(CHECKPOINT_SUBSCRIBERS).increment(subscribers as u64);
+    metrics::histogram!(CHECKPOINT_SECONDS).record(seconds);
+    metrics::gauge!(LAST_CHECKPOINT_SECONDS).set(seconds);
+    metrics::gauge!(LAST_CHECKPOINT).set(unix_seconds());
+}
+
+/// Resident memory of this process, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The event → action latency of a produced action of class `class` (wall clock `now`).
+pub fn action_latency(class: &'static str, decision: &Decision, now: Millis) {
+    let due = decision.action.moment_ts.max(decision.action.send_at);
+    metrics::histogram!(EVENT_TO_ACTION, "class" => class).record(now.saturating_sub(due) as f64 / 1000.0);
 }
 
 /// What one worker's ingest saw since the last [`IngestTally::publish`].

@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::read::MultiGzDecoder;
-use kairos_model::Millis;
+use kairos_model::{Millis, Origin};
+
+use crate::decode::decode;
+use crate::ingest::{DeadLetter, Received, SourcePosition};
 
 /// Lines per chunk: large enough to amortise the hand-off, small enough to spread work.
 pub const CHUNK_LINES: usize = 4096;
@@ -87,6 +90,33 @@ impl Chunk {
             start = end;
             (number, line)
         })
+    }
+
+    /// Decodes the chunk's lines, in order, handing each to `deliver` as a Kafka partition's
+    /// messages are (`names` are the input files in [`discover`] order, for dead letters);
+    /// returns the newest event time in the chunk.
+    pub fn decode(&self, names: &[String], mut deliver: impl FnMut(Received)) -> Option<Millis> {
+        let mut newest = None;
+        for (line, bytes) in self.lines() {
+            let origin = Origin {
+                source: self.file,
+                position: line,
+            };
+            match decode(bytes, origin) {
+                Ok(event) => {
+                    newest = newest.max(Some(event.ts));
+                    deliver(Received::Event(event));
+                }
+                Err(error) => {
+                    let source = SourcePosition::File {
+                        file: names[self.file as usize].clone(),
+                        line,
+                    };
+                    deliver(Received::Invalid(DeadLetter::new(source, error, bytes), None));
+                }
+            }
+        }
+        newest
     }
 }
 

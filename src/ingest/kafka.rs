@@ -15,12 +15,16 @@
 //!   every partition of every worker is idle, moves just past the newest event any of them
 //!   has seen — so the last events before a pause are decided without waiting for more.
 
+// Errors here happen once, at start (librdkafka's `KafkaError` makes them large); returning
+// them by value keeps the call sites plain.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kairos_model::{Event, Millis, Origin};
+use kairos_model::{Millis, Origin};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -32,7 +36,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::config::{KafkaConfig, StartFrom};
 use crate::decode::{decode, DecodeError};
 use crate::ingest::range::{Bound, Range};
-use crate::ingest::{DeadLetter, SourcePosition};
+use crate::ingest::{DeadLetter, Received, SourcePosition};
 use crate::telemetry;
 
 /// Receives librdkafka's statistics (for the lag gauge) and its errors (for the log).
@@ -163,6 +167,8 @@ struct OwnedPartition {
     newest: Option<Millis>,
     at_end: bool,
     last_message: Instant,
+    /// The Kafka timestamp of the last message read (milliseconds since the Unix epoch).
+    last_timestamp: Option<Millis>,
     /// In a bounded run: the offset to stop before.
     stop: Option<i64>,
     /// Every message before `stop` has been read.
@@ -195,35 +201,67 @@ pub struct PartitionIngest {
     last_error_log: Option<Instant>,
 }
 
-/// A message read: a decoded event, or a dead letter.
-pub enum Received {
-    Event(Event),
-    Invalid(DeadLetter, Option<Vec<u8>>),
+/// Why the input partitions could not be found or owned.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaIngestError {
+    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    Client { brokers: String, source: KafkaError },
+    #[error("cannot read metadata of input topic {topic} from {brokers}: {source}")]
+    Metadata {
+        topic: String,
+        brokers: String,
+        source: KafkaError,
+    },
+    #[error("input topic {topic} not found on {brokers}")]
+    NotFound { topic: String, brokers: String },
+    #[error("input topic {topic} does not exist on {brokers} (create it, or fix [kafka] input_topics)")]
+    Missing { topic: String, brokers: String },
+    #[error("cannot assign {topic}/{partition}: {source}")]
+    Assign {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("cannot open a queue for {topic}/{partition}")]
+    Queue { topic: String, partition: i32 },
+    #[error("cannot {what} of {topic}/{partition}: {source}")]
+    Offsets {
+        what: &'static str,
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
 }
 
 /// The input partitions, in the order every worker agrees on.
-pub fn list_partitions(config: &KafkaConfig) -> Result<Vec<(String, i32)>, String> {
-    let consumer: BaseConsumer = consumer_config(config, "kairos-metadata")
-        .create()
-        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", config.brokers))?;
+pub fn list_partitions(config: &KafkaConfig) -> Result<Vec<(String, i32)>, KafkaIngestError> {
+    let consumer: BaseConsumer =
+        consumer_config(config, "kairos-metadata")
+            .create()
+            .map_err(|source| KafkaIngestError::Client {
+                brokers: config.brokers.clone(),
+                source,
+            })?;
     let mut all = Vec::new();
     for topic in &config.input_topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| {
-                format!(
-                    "cannot read metadata of input topic {topic} from {}: {e}",
-                    config.brokers
-                )
+            .map_err(|source| KafkaIngestError::Metadata {
+                topic: topic.clone(),
+                brokers: config.brokers.clone(),
+                source,
             })?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(format!("input topic {topic} not found on {}", config.brokers));
+            return Err(KafkaIngestError::NotFound {
+                topic: topic.clone(),
+                brokers: config.brokers.clone(),
+            });
         };
         if found.error().is_some() || found.partitions().is_empty() {
-            return Err(format!(
-                "input topic {topic} does not exist on {} (create it, or fix [kafka] input_topics)",
-                config.brokers
-            ));
+            return Err(KafkaIngestError::Missing {
+                topic: topic.clone(),
+                brokers: config.brokers.clone(),
+            });
         }
         let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
         partitions.sort();
@@ -264,7 +302,7 @@ impl PartitionIngest {
         frontier: FrontierRules,
         resume: &HashMap<(String, i32), i64>,
         range: &Range,
-    ) -> Result<PartitionIngest, String> {
+    ) -> Result<PartitionIngest, KafkaIngestError> {
         let FrontierRules {
             shared,
             lateness,
@@ -272,7 +310,10 @@ impl PartitionIngest {
         } = frontier;
         let consumer: BaseConsumer<IngestContext> = consumer_config(config, &format!("kairos-w{worker}"))
             .create_with_context(IngestContext)
-            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+            .map_err(|source| KafkaIngestError::Client {
+                brokers: config.brokers.clone(),
+                source,
+            })?;
         let consumer = Arc::new(consumer);
         let owned: Vec<(usize, &(String, i32))> =
             all.iter().enumerate().filter(|(i, _)| i % workers == worker).collect();
@@ -296,17 +337,28 @@ impl PartitionIngest {
             };
             assignment
                 .add_partition_offset(topic, *partition, Offset::from_raw(start))
-                .map_err(|e| format!("cannot assign {topic}/{partition}: {e}"))?;
+                .map_err(|source| KafkaIngestError::Assign {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    source,
+                })?;
             starts.push((start, stop));
         }
         consumer
             .assign(&assignment)
-            .map_err(|e| format!("cannot assign partitions: {e}"))?;
+            .map_err(|source| KafkaIngestError::Assign {
+                topic: "(all owned)".into(),
+                partition: -1,
+                source,
+            })?;
         let mut partitions = Vec::new();
         for ((source, (topic, partition)), (start, stop)) in owned.into_iter().zip(starts) {
             let queue = consumer
                 .split_partition_queue(topic, *partition)
-                .ok_or_else(|| format!("cannot open a queue for {topic}/{partition}"))?;
+                .ok_or_else(|| KafkaIngestError::Queue {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })?;
             partitions.push(OwnedPartition {
                 topic: topic.clone(),
                 partition: *partition,
@@ -314,6 +366,7 @@ impl PartitionIngest {
                 source: source as u32,
                 queue,
                 newest: None,
+                last_timestamp: None,
                 at_end: false,
                 last_message: Instant::now(),
                 stop,
@@ -353,6 +406,18 @@ impl PartitionIngest {
     /// Number of partitions this worker owns.
     pub fn owned(&self) -> usize {
         self.partitions.len()
+    }
+
+    /// How far behind this worker reads, in seconds at wall clock `now`: `now` minus the
+    /// Kafka timestamp of the last message read from the partitions that have not reached
+    /// their end (the oldest of them); 0 when every partition is caught up.
+    pub fn lag_seconds(&self, now: Millis) -> f64 {
+        self.partitions
+            .iter()
+            .filter(|p| !p.at_end && !p.done)
+            .filter_map(|p| p.last_timestamp)
+            .min()
+            .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0)
     }
 
     /// Reads up to `budget` messages per partition without blocking; returns how many.
@@ -396,6 +461,7 @@ impl PartitionIngest {
                         owned.done = owned.stop.is_some_and(|stop| owned.next >= stop);
                         owned.at_end = false;
                         owned.last_message = Instant::now();
+                        owned.last_timestamp = message.timestamp().to_millis().and_then(|t| Millis::try_from(t).ok());
                         let origin = Origin {
                             source: owned.source,
                             position: message.offset() as u64,
@@ -470,13 +536,21 @@ fn resolve(
     partition: i32,
     bound: Option<&Bound>,
     fallback: &Bound,
-) -> Result<i64, String> {
+) -> Result<i64, KafkaIngestError> {
     let bound = bound.unwrap_or(fallback);
+    let failed = |what: &'static str| {
+        move |source| KafkaIngestError::Offsets {
+            what,
+            topic: topic.to_string(),
+            partition,
+            source,
+        }
+    };
     let end = || {
         consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
             .map(|(_, high)| high)
-            .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))
+            .map_err(failed("read the end"))
     };
     match bound {
         Bound::Earliest => Ok(Offset::Beginning.to_raw().unwrap_or(-2)),
@@ -485,10 +559,10 @@ fn resolve(
             let mut wanted = TopicPartitionList::new();
             wanted
                 .add_partition_offset(topic, partition, Offset::Offset(*at as i64))
-                .map_err(|e| format!("cannot look up {topic}/{partition}: {e}"))?;
+                .map_err(failed("look up the offsets"))?;
             let found = consumer
                 .offsets_for_times(wanted, Duration::from_secs(10))
-                .map_err(|e| format!("cannot find the offset of {topic}/{partition} at that time: {e}"))?;
+                .map_err(failed("find the offset at that time"))?;
             match found.find_partition(topic, partition).map(|p| p.offset()) {
                 Some(Offset::Offset(offset)) => Ok(offset),
                 // No message at or after that time: the end.

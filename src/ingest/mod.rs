@@ -1,17 +1,26 @@
 //! ingest: where events come from — JSON Lines files (replay) or Kafka partitions owned by
 //! timely workers (run) — and how each input decides the epoch its events enter at.
 //!
-//! Both sources hand the pipeline the same thing: decoded events to send at the worker's
-//! current epoch, [`DeadLetter`]s for what did not decode, and the next epoch (the input
-//! frontier this worker allows).
+//! Both sources decode what they read (`crate::decode`) and hand the pipeline the same
+//! thing, [`Received`]: an event to send at the worker's current epoch, or a [`DeadLetter`]
+//! for what did not decode; and each says the next epoch (the input frontier this worker
+//! allows).
 
 pub mod files;
 pub mod kafka;
 pub mod range;
 
+use kairos_model::Event;
 use serde::Serialize;
 
 use crate::decode::DecodeError;
+
+/// A message read and decoded: an event, or a dead letter (with the key of the message it
+/// replaces, for Kafka).
+pub enum Received {
+    Event(Event),
+    Invalid(DeadLetter, Option<Vec<u8>>),
+}
 
 /// Where an input message was read.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

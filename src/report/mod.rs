@@ -114,7 +114,7 @@ fn replay_with(
         allowed_lateness_ms: 0,
         households: Default::default(),
     };
-    let summary = pipeline::replay(&replay)?;
+    let summary = pipeline::replay(&replay).map_err(|e| e.to_string())?;
     let run = dryrun::Run {
         rules: rule_infos(set),
         decisions: input::read_output(&replay.out.join("decisions.jsonl"), input::parse_decision_line)?,
@@ -128,7 +128,7 @@ fn replay_with(
 /// nobody — then writes `out/report.json` and `out/report.html`. Errors (one line) when a
 /// rule set is invalid, an input cannot be read or an output cannot be written.
 pub fn rules_try(options: &TryOptions) -> Result<TryRun, String> {
-    let candidate_set = pipeline::load_rules(&options.candidate)?;
+    let candidate_set = pipeline::load_rules(&options.candidate).map_err(|e| e.to_string())?;
     let against_set =
         pipeline::load_rules(&options.against).map_err(|e| format!("--against {}: {e}", options.against.display()))?;
     std::fs::create_dir_all(&options.out).map_err(|e| format!("cannot create {}: {e}", options.out.display()))?;

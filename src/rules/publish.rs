@@ -18,6 +18,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaConfig;
 
+/// Why a rule set could not be published, followed, or read from the topic.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The folder or the published files do not check: each problem, with file:line:col.
+    #[error("{0}")]
+    Rules(String),
+    #[error("effective_at: {0}")]
+    EffectiveAt(String),
+    #[error("cannot create a Kafka {what}: {source}")]
+    Client {
+        what: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot publish to {topic}: {source}{hint}")]
+    Publish {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+        hint: &'static str,
+    },
+    #[error("cannot read {topic}: {source}")]
+    Read {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("{topic}:0@{offset}: not a published rule set: {reason}")]
+    NotARuleSet { topic: String, offset: i64, reason: String },
+    #[error("cannot read {0} to its end within 30 s")]
+    TimedOut(String),
+}
+
 /// The record key every published rule set carries (the topic is compacted on it).
 pub const KEY: &str = "rules";
 
@@ -34,9 +64,10 @@ pub struct Published {
 
 impl Published {
     /// Reads and checks a folder for publishing.
-    pub fn from_dir(dir: &Path, effective_at: Millis) -> Result<Published, String> {
-        let lines =
-            |errors: Vec<super::RuleError>| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    pub fn from_dir(dir: &Path, effective_at: Millis) -> Result<Published, PublishError> {
+        let lines = |errors: Vec<super::RuleError>| {
+            PublishError::Rules(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        };
         // What is published is exactly what was checked: the folder is read once.
         let files = super::read_dir_files(dir).map_err(lines)?;
         super::load_files(dir, &files).map_err(lines)?;
@@ -48,10 +79,12 @@ impl Published {
     }
 
     /// The checked rule set and the instant it takes force at.
-    pub fn rules(&self) -> Result<(RuleSet, Millis), String> {
-        let at = parse_rfc3339(&self.effective_at).map_err(|e| format!("effective_at: {e}"))?;
-        let set = super::load_files(Path::new(&format!("published:{}", self.version)), &self.files)
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    pub fn rules(&self) -> Result<(RuleSet, Millis), PublishError> {
+        let at = parse_rfc3339(&self.effective_at).map_err(|e| PublishError::EffectiveAt(e.to_string()))?;
+        let set =
+            super::load_files(Path::new(&format!("published:{}", self.version)), &self.files).map_err(|errors| {
+                PublishError::Rules(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+            })?;
         Ok((set, at))
     }
 }
@@ -66,18 +99,29 @@ fn client(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// Publishes a checked set to `topic` and waits until the broker has it.
-pub fn publish(kafka: &KafkaConfig, topic: &str, published: &Published) -> Result<(), String> {
+pub fn publish(kafka: &KafkaConfig, topic: &str, published: &Published) -> Result<(), PublishError> {
     let producer: BaseProducer = client(kafka)
         .set("enable.idempotence", "true")
         .create()
-        .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
-    let payload = serde_json::to_string(published).map_err(|e| e.to_string())?;
+        .map_err(|source| PublishError::Client {
+            what: "producer",
+            source,
+        })?;
+    // Serialising strings and maps of strings cannot fail.
+    let payload = serde_json::to_string(published).unwrap_or_default();
+    let failed = |hint| {
+        move |source| PublishError::Publish {
+            topic: topic.to_string(),
+            source,
+            hint,
+        }
+    };
     producer
         .send(BaseRecord::to(topic).key(KEY).payload(&payload))
-        .map_err(|(e, _)| format!("cannot publish to {topic}: {e}"))?;
-    producer.flush(Duration::from_secs(30)).map_err(|e| {
-        format!("cannot publish to {topic}: {e} (does the topic exist? create it compacted: cleanup.policy=compact)")
-    })
+        .map_err(|(e, _)| failed("")(e))?;
+    producer.flush(Duration::from_secs(30)).map_err(failed(
+        " (does the topic exist? create it compacted: cleanup.policy=compact)",
+    ))
 }
 
 /// Follows the rules topic (partition 0) from its beginning: the newest record wins.
@@ -87,20 +131,25 @@ pub struct PublishedRules {
 }
 
 impl PublishedRules {
-    pub fn follow(kafka: &KafkaConfig, topic: &str) -> Result<PublishedRules, String> {
+    pub fn follow(kafka: &KafkaConfig, topic: &str) -> Result<PublishedRules, PublishError> {
         let consumer: BaseConsumer = client(kafka)
             .set("group.id", format!("{}-rules", kafka.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+            .map_err(|source| PublishError::Client {
+                what: "consumer",
+                source,
+            })?;
+        let read = |source| PublishError::Read {
+            topic: topic.to_string(),
+            source,
+        };
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("cannot read {topic}: {e}"))?;
+            .map_err(read)?;
+        consumer.assign(&assignment).map_err(read)?;
         Ok(PublishedRules {
             consumer,
             topic: topic.to_string(),
@@ -109,7 +158,7 @@ impl PublishedRules {
 
     /// The newest record read in this call, if any (waits at most `wait` for the first).
     /// A record that does not parse is an error for the caller to log and count.
-    pub fn poll(&self, wait: Duration) -> Option<Result<Published, String>> {
+    pub fn poll(&self, wait: Duration) -> Option<Result<Published, PublishError>> {
         let mut newest = None;
         let mut wait = wait;
         while let Some(message) = self.consumer.poll(wait) {
@@ -117,24 +166,35 @@ impl PublishedRules {
             newest = Some(match message {
                 Ok(message) => {
                     let offset = message.offset();
-                    serde_json::from_slice::<Published>(message.payload().unwrap_or_default())
-                        .map_err(|e| format!("{}:0@{offset}: not a published rule set: {e}", self.topic))
+                    serde_json::from_slice::<Published>(message.payload().unwrap_or_default()).map_err(|e| {
+                        PublishError::NotARuleSet {
+                            topic: self.topic.clone(),
+                            offset,
+                            reason: e.to_string(),
+                        }
+                    })
                 }
-                Err(e) => Err(format!("reading {}: {e}", self.topic)),
+                Err(source) => Err(PublishError::Read {
+                    topic: self.topic.clone(),
+                    source,
+                }),
             });
         }
         newest
     }
 
     /// Reads the topic to its current end: the set published last, if any.
-    pub fn latest(&self) -> Result<Option<Published>, String> {
+    pub fn latest(&self) -> Result<Option<Published>, PublishError> {
         // A topic just created may have no leader yet: retried for up to 30 s.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let high = loop {
             match self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)) {
                 Ok((_, high)) => break high,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    return Err(format!("cannot read {}: {e}", self.topic));
+                Err(source) if std::time::Instant::now() > deadline => {
+                    return Err(PublishError::Read {
+                        topic: self.topic.clone(),
+                        source,
+                    });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -150,7 +210,7 @@ impl PublishedRules {
                 return Ok(latest);
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("cannot read {} to its end within 30 s", self.topic));
+                return Err(PublishError::TimedOut(self.topic.clone()));
             }
             if let Some(record) = self.poll(Duration::from_millis(200)) {
                 latest = Some(record?);
@@ -177,7 +237,7 @@ mod tests {
         broken
             .files
             .insert("roaming-welcome.toml".into(), "id = \"x\"\n".into());
-        let error = broken.rules().unwrap_err();
+        let error = broken.rules().unwrap_err().to_string();
         assert!(error.contains("roaming-welcome.toml"), "{error}");
     }
 }

@@ -6,23 +6,62 @@
 //! record); action ids are deterministic; and the sink tracks where each output partition
 //! ends, so that after a restart it can read back what it produced since the previous
 //! checkpoint ([`KafkaSink::recall`]) and not produce it again.
+//!
+//! [`sink_and_checkpoint`] is the run's last operator: decisions go to the sink as they are
+//! made, and the dataflow's checkpoint records to the checkpoint writer (`state/writer.rs`)
+//! once every decision before the checkpoint's instant is out.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kairos_model::{Channel, Decision, Verdict};
+use kairos_dataflows::checkpoint::StateRecord;
+use kairos_model::{Channel, Decision, Millis, RuleSet, Verdict};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::config::{KafkaConfig, OutputTopics};
 use crate::ingest::{DeadLetter, SourcePosition};
+use crate::state::coordinator::Coordinator;
+use crate::state::writer::{BackgroundWriter, CheckpointWriter};
 use crate::state::Position;
 use crate::telemetry;
+
+/// Why the Kafka sink could not start, read back its outputs, or deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create the Kafka {what} for {brokers}: {source}")]
+    Client {
+        what: &'static str,
+        brokers: String,
+        source: KafkaError,
+    },
+    #[error("cannot read metadata of output topic {topic}: {source}")]
+    Metadata { topic: String, source: KafkaError },
+    #[error("output topic {topic} does not exist on {brokers} (create it)")]
+    Missing { topic: String, brokers: String },
+    #[error("cannot read the end of {topic}/{partition}: {source}")]
+    End {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("reading back the outputs: {0}")]
+    ReadBack(KafkaError),
+    #[error("reading back the outputs timed out with {0} partition(s) unread")]
+    ReadBackTimedOut(usize),
+    #[error("flushing the producer: {0}")]
+    Flush(KafkaError),
+}
 
 /// Where each output partition ends, as far as this process has produced.
 type OutputEnds = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
@@ -61,6 +100,8 @@ pub struct KafkaSink {
     /// What a previous run already produced since the restored checkpoint's scan point.
     produced: HashSet<String>,
     kafka: KafkaConfig,
+    /// Each rule's class, for the latency histogram (actions carry their rule, not its class).
+    classes: RwLock<HashMap<String, &'static str>>,
 }
 
 fn action_identity(id: &str) -> String {
@@ -78,7 +119,7 @@ fn dead_letter_identity(topic: &str, partition: i64, offset: i64) -> String {
 
 impl KafkaSink {
     /// Connects the producer.
-    pub fn new(kafka: &KafkaConfig, topics: OutputTopics) -> Result<KafkaSink, String> {
+    pub fn new(kafka: &KafkaConfig, topics: OutputTopics) -> Result<KafkaSink, SinkError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &kafka.brokers)
@@ -95,13 +136,18 @@ impl KafkaSink {
             .create_with_context(DeliveryReport {
                 ends: Arc::clone(&ends),
             })
-            .map_err(|e| format!("cannot create the Kafka producer for {}: {e}", kafka.brokers))?;
+            .map_err(|source| SinkError::Client {
+                what: "producer",
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
         Ok(KafkaSink {
             producer,
             topics,
             ends,
             produced: HashSet::new(),
             kafka: kafka.clone(),
+            classes: RwLock::default(),
         })
     }
 
@@ -118,20 +164,27 @@ impl KafkaSink {
     /// Learns where every output partition ends now (before anything is produced), and,
     /// after a restart, reads back what was produced from `scan_from` on, so it is not
     /// produced again. Returns how many records were recalled.
-    pub fn recall(&mut self, scan_from: Option<&[Position]>) -> Result<usize, String> {
+    pub fn recall(&mut self, scan_from: Option<&[Position]>) -> Result<usize, SinkError> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.kafka.brokers)
             .set("group.id", &self.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .create()
-            .map_err(|e| format!("cannot create a Kafka client for {}: {e}", self.kafka.brokers))?;
+            .map_err(|source| SinkError::Client {
+                what: "client",
+                brokers: self.kafka.brokers.clone(),
+                source,
+            })?;
         let timeout = Duration::from_secs(10);
         let mut ranges = Vec::new();
         for topic in self.all_topics() {
             let metadata = consumer
                 .fetch_metadata(Some(topic), timeout)
-                .map_err(|e| format!("cannot read metadata of output topic {topic}: {e}"))?;
+                .map_err(|source| SinkError::Metadata {
+                    topic: topic.to_string(),
+                    source,
+                })?;
             let partitions: Vec<i32> = metadata
                 .topics()
                 .iter()
@@ -139,15 +192,20 @@ impl KafkaSink {
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
             if partitions.is_empty() {
-                return Err(format!(
-                    "output topic {topic} does not exist on {} (create it)",
-                    self.kafka.brokers
-                ));
+                return Err(SinkError::Missing {
+                    topic: topic.to_string(),
+                    brokers: self.kafka.brokers.clone(),
+                });
             }
             for partition in partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, partition, timeout)
-                    .map_err(|e| format!("cannot read the end of {topic}/{partition}: {e}"))?;
+                let (low, high) =
+                    consumer
+                        .fetch_watermarks(topic, partition, timeout)
+                        .map_err(|source| SinkError::End {
+                            topic: topic.to_string(),
+                            partition,
+                            source,
+                        })?;
                 self.ends
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -171,21 +229,16 @@ impl KafkaSink {
         for (topic, partition, start, _) in &ranges {
             assignment
                 .add_partition_offset(topic, *partition, Offset::Offset(*start))
-                .map_err(|e| format!("cannot read back {topic}/{partition}: {e}"))?;
+                .map_err(SinkError::ReadBack)?;
         }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("cannot read back the outputs: {e}"))?;
+        consumer.assign(&assignment).map_err(SinkError::ReadBack)?;
         let mut remaining: BTreeMap<(String, i32), i64> =
             ranges.iter().map(|(t, p, _, h)| ((t.clone(), *p), *h)).collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut recalled = 0;
         while !remaining.is_empty() {
             if Instant::now() > deadline {
-                return Err(format!(
-                    "reading back the outputs timed out with {} partition(s) unread",
-                    remaining.len()
-                ));
+                return Err(SinkError::ReadBackTimedOut(remaining.len()));
             }
             let Some(result) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
@@ -193,7 +246,7 @@ impl KafkaSink {
             let message = match result {
                 Ok(message) => message,
                 Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) => return Err(format!("reading back the outputs: {e}")),
+                Err(e) => return Err(SinkError::ReadBack(e)),
             };
             let key = (message.topic().to_string(), message.partition());
             if remaining.get(&key).is_some_and(|high| message.offset() + 1 >= *high) {
@@ -238,6 +291,15 @@ impl KafkaSink {
             .collect()
     }
 
+    /// Learns the classes of the rules in force (at start and at every rule change). A
+    /// removed rule keeps its class: its last actions may still be on their way.
+    pub fn set_classes(&self, rules: &RuleSet) {
+        let mut classes = self.classes.write().unwrap_or_else(|p| p.into_inner());
+        for rule in &rules.rules {
+            classes.insert(rule.id.clone(), rule.class.as_str());
+        }
+    }
+
     /// Sends a decision, and its action when it was sent — unless a previous run already did.
     pub fn decision(&self, decision: &Decision) {
         let key = decision.action.msisdn.to_string();
@@ -251,6 +313,17 @@ impl KafkaSink {
                 Channel::Push => &self.topics.actions_push,
             };
             self.send(topic, key.as_bytes(), decision.action.to_json().as_bytes());
+            let class = self
+                .classes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&decision.action.rule)
+                .copied()
+                .unwrap_or("unknown");
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as Millis);
+            telemetry::action_latency(class, decision, now);
         }
         if decision.verdict != Verdict::Sent || fresh {
             telemetry::record_decision(decision);
@@ -312,9 +385,66 @@ impl KafkaSink {
     }
 
     /// Waits until every record is delivered (or `timeout` passes).
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| format!("flushing the producer: {e}"))
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.producer.flush(timeout).map_err(SinkError::Flush)
     }
+}
+
+/// What the run's last operator hands decisions and checkpoints to (shared by the workers).
+#[derive(Clone)]
+pub struct Outputs {
+    pub sink: Arc<KafkaSink>,
+    pub coordinator: Arc<Coordinator>,
+    pub writer: Arc<Mutex<CheckpointWriter>>,
+    pub background: Arc<BackgroundWriter>,
+}
+
+/// The run's last operator: every decision to the Kafka sink as it is made (`probe` then
+/// tells when an instant is fully decided); the checkpoint records of every worker go to
+/// worker 0, which hands a complete checkpoint to the background writer once every decision
+/// before its instant is out (no worker waits while it flushes and writes).
+pub fn sink_and_checkpoint<'scope>(
+    decisions: StreamVec<'scope, Millis, Decision>,
+    state: StreamVec<'scope, Millis, StateRecord>,
+    probe: &ProbeHandle<Millis>,
+    outputs: Outputs,
+    worker: usize,
+) {
+    let Outputs {
+        sink,
+        coordinator,
+        writer,
+        background,
+    } = outputs;
+    decisions.probe_with(probe).binary_frontier(
+        state,
+        Pipeline,
+        Exchange::new(|_: &StateRecord| 0),
+        "KafkaSinkAndCheckpoint",
+        move |_, _| {
+            move |(decisions, decided),
+                  (records, _),
+                  _output: &mut OutputBuilderSession<'_, Millis, CapacityContainerBuilder<Vec<()>>>| {
+                decisions.for_each(|_, batch| {
+                    for decision in batch.drain(..) {
+                        sink.decision(&decision);
+                    }
+                });
+                if worker != 0 {
+                    return;
+                }
+                let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+                records.for_each(|_, batch| batch.drain(..).for_each(|r| writer.absorb(r)));
+                // Write a checkpoint once every decision before it is out.
+                let Some(at) = coordinator.confirmed() else { return };
+                if background.busy() || !writer.complete_for(at) || decided.less_than(&at) {
+                    return;
+                }
+                let Some(inputs) = coordinator.positions_for(at) else {
+                    return;
+                };
+                background.submit(writer.take(at, inputs));
+            }
+        },
+    );
 }

@@ -2,14 +2,17 @@
 //!
 //! A checkpoint at instant `R` needs, from every worker, its input positions at the moment
 //! its epoch first reached `R` — so no worker may already be past `R` when `R` is chosen, and
-//! the dataflow must learn of `R` before its frontier can pass it. Two phases:
+//! the dataflow must learn of `R` before its frontier can pass it. Two phases, propose and
+//! confirm, then the write:
 //!
 //! 1. worker 0 *proposes* `R` = one past the highest epoch any worker has published;
 //! 2. each worker answers: it acks if its epoch is still below `R` (and from then on holds its
 //!    epoch below `R`), or nacks (the proposal is dropped and a later one made);
 //! 3. once every worker acked, `R` is *confirmed*: the dataflow's request is set, the workers
 //!    may cross `R`, and each records its positions as it does;
-//! 4. the checkpoint writer completes `R` once the frontier has passed it.
+//! 4. once the frontier has passed `R` and every decision before it is out, the checkpoint
+//!    writer (`writer.rs`, fed by the sink's operator in `sinks/kafka.rs`) writes it and
+//!    completes `R`.
 //!
 //! Holding below a proposal lasts only until every worker has looked once (one loop each).
 //!

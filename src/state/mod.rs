@@ -1,6 +1,7 @@
 //! state: the durable copy of the engine's state in RocksDB — subscriber states, the events
 //! waiting at the checkpoint, the input positions that produced them and the output
-//! progress — written as one `WriteBatch` per checkpoint, and read back on restart.
+//! progress — written as one `WriteBatch` per checkpoint (by `writer.rs`, when the
+//! coordinator in `coordinator.rs` has agreed its instant), and read back on restart.
 //!
 //! Layout (every key and value is versioned, so a later release can migrate them):
 //!
@@ -24,7 +25,8 @@ use kairos_model::{Event, Millis, Msisdn};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The version of the on-disk layout. 2: `SubscriberState` gained `previous_country`.
+/// The version of the on-disk layout, raised whenever a stored type changes. 2:
+/// `SubscriberState` gained `previous_country`; 3: its contact history (held actions, caps).
 pub const FORMAT_VERSION: u32 = 3;
 /// The version byte in front of every value.
 const VALUE_VERSION: u8 = 1;
@@ -230,6 +232,16 @@ impl StateStore {
         metrics::counter!(crate::telemetry::STATE_WRITE_BATCHES).increment(1);
         metrics::counter!(crate::telemetry::STATE_WRITE_BYTES).increment(bytes as u64);
         Ok(())
+    }
+
+    /// How big the store is: RocksDB's estimate of its keys (about one per subscriber), and
+    /// its bytes on disk (SST files) plus in memory (memtables).
+    pub fn size(&self) -> (u64, u64) {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        (
+            property("rocksdb.estimate-num-keys"),
+            property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables"),
+        )
     }
 }
 

@@ -130,6 +130,15 @@ impl BackgroundWriter {
     }
 }
 
+/// Why a checkpoint could not be written (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Flush(#[from] crate::sinks::kafka::SinkError),
+    #[error(transparent)]
+    Store(#[from] super::StateError),
+}
+
 /// Writes the checkpoint: flushes the outputs (everything decided before its instant is
 /// delivered), then one batch with the states, the waiting events, the input positions and
 /// the output ends.
@@ -138,7 +147,7 @@ fn write(
     outputs_at_last: &mut Vec<Position>,
     sink: &KafkaSink,
     store: &StateStore,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let started = Instant::now();
     sink.flush(Duration::from_secs(30))?;
     let outputs = sink.ends();
@@ -153,10 +162,11 @@ fn write(
         subscribers: ready.subscribers.iter().map(|(m, s)| (*m, s)).collect(),
         waiting: &ready.waiting,
     };
-    store.write(&checkpoint).map_err(|e| e.to_string())?;
-    metrics::counter!(telemetry::CHECKPOINTS).increment(1);
-    metrics::counter!(telemetry::CHECKPOINT_SUBSCRIBERS).increment(ready.subscribers.len() as u64);
-    metrics::histogram!(telemetry::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+    store.write(&checkpoint)?;
+    telemetry::checkpoint_written(started.elapsed().as_secs_f64(), ready.subscribers.len());
+    let (keys, bytes) = store.size();
+    metrics::gauge!(telemetry::STORE_KEYS).set(keys as f64);
+    metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64);
     *outputs_at_last = outputs;
     Ok(())
 }

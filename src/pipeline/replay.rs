@@ -1,0 +1,265 @@
+//! `kairos replay` (contract §3): JSON Lines files through the dataflow, decisions collected
+//! and written to a folder. Deterministic: the same input and rules give byte-identical
+//! output whatever the number of workers (see `ingest/files.rs` for why).
+
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TryRecvError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
+use kairos_dataflows::DataflowStats;
+use kairos_model::{Decision, Millis, Msisdn, RuleSet};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use super::{enter, finish, load_rules, EventInput, RulesError};
+use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
+use crate::ingest::DeadLetter;
+use crate::sinks::files::{write_replay_outputs, ReplaySummary};
+use crate::telemetry::IngestTally;
+
+/// Builds the replay's dataflow on `worker`: an input of events, the decisions handed to
+/// `deliver` and the household updates to `households` as they are made, and a probe that
+/// tells when an epoch is fully decided (households included).
+pub fn build_dataflow(
+    worker: &mut Worker,
+    rules: Arc<RuleSet>,
+    stats: Arc<DataflowStats>,
+    config: &HouseholdConfig,
+    mut deliver: impl FnMut(&mut Vec<Decision>) + 'static,
+    mut households: impl FnMut(&mut Vec<ViewUpdate>) + 'static,
+) -> (EventInput, ProbeHandle<Millis>) {
+    let mut input = InputHandle::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<Millis, _, _>(|scope| {
+        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, None, config);
+        outputs
+            .decisions
+            .probe_with(&probe)
+            .sink(Pipeline, "DecisionSink", move |(input, _frontier)| {
+                input.for_each(|_stamp, decisions| deliver(decisions))
+            });
+        outputs
+            .households
+            .probe_with(&probe)
+            .sink(Pipeline, "HouseholdSink", move |(input, _frontier)| {
+                input.for_each(|_stamp, updates| households(updates))
+            });
+    });
+    (input, probe)
+}
+
+/// What `kairos replay` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub events: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub rules: PathBuf,
+    pub workers: usize,
+    pub allowed_lateness_ms: Millis,
+    pub households: HouseholdConfig,
+}
+
+struct WorkerOutput {
+    decisions: Vec<Decision>,
+    households: Vec<(Msisdn, HouseholdView)>,
+    dead_letters: Vec<DeadLetter>,
+    tally: IngestTally,
+}
+
+/// Why a replay could not run or write its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("--workers must be at least 1")]
+    NoWorkers,
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// An input file could not be found or read (the message names it).
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot start the workers: {0}")]
+    Workers(String),
+    #[error("a worker failed: {0}")]
+    Worker(String),
+    #[error("the file reader panicked")]
+    Reader,
+    #[error("cannot write the outputs to {out}: {source}")]
+    Write { out: PathBuf, source: std::io::Error },
+}
+
+/// Runs a replay (contract §3) and writes its outputs.
+pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    if options.workers == 0 {
+        return Err(ReplayError::NoWorkers);
+    }
+    let rules = load_rules(&options.rules)?;
+    let files = discover(&options.events).map_err(ReplayError::Input)?;
+    let names: Arc<Vec<String>> = Arc::new(files.iter().map(|p| p.display().to_string()).collect());
+    let file_count = files.len();
+    let started = Instant::now();
+    let board = Arc::new(ChunkBoard::default());
+    let (receivers, reader) = spawn_reader(files, options.workers, Arc::clone(&board));
+    let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
+    let stats = Arc::new(DataflowStats::default());
+    let lateness = options.allowed_lateness_ms;
+    let worker_stats = Arc::clone(&stats);
+    let household_config = options.households.clone();
+    let epochs: Arc<Vec<AtomicU64>> = Arc::new((0..options.workers).map(|_| AtomicU64::new(0)).collect());
+    let slack = household_config
+        .enabled
+        .then(|| household_config.granularity_ms.saturating_mul(2));
+
+    let guards = timely::execute(timely::Config::process(options.workers), move |worker| {
+        let index = worker.index();
+        let receiver = receivers.lock().unwrap_or_else(|p| p.into_inner())[index].take();
+        let collected = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&collected);
+        // Households as they stand, kept consolidated as the graph's updates arrive (the
+        // history of every change would not fit in memory for a large world).
+        let households: Rc<RefCell<HashMap<(Msisdn, HouseholdView), isize>>> = Rc::default();
+        let household_sink = Rc::clone(&households);
+        let (mut input, probe) = build_dataflow(
+            worker,
+            Arc::clone(&rules),
+            Arc::clone(&worker_stats),
+            &household_config,
+            move |decisions| sink.borrow_mut().append(decisions),
+            move |updates| {
+                let mut current = household_sink.borrow_mut();
+                for (msisdn, view, _, diff) in updates.drain(..) {
+                    match current.entry((msisdn, view)) {
+                        Entry::Occupied(mut count) => {
+                            *count.get_mut() += diff;
+                            if *count.get() == 0 {
+                                count.remove();
+                            }
+                        }
+                        Entry::Vacant(count) => {
+                            count.insert(diff);
+                        }
+                    }
+                }
+            },
+        );
+        let mut tally = IngestTally::default();
+        let mut dead_letters = Vec::new();
+        let mut received_in_chunk = Vec::new();
+        while let Some(receiver) = receiver.as_ref() {
+            let chunk = match receiver.try_recv() {
+                Ok(chunk) => chunk,
+                Err(TryRecvError::Empty) => {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            let newest = chunk.decode(&names, |received| received_in_chunk.push(received));
+            board.publish(chunk.index, newest);
+            let before = loop {
+                match board.newest_before(chunk.index) {
+                    Some(before) => break before,
+                    None => {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                    }
+                }
+            };
+            let epoch = before.map_or(0, |t| t.saturating_sub(lateness));
+            if epoch > *input.time() {
+                input.advance_to(epoch);
+            }
+            let now = *input.time();
+            for received in received_in_chunk.drain(..) {
+                enter(received, &mut input, &mut tally, |letter, _| dead_letters.push(letter));
+            }
+            worker.step();
+            // Back-pressure: the reader outruns the household graph's steps; wait until what
+            // every worker has sent is decided up to a little behind (never on a worker that
+            // has sent less: it only lowers the floor), so events wait in the file, not in memory.
+            epochs[index].store(now, Ordering::Relaxed);
+            if let Some(slack) = slack {
+                let least = epochs.iter().map(|e| e.load(Ordering::Relaxed)).min().unwrap_or(0);
+                let floor = least.saturating_sub(slack);
+                while probe.less_than(&floor) {
+                    worker.step();
+                }
+            }
+        }
+        // Event time ends at the newest `ts` of the input (contract §3): decide everything
+        // up to it, timers included; then close, and later timers do not fire.
+        let newest = loop {
+            match board.newest_overall() {
+                Some(newest) => break newest,
+                None => {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+            }
+        };
+        let end = newest.map_or(0, |t| t.saturating_add(1));
+        if end > *input.time() {
+            input.advance_to(end);
+        }
+        while probe.less_than(&end) {
+            worker.step();
+        }
+        // Everything the graph said before the end is in; what it says while the input
+        // closes is about instants after the end of event time.
+        let households: Vec<(Msisdn, HouseholdView)> = households
+            .take()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, _)| k)
+            .collect();
+        finish(worker, input, &probe);
+        let decisions = collected.take();
+        WorkerOutput {
+            decisions,
+            households,
+            dead_letters,
+            tally,
+        }
+    })
+    .map_err(ReplayError::Workers)?;
+
+    let mut decisions = Vec::new();
+    let mut dead_letters = Vec::new();
+    let mut tally = IngestTally::default();
+    let mut households = Vec::new();
+    for result in guards.join() {
+        let output = result.map_err(ReplayError::Worker)?;
+        decisions.extend(output.decisions);
+        households.extend(output.households);
+        dead_letters.extend(output.dead_letters);
+        tally.merge(&output.tally);
+    }
+    reader
+        .join()
+        .map_err(|_| ReplayError::Reader)?
+        .map_err(ReplayError::Input)?;
+    let seconds = started.elapsed().as_secs_f64();
+    households.sort();
+    let summary = ReplaySummary::new(
+        file_count,
+        options.workers,
+        &tally,
+        &decisions,
+        &households,
+        &stats,
+        seconds,
+    );
+    write_replay_outputs(&options.out, &mut decisions, &mut dead_letters, &households, &summary).map_err(|source| {
+        ReplayError::Write {
+            out: options.out.clone(),
+            source,
+        }
+    })?;
+    Ok(summary)
+}

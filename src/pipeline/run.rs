@@ -1,0 +1,549 @@
+//! `kairos run`: Kafka in, Kafka out, state made durable in RocksDB at checkpoints and
+//! resumed from the last one at start.
+//!
+//! [`run`] prepares what every worker shares — the rules in force, the restored state, the
+//! sink (after reading back what a previous run produced), the input partitions, the
+//! checkpoint coordinator and writer — then starts the timely workers, each a [`RunWorker`]:
+//! a loop that polls its partitions, looks for rule changes, advances its epoch through the
+//! coordinator, and stops at a final checkpoint.
+
+// Errors here happen once, at start (librdkafka's `KafkaError` makes them large); returning
+// them by value keeps the call sites plain.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kairos_dataflows::checkpoint::{CheckpointRequests, Durability};
+use kairos_dataflows::households::HouseholdConfig;
+use kairos_dataflows::{subscriber_worker, DataflowStats};
+use kairos_model::{Event, Millis, RuleSet};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use super::{enter, finish, load_rules, EventInput, RulesError, RulesInput};
+use crate::admin::{AdminError, Health};
+use crate::config::RunConfig;
+use crate::ingest::kafka::{list_partitions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier};
+use crate::ingest::range::Range;
+use crate::rules::publish::{PublishError, PublishedRules};
+use crate::rules::watch::{Change, RulesWatcher};
+use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
+use crate::state::coordinator::Coordinator;
+use crate::state::writer::{BackgroundWriter, CheckpointWriter};
+use crate::state::{StateError, StateStore};
+use crate::telemetry::{self, IngestTally};
+
+/// How long a stopping engine waits for its final checkpoint before it leaves without it.
+const FINAL_CHECKPOINT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why `kairos run` could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    RulesTopic(#[from] PublishError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Ingest(#[from] KafkaIngestError),
+    #[error("cannot start the checkpoint writer: {0}")]
+    Writer(std::io::Error),
+    #[error("cannot start the workers: {0}")]
+    Workers(String),
+}
+
+/// A checked rule set waiting for its instant: (in force from, set, version).
+type Scheduled = (Millis, RuleSet, String);
+
+/// Runs the engine until `shutdown` is set, or, with a bounded `range`, until every input
+/// partition has been read to the range's end and everything before it decided; either way
+/// it leaves after a final checkpoint.
+pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Result<(), RunError> {
+    let mut rules = load_rules(&config.engine.rules)?;
+    let mut rules_version = crate::rules::watch::fingerprint(&config.engine.rules);
+    // With a rules topic, the newest published set is in force from the start — or, when
+    // it names a later event time than the state resumes from, from then on (the folder's
+    // set until then).
+    let mut scheduled: Option<Scheduled> = None;
+    let published = match &config.engine.rules_topic {
+        None => None,
+        Some(topic) => {
+            let follower = PublishedRules::follow(&config.kafka, topic)?;
+            if let Some(latest) = follower.latest()? {
+                let (set, at) = latest.rules()?;
+                scheduled = Some((at, set, latest.version));
+            }
+            Some(follower)
+        }
+    };
+    let workers = config.engine.workers;
+    // Served first, so that /healthz answers while the state loads.
+    let health = telemetry::serve(config.metrics.listen, workers)?;
+    let loading = Instant::now();
+    let store = Arc::new(StateStore::open(&config.state.dir)?);
+    let restored = store.load()?;
+    let load_ms = loading.elapsed().as_millis() as u64;
+    health.set_restored();
+    let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
+    sink.set_classes(&rules);
+    let recalled = sink.recall(restored.as_ref().map(|r| r.meta.scan_from.as_slice()))?;
+    health.set_recalled();
+    let sink = Arc::new(sink);
+    let partitions = Arc::new(list_partitions(&config.kafka)?);
+
+    let (restored_at, resume, waiting, shards, subscribers) = match restored {
+        Some(restored) => {
+            let mut shards = vec![Vec::new(); workers];
+            let subscribers = restored.subscribers.len();
+            for (msisdn, state) in restored.subscribers {
+                shards[subscriber_worker(msisdn, workers)].push((msisdn, state));
+            }
+            let resume: HashMap<(String, i32), i64> = restored
+                .meta
+                .inputs
+                .iter()
+                .map(|(t, p, o)| ((t.clone(), *p), *o))
+                .collect();
+            (restored.meta.at, resume, restored.waiting, shards, subscribers)
+        }
+        None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
+    };
+    if let Some((_, set, version)) = scheduled.take_if(|(at, _, _)| *at <= restored_at) {
+        sink.set_classes(&set);
+        rules = Arc::new(set);
+        rules_version = version;
+    }
+    metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
+    telemetry::rules_in_force(&rules_version, rules.rules.len());
+    // A rules topic replaces the folder watch.
+    let rules_poll = match config.engine.rules_topic {
+        Some(_) => Duration::ZERO,
+        None => Duration::from_millis(config.engine.rules_poll_ms),
+    };
+    tracing::info!(
+        partitions = partitions.len(),
+        workers,
+        rules = rules.rules.len(),
+        rules_version,
+        brokers = %config.kafka.brokers,
+        metrics = %config.metrics.listen,
+        state = %config.state.dir.display(),
+        restored_subscribers = subscribers,
+        restored_at = %kairos_model::time::format_rfc3339(restored_at),
+        recalled_outputs = recalled,
+        load_ms,
+        "kairos run: starting"
+    );
+    let requests = Arc::new(CheckpointRequests::default());
+    let coordinator = Arc::new(Coordinator::new(
+        workers,
+        Arc::clone(&requests),
+        Duration::from_millis(config.state.checkpoint_interval_ms),
+    ));
+    let background = Arc::new(
+        BackgroundWriter::start(
+            Arc::clone(&sink),
+            Arc::clone(&store),
+            Arc::clone(&coordinator),
+            sink.ends(),
+        )
+        .map_err(RunError::Writer)?,
+    );
+    let shared = Arc::new(Shared {
+        workers,
+        rules,
+        rules_dir: config.engine.rules.clone(),
+        rules_poll,
+        published: Mutex::new((published, scheduled)),
+        durability: Durability {
+            requests,
+            restored: Arc::new(Mutex::new(shards)),
+            restored_at,
+        },
+        outputs: Outputs {
+            sink: Arc::clone(&sink),
+            coordinator: Arc::clone(&coordinator),
+            writer: Arc::new(Mutex::new(CheckpointWriter::new(workers))),
+            background,
+        },
+        waiting: Mutex::new(Some(waiting)),
+        resume,
+        partitions,
+        frontier_rules: FrontierRules {
+            shared: Arc::new(SharedFrontier::new(workers)),
+            lateness: config.engine.allowed_lateness_ms,
+            idle_after: Duration::from_millis(config.engine.idle_after_ms),
+        },
+        stats: Arc::new(DataflowStats::default()),
+        kafka: config.kafka.clone(),
+        range: range.clone(),
+        households: config.households.clone(),
+        through: AtomicUsize::new(0),
+        shutdown,
+        health: Arc::clone(&health),
+    });
+
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        RunWorker::start(worker, Arc::clone(&shared)).map(|run| run.drive(worker))
+    })
+    .map_err(RunError::Workers)?;
+    let mut failure = None;
+    for result in guards.join() {
+        match result {
+            Err(panicked) => {
+                failure.get_or_insert(RunError::Workers(panicked));
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+    sink.flush(Duration::from_secs(30))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    tracing::info!(
+        final_checkpoint = coordinator.finished(),
+        bounded = range.bounded(),
+        "kairos run: stopped"
+    );
+    Ok(())
+}
+
+/// What every worker of the run shares.
+struct Shared {
+    workers: usize,
+    /// The rules in force at the restored instant.
+    rules: Arc<RuleSet>,
+    rules_dir: std::path::PathBuf,
+    /// How often worker 0 looks at the rules folder; zero with a rules topic.
+    rules_poll: Duration,
+    /// Worker 0 takes these: the rules topic's follower and a set waiting for its instant.
+    published: Mutex<(Option<PublishedRules>, Option<Scheduled>)>,
+    durability: Durability,
+    outputs: Outputs,
+    /// The events that waited at the restored checkpoint; worker 0 sends them again.
+    waiting: Mutex<Option<Vec<Event>>>,
+    resume: HashMap<(String, i32), i64>,
+    partitions: Arc<Vec<(String, i32)>>,
+    frontier_rules: FrontierRules,
+    stats: Arc<DataflowStats>,
+    kafka: crate::config::KafkaConfig,
+    range: Range,
+    households: HouseholdConfig,
+    /// Workers whose partitions are all read to the end of a bounded range.
+    through: AtomicUsize,
+    shutdown: Arc<AtomicBool>,
+    health: Arc<Health>,
+}
+
+/// Where rule changes come from, on worker 0: the rules folder, or the rules topic.
+struct RuleFeed {
+    watcher: Option<RulesWatcher>,
+    follower: Option<PublishedRules>,
+    /// A checked set waiting for its instant.
+    switch: Option<Scheduled>,
+    in_force: Arc<RuleSet>,
+}
+
+impl RuleFeed {
+    fn new(shared: &Shared, index: usize) -> RuleFeed {
+        let watch = index == 0 && !shared.rules_poll.is_zero();
+        let (follower, switch) = if index == 0 {
+            std::mem::take(&mut *shared.published.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            (None, None)
+        };
+        RuleFeed {
+            watcher: watch.then(|| RulesWatcher::new(&shared.rules_dir, shared.rules_poll)),
+            follower,
+            switch,
+            in_force: Arc::clone(&shared.rules),
+        }
+    }
+
+    /// Looks for a new set in the folder or on the topic; a valid one waits for its
+    /// instant, an invalid one is refused.
+    fn look(&mut self, stopping: bool) {
+        // A stopping engine takes no new rules from the folder (the next start reads it).
+        if let Some(change) = self.watcher.as_mut().filter(|_| !stopping).and_then(RulesWatcher::look) {
+            match change {
+                Change::Valid { rules, version } => self.switch = Some((0, rules, version)),
+                Change::Invalid { version, problems } => refuse_rules(&version, &problems),
+            }
+        }
+        if let Some(record) = self.follower.as_ref().and_then(|f| f.poll(Duration::ZERO)) {
+            match record.and_then(|p| p.rules().map(|(set, at)| (at, set, p.version))) {
+                Ok(published) => self.switch = Some(published),
+                Err(problem) => refuse_rules("published", &[problem.to_string()]),
+            }
+        }
+    }
+
+    /// Puts a waiting set in force once the worker's `epoch` reaches its instant (at once if
+    /// event time is already past it), at that instant of the rules input.
+    fn switch_at(&mut self, epoch: Millis, rules_input: &mut RulesInput, sink: &KafkaSink) {
+        let Some((at, set, version)) = self.switch.take_if(|(at, _, _)| epoch >= *at) else {
+            return;
+        };
+        let at = at.max(*rules_input.time());
+        if at > *rules_input.time() {
+            rules_input.advance_to(at);
+        }
+        let shown = kairos_model::time::format_rfc3339(*rules_input.time());
+        let (added, changed, removed) = crate::rules::watch::changes(&self.in_force, &set);
+        tracing::info!(
+            version,
+            at = shown,
+            rules = set.rules.len(),
+            ?added,
+            ?changed,
+            ?removed,
+            "rules changed: the new set is in force from this event time on"
+        );
+        metrics::counter!(telemetry::RULE_CHANGES).increment(1);
+        telemetry::rules_in_force(&version, set.rules.len());
+        sink.set_classes(&set);
+        self.in_force = Arc::new(set.clone());
+        rules_input.send(set);
+    }
+}
+
+/// Logs and counts a changed rule set that does not check: the running set stays.
+fn refuse_rules(version: &str, problems: &[String]) {
+    metrics::counter!(telemetry::RULE_REJECTIONS).increment(1);
+    tracing::error!(
+        version,
+        problems = problems.len(),
+        first = problems.first().map(String::as_str).unwrap_or(""),
+        "rules changed but do not check: the running set stays in force"
+    );
+    for problem in problems {
+        tracing::error!("invalid rules: {problem}");
+    }
+}
+
+/// One timely worker of the run: its inputs into the dataflow, its Kafka partitions, and
+/// where it is in stopping.
+struct RunWorker {
+    index: usize,
+    shared: Arc<Shared>,
+    input: EventInput,
+    rules_input: RulesInput,
+    probe: ProbeHandle<Millis>,
+    dataflow: usize,
+    ingest: PartitionIngest,
+    rules: RuleFeed,
+    tally: IngestTally,
+    /// Set once this worker reads no more input; it then waits for the final checkpoint.
+    stopping: Option<Instant>,
+    through_range: bool,
+    last_report: Instant,
+}
+
+impl RunWorker {
+    /// Builds the dataflow and assigns the worker its partitions. Every worker builds the
+    /// dataflow before anything can fail, so that a worker that fails still takes part in
+    /// shutting it down.
+    fn start(worker: &mut Worker, shared: Arc<Shared>) -> Result<RunWorker, RunError> {
+        let index = worker.index();
+        let mut input: EventInput = InputHandle::new();
+        let mut rules_input: RulesInput = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let dataflow = worker.next_dataflow_index();
+        worker.dataflow::<Millis, _, _>(|scope| {
+            let outputs = kairos_dataflows::decisions(
+                input.to_stream(scope),
+                Arc::clone(&shared.rules),
+                Some(rules_input.to_stream(scope)),
+                Arc::clone(&shared.stats),
+                Some(shared.durability.clone()),
+                &shared.households,
+            );
+            sink_and_checkpoint(outputs.decisions, outputs.state, &probe, shared.outputs.clone(), index);
+        });
+        let restored_at = shared.durability.restored_at;
+        input.advance_to(restored_at);
+        rules_input.advance_to(restored_at);
+        if index == 0 {
+            let waiting = shared.waiting.lock().unwrap_or_else(|p| p.into_inner()).take();
+            for event in waiting.unwrap_or_default() {
+                input.send(event);
+            }
+        }
+        let assigned = PartitionIngest::assign(
+            &shared.kafka,
+            &shared.partitions,
+            (index, shared.workers),
+            shared.frontier_rules.clone(),
+            &shared.resume,
+            &shared.range,
+        );
+        let ingest = match assigned {
+            Ok(ingest) => ingest,
+            Err(error) => {
+                shared.shutdown.store(true, Ordering::Relaxed);
+                shared.outputs.coordinator.abandon();
+                drop(rules_input);
+                finish(worker, input, &probe);
+                return Err(error.into());
+            }
+        };
+        tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
+        shared.health.set_assigned(index);
+        Ok(RunWorker {
+            index,
+            rules: RuleFeed::new(&shared, index),
+            shared,
+            input,
+            rules_input,
+            probe,
+            dataflow,
+            ingest,
+            tally: IngestTally::default(),
+            stopping: None,
+            through_range: false,
+            last_report: Instant::now(),
+        })
+    }
+
+    fn coordinator(&self) -> &Coordinator {
+        &self.shared.outputs.coordinator
+    }
+
+    /// The worker's loop, until the final checkpoint is written (or abandoned).
+    fn drive(mut self, worker: &mut Worker) {
+        while !self.coordinator().finished() && !self.coordinator().abandoned() {
+            if self.stopping.is_none() && self.shared.shutdown.load(Ordering::Relaxed) {
+                self.stop();
+            }
+            let read = self.read();
+            self.rules.look(self.stopping.is_some());
+            if self.index == 0 {
+                self.coordinator().drive();
+                if self
+                    .stopping
+                    .is_some_and(|since| since.elapsed() >= FINAL_CHECKPOINT_PATIENCE)
+                {
+                    tracing::error!("no final checkpoint within {FINAL_CHECKPOINT_PATIENCE:?}; leaving without it");
+                    self.coordinator().abandon();
+                }
+            }
+            self.advance();
+            self.stop_at_range_end();
+            worker.step_or_park(Some(if read == 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::ZERO
+            }));
+            if self.last_report.elapsed() >= Duration::from_secs(1) {
+                self.last_report = Instant::now();
+                self.report();
+            }
+        }
+        self.tally.publish();
+        if self.coordinator().finished() {
+            // Everything read is in the final checkpoint: what still waits for event time
+            // to pass it waits there, to be decided after a restart — not now, as if the
+            // input had ended.
+            worker.drop_dataflow(self.dataflow);
+            drop((self.input, self.rules_input));
+        } else {
+            drop(self.rules_input);
+            finish(worker, self.input, &self.probe);
+        }
+    }
+
+    /// Stops reading; worker 0 then proposes the final checkpoint.
+    fn stop(&mut self) {
+        self.stopping = Some(Instant::now());
+        self.coordinator().stop(self.index);
+        self.shared.health.set_stopping();
+    }
+
+    /// Reads what the partitions have and sends it into the dataflow; returns how many
+    /// messages were read.
+    fn read(&mut self) -> usize {
+        if self.stopping.is_some() {
+            return 0;
+        }
+        let (input, tally, sink) = (&mut self.input, &mut self.tally, &self.shared.outputs.sink);
+        self.ingest.poll(1024, |received| {
+            enter(received, input, tally, |letter, key| {
+                sink.dead_letter(&letter, key.as_deref())
+            })
+        })
+    }
+
+    /// Moves the epoch as far as the partitions and the checkpoint coordinator allow, putting
+    /// a waiting rule set in force on the way.
+    fn advance(&mut self) {
+        let now = *self.input.time();
+        // A stopping worker stays where it is, except to reach the final checkpoint.
+        let wanted = if self.stopping.is_some() {
+            now
+        } else {
+            self.ingest.epoch()
+        };
+        let idle = self.stopping.is_some() || self.ingest.all_idle();
+        let ingest = &self.ingest;
+        let epoch = self
+            .shared
+            .outputs
+            .coordinator
+            .gate(self.index, now, wanted, idle, || ingest.positions());
+        self.rules
+            .switch_at(epoch, &mut self.rules_input, &self.shared.outputs.sink);
+        if epoch > now {
+            self.input.advance_to(epoch);
+            self.rules_input.advance_to(epoch);
+        }
+    }
+
+    /// In a bounded run: once every worker is through the range and everything before the
+    /// end of event time (just past the newest event read, as in a replay) is decided, stop.
+    fn stop_at_range_end(&mut self) {
+        if !self.shared.range.bounded() || self.stopping.is_some() {
+            return;
+        }
+        // `epoch()` in `advance` published this worker's end before it counts as through.
+        if !self.through_range && self.ingest.done() {
+            self.through_range = true;
+            self.shared.through.fetch_add(1, Ordering::SeqCst);
+        }
+        let end = self.shared.frontier_rules.shared.end();
+        if self.shared.through.load(Ordering::SeqCst) == self.shared.workers
+            && *self.input.time() >= end
+            && !self.probe.less_than(&end)
+        {
+            self.stop();
+        }
+    }
+
+    /// Publishes this worker's counters and gauges (once a second).
+    fn report(&mut self) {
+        self.tally.publish();
+        let frontier = *self.input.time();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        telemetry::frontier(self.index, frontier, now);
+        metrics::gauge!(telemetry::INPUT_LAG_SECONDS, "worker" => self.index.to_string())
+            .set(self.ingest.lag_seconds(now));
+        if self.index == 0 {
+            telemetry::dataflow_stats(&self.shared.stats);
+            metrics::gauge!(telemetry::SINK_QUEUE).set(f64::from(self.shared.outputs.sink.queue_depth()));
+            let ready = self.shared.health.readiness().ready;
+            metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+        }
+    }
+}
