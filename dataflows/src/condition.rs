@@ -12,9 +12,13 @@ use cel::common::ast::{Expr, IdedExpr};
 use cel::{Context, Program, Value};
 use chrono_tz::Tz;
 use kairos_model::event::CustomerRecord;
-use kairos_model::Millis;
+use kairos_model::time::format_rfc3339;
+use kairos_model::{CountryCode, Millis, Msisdn};
 
 use crate::calendar::local_date;
+use crate::households::HouseholdView;
+use crate::moments;
+use crate::state::SubscriberState;
 
 /// The type of a vocabulary field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,6 +376,78 @@ pub fn customer_values(record: &CustomerRecord, tz: Tz, at: Millis) -> Values {
         ("customer.consent.email", Value::Bool(record.consent.email)),
         ("customer.consent.push", Value::Bool(record.consent.push)),
     ]
+}
+
+/// The `customer.*` and `subscriber.*` values of a subscriber at event time `at`.
+pub fn state_values(msisdn: Msisdn, state: &SubscriberState, record: &CustomerRecord, at: Millis) -> Values {
+    let mut values = customer_values(record, record.timezone.tz(), at);
+    let (cycle_start, cycle) = state.cycle_used_at(at);
+    let week = state.activity.usage_over(at, 7);
+    let month = state.activity.usage_over(at, 28);
+    let (topups, topped_up) = state.activity.topups_until(at);
+    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let last_visit = state.activity.last_selfcare.as_ref().filter(|(t, _)| *t <= at);
+    let days_since = last_visit.map_or(-1, |(t, _)| ((at - t) / kairos_model::time::DAY) as i64);
+    let country = |c: &Option<CountryCode>| string(c.as_ref().map_or("", |c| c.as_str()));
+    values.extend([
+        ("subscriber.usage_7d.data_bytes", int(week.data_bytes)),
+        ("subscriber.usage_7d.voice_seconds", int(week.voice_seconds)),
+        ("subscriber.usage_7d.sms", int(week.sms)),
+        ("subscriber.usage_28d.data_bytes", int(month.data_bytes)),
+        ("subscriber.usage_28d.voice_seconds", int(month.voice_seconds)),
+        ("subscriber.usage_28d.sms", int(month.sms)),
+        ("subscriber.topups_30d.count", int(topups)),
+        ("subscriber.topups_30d.amount", Value::Float(topped_up)),
+        ("subscriber.selfcare.days_since", Value::Int(days_since)),
+        (
+            "subscriber.selfcare.last_page",
+            string(last_visit.map_or("", |(_, page)| page.as_str())),
+        ),
+        ("subscriber.country", country(&state.country)),
+        ("subscriber.previous_country", country(&state.previous_country)),
+        (
+            "subscriber.cycle.start",
+            string(&cycle_start.map(format_rfc3339).unwrap_or_default()),
+        ),
+        ("subscriber.cycle.used_bytes", int(cycle)),
+        (
+            "subscriber.cycle.ratio",
+            Value::Float(moments::pack_ratio(record, cycle).unwrap_or(0.0)),
+        ),
+    ]);
+    let view = state.household.view.as_ref();
+    let number = |m: Option<Msisdn>| string(&m.map(|m| m.to_string()).unwrap_or_default());
+    values.extend([
+        ("household.id", string(&view.map(HouseholdView::id).unwrap_or_default())),
+        ("household.size", int(view.map_or(0, |v| u64::from(v.size)))),
+        (
+            "household.monthly_value",
+            Value::Float(view.map_or(0.0, |v| v.value_cents as f64 / 100.0)),
+        ),
+        ("household.accounts", int(view.map_or(0, |v| u64::from(v.accounts)))),
+        ("household.decision_maker", number(view.map(|v| v.decision_maker))),
+        (
+            "household.is_decision_maker",
+            Value::Bool(view.is_some_and(|v| v.decision_maker == msisdn)),
+        ),
+        (
+            "household.cancel_intents",
+            int(view.map_or(0, |v| u64::from(v.cancel_intents))),
+        ),
+        (
+            "household.competitor_peer",
+            number(view.and_then(|v| v.competitor_peer)),
+        ),
+        (
+            "household.gave_handset",
+            Value::Bool(view.is_some_and(|v| v.gave_handset)),
+        ),
+        (
+            "household.got_handset",
+            Value::Bool(view.is_some_and(|v| v.got_handset)),
+        ),
+    ]);
+    values
 }
 
 /// A value of every vocabulary field, of the field's type: what [`check`] evaluates
