@@ -15,7 +15,7 @@ use kairos_model::{Action, Decision, Millis, MomentKind, Msisdn, Rule, RuleSet, 
 
 use super::detect::{Moment, HANDSET_ONCE};
 use super::{Timer, TimerKind};
-use crate::condition;
+use crate::condition::{self, Expression, FieldSource, MomentFields, Reads};
 use crate::households::HouseholdView;
 use crate::policy::{admit, Deferred, Exposure, Subject};
 use crate::state::SubscriberState;
@@ -25,7 +25,7 @@ use crate::DataflowStats;
 pub(super) struct Judges {
     pub(super) rules: Arc<RuleSet>,
     /// Each rule's compiled condition, by rule id.
-    conditions: HashMap<String, cel::Program>,
+    conditions: HashMap<String, Expression>,
     /// The declared moments' expressions, in rule order.
     declared: Vec<DeclaredProgram>,
     stats: Arc<DataflowStats>,
@@ -36,65 +36,24 @@ pub(super) struct Judges {
 /// A declared moment's compiled `when` and `dedupe_key`.
 struct DeclaredProgram {
     rule: String,
-    when: cel::Program,
-    key: Option<cel::Program>,
+    when: Expression,
+    key: Option<Expression>,
+    /// What `when` and `dedupe_key` read: all its context needs.
+    reads: Reads,
     /// The events after which it can change (`None`: any event); it is also evaluated
     /// whenever the subscriber's household changes.
     triggers: Option<Vec<EventKind>>,
-    /// The vocabulary paths its context needs (see [`reads`]).
-    reads: Vec<&'static str>,
-}
-
-/// The vocabulary paths an expression may read: every path whose parent (the path without its
-/// last part) the sources mention. A context with only these holds every value the
-/// expression can reach (whole maps included) and spares building the rest.
-fn reads(sources: &[&str]) -> Vec<&'static str> {
-    condition::VOCABULARY
-        .iter()
-        .map(|field| field.path)
-        .filter(|path| {
-            let parent = path.rsplit_once('.').map_or(*path, |(parent, _)| parent);
-            sources.iter().any(|s| s.contains(parent))
-        })
-        .collect()
-}
-
-/// The events after which an expression reading these sources can change value: `None` for
-/// any event (it reads something time moves, or nothing known). What reads only
-/// `household.*` changes with the household alone.
-fn triggers(sources: &[&str]) -> Option<Vec<EventKind>> {
-    let mut kinds = Vec::new();
-    let mut read_any = false;
-    for field in condition::VOCABULARY {
-        if !sources.iter().any(|s| s.contains(field.path)) {
-            continue;
-        }
-        read_any = true;
-        let kind = match field.path {
-            p if p.starts_with("household.") => continue,
-            "subscriber.country" | "subscriber.previous_country" => EventKind::Network,
-            "subscriber.selfcare.last_page" => EventKind::Selfcare,
-            "customer.tenure_days" | "customer.device.age_days" | "customer.contract.days_left" => return None,
-            p if p.starts_with("customer.") => EventKind::Customer,
-            _ => return None,
-        };
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
-        }
-    }
-    read_any.then_some(kinds)
 }
 
 impl Judges {
-    /// Compiles a rule set's conditions and declared moments. They were checked when the
-    /// rules were loaded; one that no longer compiles never holds.
+    /// Compiles a rule set's conditions and declared moments (and finds what each reads).
     pub(super) fn new(rules: Arc<RuleSet>, stats: Arc<DataflowStats>) -> Judges {
         let conditions = rules
             .rules
             .iter()
             .filter_map(|r| {
-                let program = condition::compile(r.condition.as_deref()?).unwrap_or_else(|_| never());
-                Some((r.id.clone(), program))
+                let condition = r.condition.as_deref()?;
+                Some((r.id.clone(), compile_or_never(condition)))
             })
             .collect();
         let declared = rules
@@ -102,18 +61,15 @@ impl Judges {
             .iter()
             .filter_map(|r| {
                 let declared = r.declared.as_ref()?;
-                let sources: Vec<&str> = std::iter::once(declared.when.as_str())
-                    .chain(declared.dedupe_key.as_deref())
-                    .collect();
+                let when = compile_or_never(&declared.when);
+                let key = declared.dedupe_key.as_deref().map(compile_or_never);
+                let reads = Reads::union(std::iter::once(&when.reads).chain(key.as_ref().map(|k| &k.reads)));
                 Some(DeclaredProgram {
-                    triggers: triggers(&sources),
-                    reads: reads(&sources),
+                    triggers: reads.triggers(),
+                    reads,
                     rule: r.id.clone(),
-                    when: condition::compile(&declared.when).unwrap_or_else(|_| never()),
-                    key: declared
-                        .dedupe_key
-                        .as_deref()
-                        .map(|k| condition::compile(k).unwrap_or_else(|_| never())),
+                    when,
+                    key,
                 })
             })
             .collect();
@@ -177,27 +133,19 @@ impl Judges {
 
     /// Whether the rule's condition (if any) holds for this moment.
     fn condition_holds(&self, rule: &Rule, state: &SubscriberState, msisdn: Msisdn, moment: &Moment) -> bool {
-        let Some(program) = self.conditions.get(&rule.id) else {
+        let Some(condition) = self.conditions.get(&rule.id) else {
             return true;
         };
         let Some(record) = state.record() else { return false };
-        let mut values = condition::state_values(msisdn, state, record, moment.at);
-        let only = |kind: MomentKind| text(if moment.kind == kind { &moment.key } else { "" });
-        values.extend([
-            ("moment.kind", text(rule.moment_name())),
-            ("moment.key", text(&moment.key)),
-            ("moment.country", only(MomentKind::RoamingArrival)),
-            (
-                "moment.previous_country",
-                text(moment.previous_country.as_ref().map_or("", |c| c.as_str())),
-            ),
-            (
-                "moment.percent",
-                cel::Value::Int(rule.threshold.map_or(0, |t| (t * 100.0).round() as i64)),
-            ),
-            ("moment.imei", only(MomentKind::HandsetAgeing)),
-        ]);
-        match condition::holds(program, &condition::context(values)) {
+        let fields = MomentFields {
+            kind: moment.kind,
+            name: rule.moment_name(),
+            key: &moment.key,
+            previous_country: moment.previous_country,
+            threshold: rule.threshold,
+        };
+        let source = FieldSource::new(msisdn, state, record, moment.at, Some(fields));
+        match condition::holds(&condition.program, &condition.reads.context(&source)) {
             Ok(holds) => holds,
             Err(_) => {
                 DataflowStats::bump(&self.stats.condition_errors);
@@ -232,15 +180,14 @@ impl Judges {
             return;
         }
         let Some(record) = state.record() else { return };
-        let mut values = condition::state_values(msisdn, state, record, at);
-        values.retain(|(path, _)| due.iter().any(|d| d.reads.contains(path)));
-        let context = condition::context(values);
+        let reads = Reads::union(due.iter().map(|d| &d.reads));
+        let context = reads.context(&FieldSource::new(msisdn, state, record, at, None));
         let mut outcomes = Vec::with_capacity(due.len());
         for declared in &due {
-            let outcome = condition::holds(&declared.when, &context).and_then(|holds| match &declared.key {
+            let outcome = condition::holds(&declared.when.program, &context).and_then(|holds| match &declared.key {
                 _ if !holds => Ok(None),
                 None => Ok(Some(String::new())),
-                Some(key) => condition::key(key, &context).map(Some),
+                Some(key) => condition::key(&key.program, &context).map(Some),
             });
             outcomes.push(outcome.unwrap_or_else(|_| {
                 DataflowStats::bump(&self.stats.condition_errors);
@@ -262,10 +209,6 @@ impl Judges {
             }
         }
     }
-}
-
-fn text(value: &str) -> cel::Value {
-    cel::Value::String(Arc::new(value.to_string()))
 }
 
 /// What the contact policy made of one rule's moment (returned and consumed at once, so
@@ -404,29 +347,8 @@ pub(super) fn deliver(
     true
 }
 
-fn never() -> cel::Program {
-    condition::compile("false").expect("`false` is CEL")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_declared_context_holds_what_the_expression_can_reach() {
-        let family = reads(&["household.is_decision_maker && household.size >= 2"]);
-        assert!(family.contains(&"household.size") && family.contains(&"household.id"));
-        assert!(!family
-            .iter()
-            .any(|p| p.starts_with("customer.") || p.starts_with("subscriber.")));
-        // A whole map read by its name brings all of its values.
-        let plan = reads(&["size(customer.plan) > 0"]);
-        assert!(plan.contains(&"customer.plan.monthly_fee"));
-        assert!(!plan
-            .iter()
-            .any(|p| p.starts_with("subscriber.") || p.starts_with("household.")));
-        let both = reads(&["subscriber.selfcare.last_page == 'cancel'", "customer.language"]);
-        assert!(both.contains(&"subscriber.selfcare.days_since") && both.contains(&"customer.language"));
-        assert!(!both.contains(&"subscriber.cycle.ratio"));
-    }
+/// An expression that was checked when its rules were loaded; one that no longer compiles
+/// never holds.
+fn compile_or_never(source: &str) -> Expression {
+    Expression::compile(source).unwrap_or_else(|_| Expression::never())
 }
