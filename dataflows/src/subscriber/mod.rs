@@ -1,0 +1,672 @@
+//! The subscriber operator's two halves: [`SubscriberLogic`] (here) is everything that
+//! happens to one subscriber when an event, a timer or a household change is applied;
+//! [`subscriber_state`] (`operator.rs`) is the timely operator that decides *when* — event
+//! time, checkpoints, capabilities. They are apart so the logic can be tested without a
+//! dataflow and the operator read without the business rules.
+//!
+//! - `detect.rs`: the moments defined in code (roaming arrival, data-pack threshold, handset
+//!   ageing), found on the state after an event or a timer.
+//! - `judge.rs`: what turns found moments into decisions — the rules in force, compiled
+//!   once per worker; conditions, declared moments and the contact policy.
+//! - `operator.rs`: the keyed timely operator.
+//!
+//! What a CEL expression can read, and how its values are taken from the state, is
+//! `condition`'s vocabulary, not this module's.
+
+mod detect;
+mod judge;
+mod operator;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use kairos_model::event::{EventBody, ResponseOutcome, UsageKind};
+use kairos_model::{Decision, Event, Millis, Msisdn, RuleSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::call_weight;
+use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
+use crate::state::{CustomerChange, SubscriberState};
+use crate::{moments, DataflowStats};
+use detect::{cycle_of, data_pack_check, handset_check, record_imei, roaming_check};
+use judge::{deliver, Judges};
+pub use operator::{subscriber_state, SubscriberOutput};
+
+/// An instant in the future at which something about a subscriber must be re-examined.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timer {
+    pub due: Millis,
+    pub msisdn: Msisdn,
+    pub kind: TimerKind,
+}
+
+/// Why a timer was set.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// `handset_ageing` starts to hold for this handset.
+    HandsetAgeing { imei: String },
+    /// Quiet hours end for an action held until then (`send_at`).
+    Deliver { action_id: String },
+}
+
+/// One worker's share of subscribers, and the rules they are judged by.
+pub struct SubscriberLogic {
+    /// The rules in force, compiled: what turns moments into decisions.
+    judges: Judges,
+    stats: Arc<DataflowStats>,
+    states: FxHashMap<Msisdn, SubscriberState>,
+    /// Subscribers changed since the last checkpoint; `None` when nothing checkpoints
+    /// (a replay), so no work is spent on it.
+    dirty: Option<FxHashSet<Msisdn>>,
+    /// How households are found; `None` when they are not.
+    households: Option<HouseholdConfig>,
+    /// Household evidence produced and not yet sent to the graph.
+    pub evidence: Vec<EvidenceUpdate>,
+}
+
+impl SubscriberLogic {
+    /// Logic for one worker's share of subscribers; with `track_changes`, it remembers which
+    /// subscribers changed, for [`SubscriberLogic::take_changes`].
+    pub fn new(
+        rules: Arc<RuleSet>,
+        stats: Arc<DataflowStats>,
+        track_changes: bool,
+        households: Option<HouseholdConfig>,
+    ) -> SubscriberLogic {
+        SubscriberLogic {
+            judges: Judges::new(rules, Arc::clone(&stats)),
+            stats,
+            states: FxHashMap::default(),
+            dirty: track_changes.then(FxHashSet::default),
+            households,
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Puts a rule set in force (at start, or a live change at an instant): its conditions
+    /// and declared moments are compiled here, once per worker. State is kept by rule id, so
+    /// cooldowns and once-only marks survive edits of a rule; an action a removed rule had
+    /// held for quiet hours is not sent (see [`deliver`]).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.judges = Judges::new(rules, Arc::clone(&self.stats));
+    }
+
+    /// Installs restored states and returns the timers they need (those at or after `from`:
+    /// earlier ones had their chance before the checkpoint).
+    pub fn restore(&mut self, restored: Vec<(Msisdn, SubscriberState)>, from: Millis) -> (Vec<Timer>, Vec<ViewUpdate>) {
+        let mut timers = Vec::new();
+        let mut views = Vec::new();
+        for (msisdn, mut state) in restored {
+            for (at, view, diff) in std::mem::take(&mut state.household.pending_views) {
+                views.push((msisdn, view, at, diff));
+            }
+            let mut found = Vec::new();
+            if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
+                timers.push(timer);
+            }
+            timers.extend(state.contacts.deferred.iter().map(|deferred| Timer {
+                due: deferred.action.send_at.max(from),
+                msisdn,
+                kind: TimerKind::Deliver {
+                    action_id: deferred.action.action_id.clone(),
+                },
+            }));
+            if self.households.is_some() {
+                state.household.re_emit(msisdn, from, &mut self.evidence);
+            }
+            self.stats
+                .held
+                .fetch_add(state.contacts.deferred.len() as i64, Ordering::Relaxed);
+            self.states.insert(msisdn, state);
+        }
+        (timers, views)
+    }
+
+    /// Keeps the graph's changes computed for instants at or after a checkpoint, not applied
+    /// yet, in the states the checkpoint is about to take: (instant, msisdn, view, diff).
+    pub fn stash_views(&mut self, views: Vec<(Millis, Msisdn, HouseholdView, isize)>) -> Vec<Msisdn> {
+        let mut stashed = Vec::new();
+        for (at, msisdn, view, diff) in views {
+            if let Some(state) = self.states.get_mut(&msisdn) {
+                state.household.pending_views.push((at, view, diff));
+                stashed.push(msisdn);
+            }
+        }
+        for msisdn in &stashed {
+            self.touch(*msisdn);
+        }
+        stashed
+    }
+
+    /// Forgets the stashes once the checkpoint has them.
+    pub fn clear_stashes(&mut self, stashed: &[Msisdn]) {
+        for msisdn in stashed {
+            if let Some(state) = self.states.get_mut(msisdn) {
+                state.household.pending_views.clear();
+            }
+        }
+    }
+
+    /// Adds `applied` events to the dataflow's update count (one atomic add per instant,
+    /// not per event).
+    fn count_updates(&self, applied: usize) {
+        if applied > 0 {
+            self.stats.updates.fetch_add(applied as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn touch(&mut self, msisdn: Msisdn) {
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.insert(msisdn);
+        }
+    }
+
+    /// The states changed since the last call, for a checkpoint.
+    pub fn take_changes(&mut self) -> Vec<(Msisdn, SubscriberState)> {
+        let mut changed: Vec<Msisdn> = self.dirty.as_mut().map(|d| d.drain().collect()).unwrap_or_default();
+        changed.sort();
+        changed
+            .into_iter()
+            .filter_map(|m| self.states.get(&m).map(|s| (m, s.clone())))
+            .collect()
+    }
+
+    /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
+    /// pushes the decisions and timers it causes.
+    pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
+        self.touch(event.msisdn);
+        let state = self.states.entry(event.msisdn).or_default();
+        let mut found = Vec::new();
+        // A deletion erases the household state with the rest; the graph must hear of it.
+        let mut erased = match &event.body {
+            EventBody::Customer(kairos_model::event::Customer::Deleted) if self.households.is_some() => {
+                state.household.clone()
+            }
+            _ => Default::default(),
+        };
+        if let Some(config) = &self.households {
+            household_evidence(config, state, event, now, &mut self.evidence);
+        }
+        let held = state.contacts.deferred.len() as i64;
+        match &event.body {
+            EventBody::Customer(update) => match state.apply_customer(event.ts, update) {
+                CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
+                CustomerChange::Deleted => {
+                    // Actions held for the erased subscriber go with the rest of the state.
+                    self.stats.held.fetch_sub(held, Ordering::Relaxed);
+                    if self.households.is_some() {
+                        erased.erase(event.msisdn, now, &mut self.evidence);
+                    }
+                }
+                CustomerChange::Upserted => {
+                    if let kairos_model::event::Customer::Upsert(record) = update {
+                        state.contacts.consent_again(&record.consent, event.ts);
+                    }
+                    if let Some(config) = &self.households {
+                        let record = state.record().cloned();
+                        let household = &mut state.household;
+                        household.facts(event.msisdn, record.as_ref(), event.ts, &mut self.evidence);
+                        if let Some(imei) = record.as_ref().and_then(|r| r.device.as_ref()?.imei.as_deref()) {
+                            household.handset(config, event.msisdn, imei, event.ts, now, &mut self.evidence);
+                        }
+                    }
+                    if !state.unassigned_data.is_empty() {
+                        let (tz, anchor) = state.record().map_or((Tz::UTC, 1), cycle_of);
+                        state.assign_held_data(tz, anchor);
+                    }
+                    if let Some(timer) = handset_check(state, event.msisdn, event.ts, now, &mut found) {
+                        timers.push(timer);
+                    }
+                }
+            },
+            EventBody::Network(network) => {
+                let previous = state.country;
+                if network.country.is_some() {
+                    state.previous_country = state.country;
+                    state.country = network.country;
+                }
+                match state.record() {
+                    None => DataflowStats::bump(&self.stats.events_without_customer),
+                    Some(record) => roaming_check(record, previous, network, event.ts, &mut found),
+                }
+            }
+            EventBody::Usage(usage) if usage.kind == UsageKind::Data => {
+                state.activity.add_usage(event.ts, usage.kind, usage.amount);
+                let Some(record) = state.record() else {
+                    DataflowStats::bump(&self.stats.events_without_customer);
+                    state.hold_data(event.ts, usage.amount);
+                    return;
+                };
+                let (tz, anchor) = cycle_of(record);
+                if let Some(cycle) = state.add_data(event.ts, usage.amount, tz, anchor) {
+                    data_pack_check(&self.judges.rules, state, event.ts, cycle.start, cycle.used, &mut found);
+                }
+            }
+            EventBody::Usage(_) | EventBody::Selfcare(_) | EventBody::Topup(_) | EventBody::Response(_) => {
+                match &event.body {
+                    EventBody::Usage(usage) => state.activity.add_usage(event.ts, usage.kind, usage.amount),
+                    EventBody::Selfcare(visit) => state.activity.visit(event.ts, &visit.page),
+                    EventBody::Topup(topup) => state.activity.topup(event.ts, topup.amount),
+                    EventBody::Response(response) if response.outcome == ResponseOutcome::OptedOut => {
+                        state.contacts.opt_out(&response.action_id, event.ts)
+                    }
+                    _ => {}
+                }
+                if state.record().is_none() {
+                    DataflowStats::bump(&self.stats.events_without_customer);
+                }
+            }
+        }
+        self.judges
+            .declared(state, event.msisdn, event.ts, Some(event.kind()), &mut found);
+        self.judges.decide(state, event.msisdn, found, decisions, timers);
+    }
+
+    /// The household graph changed a subscriber's household at instant `now`: the updates
+    /// (view, diff) of that instant. Declared moments may start to hold.
+    pub fn view_changes(
+        &mut self,
+        msisdn: Msisdn,
+        updates: &[(HouseholdView, isize)],
+        now: Millis,
+        decisions: &mut Vec<Decision>,
+        timers: &mut Vec<Timer>,
+    ) {
+        let Some(state) = self.states.get_mut(&msisdn) else {
+            return;
+        };
+        let mut net: BTreeMap<&HouseholdView, isize> = BTreeMap::new();
+        for (view, diff) in updates {
+            *net.entry(view).or_default() += diff;
+        }
+        let household = &mut state.household;
+        let before = household.view.clone();
+        if let Some((view, _)) = net.iter().find(|(_, diff)| **diff > 0) {
+            household.view = Some((*view).clone());
+        } else if household
+            .view
+            .as_ref()
+            .is_some_and(|v| net.get(v).is_some_and(|d| *d < 0))
+        {
+            household.view = None;
+        }
+        // After a restart the graph says everything again: nothing changed, nothing happens.
+        if household.view == before {
+            return;
+        }
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.insert(msisdn);
+        }
+        let mut found = Vec::new();
+        self.judges.declared(state, msisdn, now, None, &mut found);
+        self.judges.decide(state, msisdn, found, decisions, timers);
+    }
+
+    /// Fires a timer whose instant event time has passed, if it still holds.
+    pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
+        if !self.states.contains_key(&timer.msisdn) {
+            return;
+        }
+        // Firing changes state too (the once-only mark, the contact history).
+        self.touch(timer.msisdn);
+        let Some(state) = self.states.get_mut(&timer.msisdn) else {
+            return;
+        };
+        let mut found = Vec::new();
+        match &timer.kind {
+            TimerKind::HandsetAgeing { imei } => {
+                // A newer record may have changed the handset or the contract: then this
+                // timer is stale, and the newer record set its own.
+                let current = state.record().and_then(|record| {
+                    let starts = moments::handset_ageing_starts(record, record.timezone.tz())?;
+                    Some((starts, record_imei(record)))
+                });
+                if current == Some((timer.due, imei.clone())) {
+                    handset_check(state, timer.msisdn, timer.due, timer.due, &mut found);
+                }
+            }
+            TimerKind::Deliver { action_id } => {
+                if deliver(state, action_id, &self.judges.rules, decisions) {
+                    self.stats.held.fetch_sub(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        self.judges.decide(state, timer.msisdn, found, decisions, timers);
+    }
+}
+
+/// What an activity event says about the subscriber's household (customer records are
+/// handled with the record).
+fn household_evidence(
+    config: &HouseholdConfig,
+    state: &mut SubscriberState,
+    event: &Event,
+    now: Millis,
+    out: &mut Vec<EvidenceUpdate>,
+) {
+    let me = event.msisdn;
+    let tz = state.record().map_or(Tz::UTC, |r| r.timezone.tz());
+    // Another account's self-care login (the own account's needs no evidence).
+    let login = match &event.body {
+        EventBody::Selfcare(visit) => {
+            let own = state.record().map(|r| r.account_id.as_str());
+            visit
+                .account_id
+                .as_deref()
+                .filter(|a| Some(*a) != own)
+                .map(str::to_string)
+        }
+        _ => None,
+    };
+    let household = &mut state.household;
+    match &event.body {
+        EventBody::Network(network) => {
+            if let Some(imei) = &network.imei {
+                household.handset(config, me, imei, event.ts, now, out);
+            }
+            if let Some(peer) = network.peer {
+                let weight = call_weight(config, event.ts, tz);
+                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            }
+        }
+        EventBody::Usage(usage) if usage.kind != UsageKind::Data => {
+            if let Some(peer) = usage.peer {
+                let weight = call_weight(config, event.ts, tz);
+                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            }
+        }
+        EventBody::Topup(topup) => {
+            if let Some(payer) = topup.payer.filter(|p| *p != me) {
+                household.soft(config, Evidence::Paid(payer, me), event.ts, now, 1, out);
+            }
+        }
+        EventBody::Selfcare(visit) => {
+            if let Some(account) = login {
+                household.soft(config, Evidence::Login(me, account), event.ts, now, 1, out);
+            }
+            if visit.page == "cancel" {
+                household.soft(config, Evidence::Cancel(me), event.ts, now, 1, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kairos_model::event::{Consent, Customer, Network, NetworkKind};
+    use kairos_model::{Channel, CountryCode, CustomerRecord, MomentKind, Origin, Rule, Verdict};
+
+    use super::detect::HANDSET_ONCE;
+    use super::*;
+    use crate::condition::VOCABULARY;
+
+    fn customer(
+        device: Option<kairos_model::event::Device>,
+        contract_end: Option<chrono::NaiveDate>,
+    ) -> CustomerRecord {
+        CustomerRecord {
+            account_id: "A".into(),
+            address_id: None,
+            home_country: CountryCode::parse("PT").unwrap(),
+            timezone: kairos_model::TimeZone::parse("Europe/Lisbon").unwrap(),
+            language: None,
+            email: None,
+            tenure_start: None,
+            prepaid: None,
+            plan: None,
+            device,
+            contract_end,
+            consent: Consent {
+                sms: true,
+                ..Consent::default()
+            },
+        }
+    }
+
+    fn rule(id: &str, moment: MomentKind, condition: Option<String>) -> Rule {
+        Rule {
+            id: id.into(),
+            version: "v".into(),
+            moment,
+            declared: None,
+            priority: 0,
+            class: Default::default(),
+            quiet_hours: Default::default(),
+            value: 1.0,
+            holdout: 0.0,
+            offer: "O".into(),
+            channel: Channel::Sms,
+            fallback_channel: None,
+            threshold: None,
+            condition,
+            cooldown: 0,
+            messages: BTreeMap::from([("en".into(), "m".into())]),
+        }
+    }
+
+    #[test]
+    fn a_fired_timer_is_a_change_to_checkpoint() {
+        let rules = RuleSet {
+            rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
+            policy: Default::default(),
+        };
+        let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let device = kairos_model::event::Device {
+            imei: Some("1".into()),
+            model: None,
+            acquired: Some(date(2024, 1, 1)),
+        };
+        let record = customer(Some(device), Some(date(2026, 3, 1)));
+        let event = Event {
+            ts: 1,
+            msisdn,
+            origin: Origin { source: 0, position: 1 },
+            body: EventBody::Customer(Customer::Upsert(Box::new(record))),
+        };
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        logic.apply(&event, 1, &mut decisions, &mut timers);
+        assert_eq!(timers.len(), 1, "the handset ages in the future");
+        assert_eq!(logic.take_changes().len(), 1);
+        logic.fire(&timers[0].clone(), &mut decisions, &mut timers);
+        assert_eq!(decisions.len(), 1);
+        let changes = logic.take_changes();
+        assert_eq!(changes.len(), 1, "the fired mark must reach the next checkpoint");
+        assert!(changes[0].1.has_fired(HANDSET_ONCE, "1"));
+        // Without change tracking (a replay) nothing is remembered.
+        let mut replay = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            false,
+            None,
+        );
+        replay.apply(&event, 1, &mut decisions, &mut timers);
+        assert!(replay.take_changes().is_empty());
+    }
+
+    #[test]
+    fn an_action_held_for_quiet_hours_is_not_sent_once_its_rule_is_removed_and_survives_an_edit() {
+        let quiet = kairos_model::rule::Policy {
+            quiet_hours: Some(kairos_model::rule::QuietHours {
+                start_minute: 21 * 60,
+                end_minute: 8 * 60,
+                channels: vec![Channel::Sms],
+            }),
+            ..Default::default()
+        };
+        let set = |rules: Vec<Rule>| {
+            Arc::new(RuleSet {
+                rules,
+                policy: quiet.clone(),
+            })
+        };
+        let travel = rule("travel", MomentKind::RoamingArrival, None);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let at = |text: &str| kairos_model::time::parse_rfc3339(text).unwrap();
+        let events = [
+            Event {
+                ts: at("2026-07-01T00:00:00Z"),
+                msisdn,
+                origin: Origin { source: 0, position: 1 },
+                body: EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))),
+            },
+            // 23:00 in Madrid: held until 08:00 there.
+            Event {
+                ts: at("2026-07-01T21:00:00Z"),
+                msisdn,
+                origin: Origin { source: 0, position: 2 },
+                body: EventBody::Network(Network {
+                    event: NetworkKind::LocationUpdate,
+                    country: CountryCode::parse("ES").ok(),
+                    mcc: None,
+                    mnc: None,
+                    cell: None,
+                    imei: None,
+                    peer: None,
+                }),
+            },
+        ];
+        for (replacement, expected) in [
+            (vec![], Verdict::Suppressed(kairos_model::SuppressReason::RuleRemoved)),
+            (
+                vec![Rule {
+                    version: "edited".into(),
+                    ..travel.clone()
+                }],
+                Verdict::Sent,
+            ),
+        ] {
+            let mut logic = SubscriberLogic::new(
+                set(vec![travel.clone()]),
+                Arc::new(DataflowStats::default()),
+                false,
+                None,
+            );
+            let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+            for event in &events {
+                logic.apply(event, event.ts, &mut decisions, &mut timers);
+            }
+            assert!(decisions.is_empty(), "held, not decided yet");
+            assert_eq!(timers.len(), 1);
+            assert_eq!(timers[0].due, at("2026-07-02T06:00:00Z"));
+            logic.set_rules(set(replacement));
+            logic.fire(&timers[0].clone(), &mut decisions, &mut timers);
+            assert_eq!(decisions.len(), 1);
+            assert_eq!(decisions[0].verdict, expected);
+            assert_eq!(decisions[0].action.send_at, at("2026-07-02T06:00:00Z"));
+        }
+    }
+
+    #[test]
+    fn conditions_can_read_every_vocabulary_field_at_run_time() {
+        // Every field compared with itself: true only if the engine supplies all of them.
+        let condition = VOCABULARY
+            .iter()
+            .map(|f| format!("{0} == {0}", f.path))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let rule = rule("all", MomentKind::RoamingArrival, Some(condition));
+        let stats = Arc::new(DataflowStats::default());
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet {
+                rules: vec![rule],
+                policy: Default::default(),
+            }),
+            Arc::clone(&stats),
+            false,
+            None,
+        );
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let record = customer(None, None);
+        let event = |ts, body| Event {
+            ts,
+            msisdn,
+            origin: Origin {
+                source: 0,
+                position: ts,
+            },
+            body,
+        };
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        logic.apply(
+            &event(1, EventBody::Customer(Customer::Upsert(Box::new(record)))),
+            1,
+            &mut decisions,
+            &mut timers,
+        );
+        let network = Network {
+            event: NetworkKind::LocationUpdate,
+            country: Some(CountryCode::parse("ES").unwrap()),
+            mcc: None,
+            mnc: None,
+            cell: None,
+            imei: None,
+            peer: None,
+        };
+        logic.apply(&event(2, EventBody::Network(network)), 2, &mut decisions, &mut timers);
+        assert_eq!(stats.condition_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(decisions.len(), 1);
+    }
+
+    #[test]
+    fn features_know_the_previous_serving_country_and_the_moment_key() {
+        let condition = "subscriber.country == 'FR' && subscriber.previous_country == 'ES' \
+                         && moment.previous_country == 'ES' && moment.key == 'FR' && moment.kind == 'roaming_arrival'";
+        let rule = rule("fr-from-es", MomentKind::RoamingArrival, Some(condition.into()));
+        let stats = Arc::new(DataflowStats::default());
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet {
+                rules: vec![rule],
+                policy: Default::default(),
+            }),
+            Arc::clone(&stats),
+            false,
+            None,
+        );
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        let mut apply = |ts, body| {
+            let origin = Origin {
+                source: 0,
+                position: ts,
+            };
+            let event = Event {
+                ts,
+                msisdn,
+                origin,
+                body,
+            };
+            logic.apply(&event, ts, &mut decisions, &mut timers);
+        };
+        let network = |kind, country: Option<&str>| {
+            EventBody::Network(Network {
+                event: kind,
+                country: country.map(|c| CountryCode::parse(c).unwrap()),
+                mcc: None,
+                mnc: None,
+                cell: None,
+                imei: None,
+                peer: None,
+            })
+        };
+        apply(1, EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))));
+        apply(2, network(NetworkKind::LocationUpdate, Some("ES")));
+        apply(3, network(NetworkKind::Detach, None));
+        apply(4, network(NetworkKind::LocationUpdate, Some("FR")));
+        assert_eq!(stats.condition_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let moments: Vec<(Millis, &str)> = decisions
+            .iter()
+            .map(|d| (d.action.moment_ts, d.moment_key.as_str()))
+            .collect();
+        assert_eq!(moments, [(4, "FR")], "only the arrival in FR from ES fires");
+        assert_eq!(logic.states[&msisdn].previous_country, CountryCode::parse("ES").ok());
+    }
+}
