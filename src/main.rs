@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use kairos::config::RunConfig;
 use kairos::ingest::range::{Bound, Range};
 use kairos::pipeline::{self, ReplayOptions};
+use kairos::progress::{Display, Reporter, Unit};
 
 /// mimalloc: per-thread free lists suit the workers' many small, short-lived allocations
 /// (decoded events, CEL values); glibc's malloc took ~30 % of a replay (loadtest/results).
@@ -26,6 +27,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show no progress on stderr (by default a bar on a terminal, otherwise a line every
+    /// 5 s; KAIROS_PROGRESS_INTERVAL_MS changes the interval).
+    #[arg(long, global = true)]
+    no_progress: bool,
 }
 
 #[derive(Subcommand)]
@@ -39,9 +44,9 @@ enum Command {
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// Rules folder.
-        #[arg(long, default_value = "rules")]
-        rules: PathBuf,
+        /// Rules folder [default: ./rules, or else the rules shipped with kairos].
+        #[arg(long)]
+        rules: Option<PathBuf>,
         /// Worker threads; the output does not depend on it.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -152,9 +157,10 @@ enum RulesCommand {
         /// Event files (.jsonl, .jsonl.gz) or folders of them.
         #[arg(long, num_args = 1.., required = true)]
         events: Vec<PathBuf>,
-        /// The published rules folder to compare with.
-        #[arg(long, default_value = "rules")]
-        against: PathBuf,
+        /// The published rules folder to compare with [default: ./rules, or else the rules
+        /// shipped with kairos].
+        #[arg(long)]
+        against: Option<PathBuf>,
         /// Output folder (created if missing).
         #[arg(long, default_value = "rules-try")]
         out: PathBuf,
@@ -169,6 +175,15 @@ enum RulesCommand {
 
 #[derive(Subcommand)]
 enum ReportCommand {
+    /// A first look at a replay's output folder: events read, actions by rule and channel
+    /// (and how many were held for quiet hours), suppressions by reason of the contact
+    /// policy and the rules they held back, one message per rule as it would be sent (the
+    /// subscriber number masked), and the folder's files with what they hold.
+    Summary {
+        /// The folder `kairos replay --out` wrote (or `kairos rules try`'s candidate/ or
+        /// published/).
+        dir: PathBuf,
+    },
     /// Measure each rule's uplift: how much more often subscribers converted when an offer
     /// was sent than when it was held out (control group).
     ///
@@ -235,6 +250,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let display = Display::choose(!cli.no_progress);
     let result = match cli.command {
         Command::Replay {
             events,
@@ -249,19 +265,24 @@ fn main() -> ExitCode {
                 Some(path) => kairos::config::load_households(&path).map_err(|e| e.to_string()),
                 None => Ok(Default::default()),
             };
+            let rules = rules_dir(rules, "--rules");
             households.and_then(|households| {
+            let reporter = Reporter::start("kairos replay", Unit::Bytes, display);
             let options = ReplayOptions {
                 events,
                 out,
-                rules,
+                rules: rules?,
                 workers,
                 allowed_lateness_ms,
                 households: kairos_dataflows::households::HouseholdConfig {
                     enabled: !no_households && households.enabled,
                     ..households
                 },
+                progress: reporter.progress(),
             };
-            pipeline::replay(&options).map_err(|e| e.to_string()).map(|s| {
+            let replayed = pipeline::replay(&options).map_err(|e| e.to_string());
+            reporter.finish();
+            replayed.map(|s| {
                 let actions: u64 = s.actions_by_rule.values().sum();
                 let suppressed: u64 = s.suppressed_by_reason.values().sum();
                 eprintln!(
@@ -367,13 +388,19 @@ fn main() -> ExitCode {
                     workers,
                     samples,
                 },
-        } => rules_try(kairos::report::TryOptions {
-            candidate: dir,
-            against,
-            events,
-            out,
-            workers,
-            samples,
+        } => rules_dir(against, "--against").and_then(|against| {
+            rules_try(
+                kairos::report::TryOptions {
+                    candidate: dir,
+                    against,
+                    events,
+                    out,
+                    workers,
+                    samples,
+                    progress: None,
+                },
+                display,
+            )
         }),
         Command::Report {
             command:
@@ -385,7 +412,10 @@ fn main() -> ExitCode {
                     json,
                     out,
                 },
-        } => report_uplift(decisions, events, &window, &outcomes, json, out),
+        } => report_uplift(decisions, events, &window, &outcomes, json, out, display),
+        Command::Report {
+            command: ReportCommand::Summary { dir },
+        } => kairos::report::summary(&dir).map(|summary| print!("{}", summary.to_text())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -398,7 +428,7 @@ fn main() -> ExitCode {
 
 /// `kairos rules try`: checks the candidate rules first (each problem as file:line:col, as
 /// `kairos rules check` prints them), then runs the dry run and says where the report is.
-fn rules_try(options: kairos::report::TryOptions) -> Result<(), String> {
+fn rules_try(mut options: kairos::report::TryOptions, display: Display) -> Result<(), String> {
     if let Err(errors) = kairos::rules::load_dir(&options.candidate) {
         for error in &errors {
             println!("{error}");
@@ -409,7 +439,11 @@ fn rules_try(options: kairos::report::TryOptions) -> Result<(), String> {
             options.candidate.display()
         ));
     }
-    let run = kairos::report::rules_try(&options)?;
+    let reporter = Reporter::start("kairos rules try", Unit::Bytes, display);
+    options.progress = reporter.progress();
+    let run = kairos::report::rules_try(&options);
+    reporter.finish();
+    let run = run?;
     let totals = &run.report.totals;
     let changed = run
         .report
@@ -441,18 +475,23 @@ fn report_uplift(
     outcomes: &str,
     json: bool,
     out: Option<PathBuf>,
+    display: Display,
 ) -> Result<(), String> {
     use kairos::report::uplift::{parse_outcomes, parse_window, Conversion};
     let conversion = Conversion {
         window: parse_window(window).map_err(|e| format!("--window: {e}"))?,
         outcomes: parse_outcomes(outcomes).map_err(|e| format!("--outcomes: {e}"))?,
     };
+    let reporter = Reporter::start("kairos report uplift", Unit::Bytes, display);
     let options = kairos::report::UpliftOptions {
         decisions,
         events,
         conversion,
+        progress: reporter.progress(),
     };
-    let run = kairos::report::uplift(&options)?;
+    let run = kairos::report::uplift(&options);
+    reporter.finish();
+    let run = run?;
     for problem in &run.problems {
         eprintln!("kairos: {problem} (line skipped)");
     }
@@ -485,6 +524,23 @@ fn report_uplift(
             Ok(())
         }
     }
+}
+
+/// The rules folder named by `flag`, or the default one ([`kairos::rules::default_dir`]),
+/// saying so on stderr when it is not `./rules`.
+fn rules_dir(given: Option<PathBuf>, flag: &'static str) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let found = kairos::rules::default_dir(flag).map_err(|e| e.to_string())?;
+    if found != std::path::Path::new(kairos::rules::DEFAULT_DIR) {
+        eprintln!(
+            "kairos: no {}/ folder here; using the rules shipped with kairos in {} ({flag} DIR to choose)",
+            kairos::rules::DEFAULT_DIR,
+            found.display()
+        );
+    }
+    Ok(found)
 }
 
 /// Sets `shutdown` on SIGINT or SIGTERM, so `run` decides what it has read and flushes.

@@ -152,3 +152,46 @@ fn it_says_why_it_cannot_run() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one-line reason: {stderr}");
 }
+
+#[test]
+fn outside_the_checkout_it_uses_the_shipped_rules() {
+    // Run from a folder without rules/: the rules shipped with kairos are found and named.
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = roaming_scenario();
+    write_jsonl(&dir.path().join("events.jsonl"), &lines);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["replay", "--events", "events.jsonl", "--out", "out"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running kairos");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let shipped = common::root().join("rules");
+    assert!(
+        stderr.contains(&format!("using the rules shipped with kairos in {}", shipped.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        read_jsonl(&dir.path().join("out/actions.jsonl")).len(),
+        EXPECTED_ACTIONS.len()
+    );
+
+    // A rules/ folder where it runs is the one used, without a word.
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        shipped.join("roaming-welcome.toml"),
+        dir.path().join("rules/roaming-welcome.toml"),
+    )
+    .unwrap();
+    let local = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["replay", "--events", "events.jsonl", "--out", "local"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running kairos");
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(local.status.success(), "{stderr}");
+    assert!(!stderr.contains("shipped"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("local/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["actions_by_rule"], serde_json::json!({"roaming-welcome": 2}));
+}

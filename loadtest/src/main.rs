@@ -4,6 +4,7 @@ use kairos_loadtest::harness::engine::EngineSpec;
 use kairos_loadtest::harness::feed::Step;
 use kairos_loadtest::harness::{self, replay::ReplaySpec, LiveSpec};
 use kairos_loadtest::households::{HouseholdSpec, Population};
+use kairos_loadtest::progress::{Display, Reporter, Unit};
 use kairos_loadtest::{score, truth, world};
 
 use std::fs::File;
@@ -67,6 +68,10 @@ enum Command {
         /// each (`rule`, `msisdn`, `moment_ts`), for `kairos-loadtest check`.
         #[arg(long)]
         moments: Option<PathBuf>,
+        /// Show no progress on stderr (by default a bar on a terminal, otherwise a line
+        /// every 5 s; KAIROS_PROGRESS_INTERVAL_MS changes the interval).
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Checks a replay's (or a run's) decisions against the moments a world planted: every
     /// planted moment decided, and no other moment of the default rules. Exits 1 when not.
@@ -337,6 +342,7 @@ fn main() -> Result<()> {
             max_household_size,
             truth,
             moments,
+            no_progress,
         } => {
             if ![travel_rate, invalid_rate, duplicate_rate]
                 .iter()
@@ -382,7 +388,13 @@ fn main() -> Result<()> {
             // The world's lines come in event-time order: the truth walks them as they go.
             let mut planted = truth::Truth::new();
             let mut newest = 0;
-            world::generate_population(&spec, population.as_ref(), |line| {
+            let reporter = Reporter::start(
+                "kairos-loadtest generate",
+                Unit::Items("subscriber-days"),
+                Display::choose(!no_progress),
+            );
+            let progress = reporter.progress();
+            world::generate_reporting(&spec, population.as_ref(), progress.as_ref(), |line| {
                 if moments.is_some() {
                     if let Some(p) = truth::Parsed::from_line(line) {
                         newest = p.ts;
@@ -396,6 +408,7 @@ fn main() -> Result<()> {
                     lines += 1;
                 }
             });
+            reporter.finish();
             if let Some(e) = failure {
                 return Err(e).with_context(|| format!("cannot write {}", out.display()));
             }

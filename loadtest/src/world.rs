@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use crate::households::{self, device_changes, Contact, HandDown, HouseholdSpec, Population};
+use crate::progress::Progress;
 
 /// What world to make.
 #[derive(Debug, Clone)]
@@ -94,7 +95,28 @@ pub fn generate_with(spec: &WorldSpec, households: &HouseholdSpec, emit: impl Fn
 
 /// Generates the world's events for a population built by [`Population::build`] from the same
 /// `spec` (or for no households at all).
-pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mut emit: impl FnMut(&str)) {
+pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, emit: impl FnMut(&str)) {
+    generate_reporting(spec, population, None, emit);
+}
+
+/// [`generate_population`], counting on `progress` the subscriber-days generated (of
+/// `subscribers × days`), the lines emitted and the newest event time; the world is the
+/// same with or without it.
+pub fn generate_reporting(
+    spec: &WorldSpec,
+    population: Option<&Population>,
+    progress: Option<&Progress>,
+    mut emit: impl FnMut(&str),
+) {
+    if let Some(progress) = progress {
+        progress.begin(spec.subscribers.saturating_mul(u64::from(spec.days)));
+    }
+    let mut emit = |line: &str| {
+        if let Some(progress) = progress {
+            progress.add_events(1);
+        }
+        emit(line);
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let start = spec.start.and_hms_opt(0, 0, 0).expect("midnight exists");
     let mut homes = Vec::with_capacity(spec.subscribers as usize);
@@ -187,6 +209,9 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mu
                 };
                 day_lines.push((at, i, event.to_string()));
             }
+            if let Some(progress) = progress {
+                progress.add_done(1);
+            }
             if let Some(trip) = trip {
                 let (abroad, abroad_mcc, arrival) = (trip.country, trip.mcc, trip.arrival);
                 let ts = rfc3339(arrival);
@@ -224,7 +249,10 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, mu
         }
         // Each day is emitted once complete: memory holds one day, not the whole world.
         day_lines.sort();
-        for (_, _, line) in &day_lines {
+        for (at, _, line) in &day_lines {
+            if let Some(progress) = progress {
+                progress.saw_event_time(u64::try_from(at.and_utc().timestamp_millis()).unwrap_or(0));
+            }
             emit(line);
             // No draw at all when there are no duplicates: such worlds stay byte for byte.
             if spec.duplicate_rate > 0.0 && rng.random_bool(spec.duplicate_rate) {

@@ -7,6 +7,10 @@
 //! the newest `ts` among them, less the allowed lateness — which every worker learns from
 //! the shared [`ChunkBoard`]. The epoch of a chunk therefore depends only on the input, not
 //! on which worker decoded which chunk or when.
+//!
+//! Progress: with a [`Progress`] (on the [`ChunkBoard`], or given to [`read_lines_counted`])
+//! the reader counts the bytes it reads from the files and the lines, and the board the
+//! newest event time published; counting never changes what is read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,6 +25,8 @@ use kairos_model::{Millis, Origin};
 
 use crate::decode::decode;
 use crate::ingest::{DeadLetter, Received, SourcePosition};
+
+use crate::progress::Progress;
 
 /// Lines per chunk: large enough to amortise the hand-off, small enough to spread work.
 pub const CHUNK_LINES: usize = 4096;
@@ -122,7 +128,8 @@ impl Chunk {
 
 /// Starts the reader thread: chunk `i` goes to worker `i % workers`. The thread ends when
 /// the input is read, and then tells `board` how many chunks there were; its result says
-/// whether every file could be read to the end.
+/// whether every file could be read to the end. With a progress handle on the board, the
+/// reader counts there what it reads, of the files' total size.
 pub fn spawn_reader(
     files: Vec<PathBuf>,
     workers: usize,
@@ -133,7 +140,11 @@ pub fn spawn_reader(
         .name("kairos-file-reader".into())
         .spawn(move || {
             let mut chunks = 0;
-            let result = read_all(&files, &senders, &mut chunks);
+            let progress = board.progress.as_ref();
+            if let Some(progress) = progress {
+                progress.begin(total_size(&files));
+            }
+            let result = read_all(&files, &senders, &mut chunks, progress);
             // Also on failure: the workers wait for the end of the input.
             board.close(chunks);
             result
@@ -142,10 +153,15 @@ pub fn spawn_reader(
     (receivers, handle)
 }
 
-fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>], index: &mut u64) -> Result<(), String> {
+fn read_all(
+    files: &[PathBuf],
+    senders: &[SyncSender<Chunk>],
+    index: &mut u64,
+    progress: Option<&Progress>,
+) -> Result<(), String> {
     for (file_index, path) in files.iter().enumerate() {
         let mut chunk = new_chunk(*index, file_index);
-        read_lines(path, |number, content| {
+        read_lines_counted(path, progress, |number, content| {
             chunk.data.extend_from_slice(content);
             chunk.lines.push((number, chunk.data.len()));
             if chunk.lines.len() == CHUNK_LINES {
@@ -166,8 +182,22 @@ fn read_all(files: &[PathBuf], senders: &[SyncSender<Chunk>], index: &mut u64) -
 /// Calls `each` with every non-blank line of a `.jsonl` or `.jsonl.gz` file (decompressed,
 /// without its line terminator) and its 1-based line number, in order; stops at the first
 /// error, from reading or from `each`.
-pub fn read_lines(path: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), String> {
+pub fn read_lines(path: &Path, each: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), String> {
+    read_lines_counted(path, None, each)
+}
+
+/// [`read_lines`], counting on `progress` the bytes read from the file (before
+/// decompression, so that they compare with the file's size) and the lines handed to `each`.
+pub fn read_lines_counted(
+    path: &Path,
+    progress: Option<&Progress>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = CountingReader {
+        inner: file,
+        progress: progress.cloned(),
+    };
     let raw: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
         Box::new(MultiGzDecoder::new(file))
     } else {
@@ -189,7 +219,32 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<(), St
         if content.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        if let Some(progress) = progress {
+            progress.add_events(1);
+        }
         each(number, content)?;
+    }
+}
+
+/// The size of the files together, in bytes (0 for a file whose size cannot be read: it
+/// fails when it is opened): the total of a replay's progress.
+pub fn total_size(files: &[PathBuf]) -> u64 {
+    files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum()
+}
+
+/// A reader that counts the bytes read through it as progress done.
+struct CountingReader<R> {
+    inner: R,
+    progress: Option<Progress>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if let Some(progress) = &self.progress {
+            progress.add_done(read as u64);
+        }
+        Ok(read)
     }
 }
 
@@ -219,6 +274,8 @@ fn send(senders: &[SyncSender<Chunk>], chunk: Chunk) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct ChunkBoard {
     state: Mutex<BoardState>,
+    /// Where the reader counts what it reads and the board the newest event time.
+    progress: Option<Progress>,
 }
 
 #[derive(Debug, Default)]
@@ -232,8 +289,19 @@ struct BoardState {
 }
 
 impl ChunkBoard {
+    /// A board whose reader and workers report their progress on `progress`.
+    pub fn reporting_to(progress: Option<Progress>) -> ChunkBoard {
+        ChunkBoard {
+            progress,
+            ..ChunkBoard::default()
+        }
+    }
+
     /// Records the newest `ts` of chunk `index` (`None` when it had no valid event).
     pub fn publish(&self, index: u64, newest: Option<Millis>) {
+        if let (Some(progress), Some(ts)) = (&self.progress, newest) {
+            progress.saw_event_time(ts);
+        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.before.is_empty() {
             state.before.push(None);
@@ -325,6 +393,38 @@ mod tests {
         let gz_chunk = chunks.iter().find(|c| c.index == 2).unwrap();
         assert_eq!(gz_chunk.file, 1);
         assert_eq!(gz_chunk.lines().next().unwrap(), (1, &b"{\"n\":\"gz\"}"[..]));
+    }
+
+    #[test]
+    fn the_reader_counts_bytes_and_lines_on_the_boards_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.jsonl");
+        std::fs::write(&plain, "{\"n\":1}\n\n{\"n\":2}\n").unwrap();
+        let gz = dir.path().join("b.jsonl.gz");
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        encoder.write_all(b"{\"n\":3}\n").unwrap();
+        encoder.finish().unwrap();
+        let files = discover(&[dir.path().to_path_buf()]).unwrap();
+        let size = total_size(&files);
+        assert_eq!(
+            size,
+            std::fs::metadata(&plain).unwrap().len() + std::fs::metadata(&gz).unwrap().len()
+        );
+
+        let progress = Progress::new();
+        let board = Arc::new(ChunkBoard::reporting_to(Some(progress.clone())));
+        let (receivers, reader) = spawn_reader(files, 1, Arc::clone(&board));
+        reader.join().unwrap().unwrap();
+        drop(receivers);
+        board.publish(0, Some(7_000));
+        board.publish(1, None);
+        let s = progress.snapshot();
+        assert_eq!(
+            (s.done, s.total, s.events),
+            (size, size, 3),
+            "compressed bytes, non-blank lines"
+        );
+        assert_eq!(s.newest_event, Some(7_000));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct ReplayOptions {
     pub workers: usize,
     pub allowed_lateness_ms: Millis,
     pub households: HouseholdConfig,
+    /// Where the reader counts what it has read, when progress is shown.
+    pub progress: Option<crate::progress::Progress>,
 }
 
 struct WorkerOutput {
@@ -106,7 +108,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let names: Arc<Vec<String>> = Arc::new(files.iter().map(|p| p.display().to_string()).collect());
     let file_count = files.len();
     let started = Instant::now();
-    let board = Arc::new(ChunkBoard::default());
+    let board = Arc::new(ChunkBoard::reporting_to(options.progress.clone()));
     let (receivers, reader) = spawn_reader(files, options.workers, Arc::clone(&board));
     let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
     let stats = Arc::new(DataflowStats::default());

@@ -16,6 +16,7 @@ use super::dryrun::{ActionLine, DecisionLine};
 use super::uplift::{DecisionRecord, Group, ResponseRecord};
 use crate::decode::decode;
 use crate::ingest::files;
+use crate::progress::Progress;
 
 /// How many problems are kept to be shown (all are counted).
 pub const KEEP_PROBLEMS: usize = 10;
@@ -87,14 +88,20 @@ pub fn decision_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(found)
 }
 
-/// Reads every decision in `paths` (see [`decision_files`]).
-pub fn read_decisions(paths: &[PathBuf]) -> Result<Loaded<DecisionRecord>, String> {
+/// Reads every decision in `paths` (see [`decision_files`]), counting on `progress`.
+pub fn read_decisions(paths: &[PathBuf], progress: Option<&Progress>) -> Result<Loaded<DecisionRecord>, String> {
     let found = decision_files(paths)?;
+    begin(progress, &found);
     let mut read = Loaded::new(found.len());
     for path in &found {
-        files::read_lines(path, |number, line| {
+        files::read_lines_counted(path, progress, |number, line| {
             match parse_decision(line) {
-                Ok(decision) => read.records.push(decision),
+                Ok(decision) => {
+                    if let Some(progress) = progress {
+                        progress.saw_event_time(decision.moment_ts);
+                    }
+                    read.records.push(decision)
+                }
                 Err(why) => read.problem(path, number, format!("not a decision: {why}")),
             }
             Ok(())
@@ -104,13 +111,14 @@ pub fn read_decisions(paths: &[PathBuf]) -> Result<Loaded<DecisionRecord>, Strin
 }
 
 /// Reads every `response` event in `paths` (files or folders of `.jsonl` / `.jsonl.gz`);
-/// other events are counted as skipped, invalid lines as problems.
-pub fn read_responses(paths: &[PathBuf]) -> Result<Loaded<ResponseRecord>, String> {
+/// other events are counted as skipped, invalid lines as problems; counting on `progress`.
+pub fn read_responses(paths: &[PathBuf], progress: Option<&Progress>) -> Result<Loaded<ResponseRecord>, String> {
     let found = files::discover(paths)?;
+    begin(progress, &found);
     let mut read = Loaded::new(found.len());
     for (index, path) in found.iter().enumerate() {
         let source = u32::try_from(index).unwrap_or(u32::MAX);
-        files::read_lines(path, |number, line| {
+        files::read_lines_counted(path, progress, |number, line| {
             match decode(
                 line,
                 Origin {
@@ -118,21 +126,33 @@ pub fn read_responses(paths: &[PathBuf]) -> Result<Loaded<ResponseRecord>, Strin
                     position: number,
                 },
             ) {
-                Ok(event) => match event.body {
-                    EventBody::Response(response) => read.records.push(ResponseRecord {
-                        msisdn: event.msisdn,
-                        ts: event.ts,
-                        action_id: response.action_id,
-                        outcome: response.outcome,
-                    }),
-                    _ => read.skipped += 1,
-                },
+                Ok(event) => {
+                    if let Some(progress) = progress {
+                        progress.saw_event_time(event.ts);
+                    }
+                    match event.body {
+                        EventBody::Response(response) => read.records.push(ResponseRecord {
+                            msisdn: event.msisdn,
+                            ts: event.ts,
+                            action_id: response.action_id,
+                            outcome: response.outcome,
+                        }),
+                        _ => read.skipped += 1,
+                    }
+                }
                 Err(why) => read.problem(path, number, format!("invalid event: {why}")),
             }
             Ok(())
         })?;
     }
     Ok(read)
+}
+
+/// Starts counting a pass over `found` on `progress`: their size is its total.
+fn begin(progress: Option<&Progress>, found: &[PathBuf]) {
+    if let Some(progress) = progress {
+        progress.begin(files::total_size(found));
+    }
 }
 
 /// Parses one decision line: a JSON object with the strings `action_id`, `rule`, `msisdn`
@@ -275,12 +295,18 @@ pub fn read_output<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -
     Ok(records)
 }
 
-/// The oldest and newest `ts` of the valid events in `paths` (files or folders).
-pub fn event_time_range(paths: &[PathBuf]) -> Result<Option<(kairos_model::Millis, kairos_model::Millis)>, String> {
+/// The oldest and newest `ts` of the valid events in `paths` (files or folders), counting on
+/// `progress`.
+pub fn event_time_range(
+    paths: &[PathBuf],
+    progress: Option<&Progress>,
+) -> Result<Option<(kairos_model::Millis, kairos_model::Millis)>, String> {
     let mut range: Option<(kairos_model::Millis, kairos_model::Millis)> = None;
-    for (index, path) in files::discover(paths)?.iter().enumerate() {
+    let found = files::discover(paths)?;
+    begin(progress, &found);
+    for (index, path) in found.iter().enumerate() {
         let source = u32::try_from(index).unwrap_or(u32::MAX);
-        files::read_lines(path, |number, line| {
+        files::read_lines_counted(path, progress, |number, line| {
             if let Ok(event) = decode(
                 line,
                 Origin {
@@ -288,6 +314,9 @@ pub fn event_time_range(paths: &[PathBuf]) -> Result<Option<(kairos_model::Milli
                     position: number,
                 },
             ) {
+                if let Some(progress) = progress {
+                    progress.saw_event_time(event.ts);
+                }
                 range = Some(match range {
                     None => (event.ts, event.ts),
                     Some((first, last)) => (first.min(event.ts), last.max(event.ts)),
@@ -387,7 +416,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(replay.join("actions.jsonl"), "{\"action_id\":\"a\"}\n").unwrap();
-        let decisions = read_decisions(std::slice::from_ref(&replay)).unwrap();
+        let decisions = read_decisions(std::slice::from_ref(&replay), None).unwrap();
         assert_eq!(
             (decisions.files, decisions.records.len(), decisions.problem_count),
             (1, 1, 1)
@@ -411,7 +440,7 @@ mod tests {
             .join("\n"),
         )
         .unwrap();
-        let responses = read_responses(std::slice::from_ref(&events)).unwrap();
+        let responses = read_responses(std::slice::from_ref(&events), None).unwrap();
         assert_eq!(
             (responses.records.len(), responses.skipped, responses.problem_count),
             (1, 1, 1)
@@ -421,10 +450,10 @@ mod tests {
             .to_string()
             .starts_with(&format!("{}:3: invalid event: field `outcome`", events.display())));
 
-        assert!(read_responses(&[dir.path().join("missing.jsonl")])
+        assert!(read_responses(&[dir.path().join("missing.jsonl")], None)
             .unwrap_err()
             .starts_with("cannot read "));
-        assert!(read_decisions(&[dir.path().join("missing")])
+        assert!(read_decisions(&[dir.path().join("missing")], None)
             .unwrap_err()
             .starts_with("cannot read "));
     }

@@ -3,11 +3,15 @@
 //! ones held out as a control group; `kairos rules try` replays a log with a candidate rule
 //! set and with the published one, and reports what would change.
 //!
+//! `kairos report summary` shows what a replay's output folder holds, for a first look.
+//!
 //! [`input`] reads decisions, actions and events (with ingest's reader and the decoder);
-//! [`uplift`] and [`dryrun`] are the pure parts — counting, statistics, rendering.
+//! [`uplift`], [`dryrun`] and [`summary`] are the pure parts — counting, statistics,
+//! rendering.
 
 pub mod dryrun;
 pub mod input;
+pub mod summary;
 pub mod uplift;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use kairos_model::RuleSet;
 use uplift::{Conversion, InputCounts, UpliftReport};
 
 use crate::pipeline::{self, ReplayOptions};
+use crate::progress::Progress;
 use crate::sinks::files::ReplaySummary;
 
 /// What `kairos report uplift` reads and how it counts a conversion.
@@ -27,6 +32,8 @@ pub struct UpliftOptions {
     /// Event files or folders holding the `response` events.
     pub events: Vec<PathBuf>,
     pub conversion: Conversion,
+    /// Where reading the inputs is counted, when progress is shown.
+    pub progress: Option<Progress>,
 }
 
 /// The report and the skipped lines worth showing (the first few of each input).
@@ -39,8 +46,15 @@ pub struct UpliftRun {
 /// Reads the inputs and measures the uplift. Errors (one line) only when an input cannot
 /// be read; lines that are not a decision or not an event are counted in the report.
 pub fn uplift(options: &UpliftOptions) -> Result<UpliftRun, String> {
-    let decisions = input::read_decisions(&options.decisions)?;
-    let responses = input::read_responses(&options.events)?;
+    let progress = options.progress.as_ref();
+    if let Some(progress) = progress {
+        progress.set_step("decisions 1/2");
+    }
+    let decisions = input::read_decisions(&options.decisions, progress)?;
+    if let Some(progress) = progress {
+        progress.set_step("responses 2/2");
+    }
+    let responses = input::read_responses(&options.events, progress)?;
     let measured = uplift::measure(&decisions.records, &responses.records, &options.conversion);
     let inputs = InputCounts {
         decision_files: decisions.files,
@@ -74,6 +88,8 @@ pub struct TryOptions {
     pub workers: usize,
     /// Sample messages per rule.
     pub samples: usize,
+    /// Where each pass over the events is counted, when progress is shown.
+    pub progress: Option<Progress>,
 }
 
 /// A finished dry run: the report, where it was written, and both replays' summaries.
@@ -105,7 +121,11 @@ fn replay_with(
     rules: &Path,
     set: &RuleSet,
     out: PathBuf,
+    step: &str,
 ) -> Result<(ReplaySummary, dryrun::Run), String> {
+    if let Some(progress) = &options.progress {
+        progress.set_step(step);
+    }
     let replay = ReplayOptions {
         events: options.events.clone(),
         out,
@@ -113,6 +133,7 @@ fn replay_with(
         workers: options.workers,
         allowed_lateness_ms: 0,
         households: Default::default(),
+        progress: options.progress.clone(),
     };
     let summary = pipeline::replay(&replay).map_err(|e| e.to_string())?;
     let run = dryrun::Run {
@@ -137,10 +158,19 @@ pub fn rules_try(options: &TryOptions) -> Result<TryRun, String> {
         &options.candidate,
         &candidate_set,
         options.out.join("candidate"),
+        "candidate rules 1/3",
     )?;
-    let (published_summary, published) =
-        replay_with(options, &options.against, &against_set, options.out.join("published"))?;
-    let range = input::event_time_range(&options.events)?;
+    let (published_summary, published) = replay_with(
+        options,
+        &options.against,
+        &against_set,
+        options.out.join("published"),
+        "published rules 2/3",
+    )?;
+    if let Some(progress) = &options.progress {
+        progress.set_step("event time range 3/3");
+    }
+    let range = input::event_time_range(&options.events, options.progress.as_ref())?;
     let inputs = dryrun::Inputs {
         candidate_rules: options.candidate.display().to_string(),
         against_rules: options.against.display().to_string(),
@@ -165,4 +195,61 @@ pub fn rules_try(options: &TryOptions) -> Result<TryRun, String> {
         candidate: candidate_summary,
         published: published_summary,
     })
+}
+
+/// `kairos report summary`: reads a `kairos replay --out` folder — its `decisions.jsonl`
+/// and `actions.jsonl` (required), `summary.json` (its counts of what was read, when it is
+/// there) — and counts the lines of its files. Errors (one line) when the folder is not a
+/// replay's output or a file cannot be read.
+pub fn summary(dir: &Path) -> Result<summary::OutputSummary, String> {
+    let decisions_path = dir.join("decisions.jsonl");
+    if !decisions_path.is_file() {
+        return Err(format!(
+            "{} is not the output folder of a replay: it has no decisions.jsonl \
+             (kairos replay --events … --out {} writes one)",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    let decisions = input::read_output(&decisions_path, input::parse_decision_line)?;
+    let actions = input::read_output(&dir.join("actions.jsonl"), input::parse_action_line)?;
+    let facts = std::fs::read(dir.join("summary.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|json| summary::ReplayFacts::of_json(&json));
+    let mut files = Vec::new();
+    for (name, holds) in summary::FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let lines = match name {
+            "actions.jsonl" => Some(actions.len() as u64),
+            "decisions.jsonl" => Some(decisions.len() as u64),
+            _ if name.ends_with(".jsonl") => Some(count_lines(&path)?),
+            _ => None,
+        };
+        files.push(summary::OutputFile {
+            path: path.display().to_string(),
+            lines,
+            holds,
+        });
+    }
+    Ok(summary::build(
+        &dir.display().to_string(),
+        facts,
+        &decisions,
+        &actions,
+        files,
+    ))
+}
+
+/// The non-blank lines of a `.jsonl` file.
+fn count_lines(path: &Path) -> Result<u64, String> {
+    let mut lines = 0;
+    crate::ingest::files::read_lines(path, |_, _| {
+        lines += 1;
+        Ok(())
+    })?;
+    Ok(lines)
 }

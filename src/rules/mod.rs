@@ -110,6 +110,49 @@ pub fn json_schema() -> String {
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
 
+/// The rules folder commands use when none is named: `rules` in the current folder.
+pub const DEFAULT_DIR: &str = "rules";
+
+/// The rules shipped with kairos: the `rules/` of the checkout it was built from.
+pub const SHIPPED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+/// No rules folder was named and none was found where one is looked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no rules folder: there is no ./rules in {here} and the rules shipped with kairos \
+     are not at {shipped} any more; pass {flag} DIR with a folder of rule files (as the \
+     rules/ of a kairos checkout)"
+)]
+pub struct NoRulesFolder {
+    /// The option that names the folder (`--rules`, `--against`).
+    pub flag: &'static str,
+    pub here: String,
+    pub shipped: String,
+}
+
+/// The rules folder to use when `flag` names none: `./rules` when it exists (the checkout's,
+/// or the operator's own beside their data), otherwise the rules shipped with kairos
+/// ([`SHIPPED_DIR`]) — so that `kairos replay` also runs from another folder.
+pub fn default_dir(flag: &'static str) -> Result<PathBuf, NoRulesFolder> {
+    let here = std::env::current_dir().unwrap_or_default();
+    find_default_dir(&here, Path::new(SHIPPED_DIR), flag)
+}
+
+/// [`default_dir`] from the folder `here`, with the shipped rules at `shipped`.
+pub fn find_default_dir(here: &Path, shipped: &Path, flag: &'static str) -> Result<PathBuf, NoRulesFolder> {
+    if here.join(DEFAULT_DIR).is_dir() {
+        Ok(PathBuf::from(DEFAULT_DIR))
+    } else if shipped.is_dir() {
+        Ok(shipped.to_path_buf())
+    } else {
+        Err(NoRulesFolder {
+            flag,
+            here: here.display().to_string(),
+            shipped: shipped.display().to_string(),
+        })
+    }
+}
+
 /// Loads and checks every `*.toml` rule file in `dir`, in file-name order.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
     load_files(dir, &read_dir_files(dir)?)
@@ -507,6 +550,27 @@ cooldown = "24h"
 [messages]
 en = "Welcome to {country_name}!"
 "#;
+
+    #[test]
+    fn default_rules_folder_is_the_local_one_then_the_shipped_one() {
+        let here = tempfile::tempdir().unwrap();
+        let shipped = tempfile::tempdir().unwrap();
+        assert_eq!(
+            find_default_dir(here.path(), shipped.path(), "--rules"),
+            Ok(shipped.path().to_path_buf())
+        );
+        std::fs::create_dir(here.path().join("rules")).unwrap();
+        assert_eq!(
+            find_default_dir(here.path(), shipped.path(), "--rules"),
+            Ok(PathBuf::from("rules"))
+        );
+        let nowhere = here.path().join("gone");
+        let error = find_default_dir(shipped.path(), &nowhere, "--against").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("pass --against DIR"), "{message}");
+        assert!(message.contains(&nowhere.display().to_string()), "{message}");
+        assert!(Path::new(SHIPPED_DIR).join("roaming-welcome.toml").is_file());
+    }
 
     #[test]
     fn parses_a_good_rule() {

@@ -63,6 +63,7 @@ pub fn world_file(spec: &WorldSpec, cache: &Path) -> Result<(PathBuf, Vec<Moment
             .args(["--travel-rate", &spec.travel_rate.to_string()])
             .args(["--invalid-rate", &spec.invalid_rate.to_string()])
             .args(["--duplicate-rate", &spec.duplicate_rate.to_string()])
+            .arg("--no-progress")
             .stderr(Stdio::null())
             .status()
             .context("cannot run the generator")?;
@@ -95,6 +96,8 @@ fn replay_once(spec: &ReplaySpec, events: &Path, out: &Path, workers: usize, hou
         .arg("--rules")
         .arg(&spec.rules)
         .args(["--workers", &workers.to_string()])
+        // Its stderr is read only at the end: progress lines would fill the pipe.
+        .arg("--no-progress")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if !households {
