@@ -190,7 +190,11 @@ pub fn format_duration(d: Duration) -> String {
 
 /// `1,234,567`.
 pub fn format_count(n: u64) -> String {
-    let digits = n.to_string();
+    group_thousands(&n.to_string())
+}
+
+/// ASCII digits with a comma every three from the right (the load-test reports use it too).
+pub fn group_thousands(digits: &str) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {

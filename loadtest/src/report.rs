@@ -340,7 +340,7 @@ pub fn fmt_num(x: f64) -> String {
     if negative {
         out.push('-');
     }
-    out.push_str(&group_thousands(int));
+    out.push_str(&crate::progress::group_thousands(int));
     if let Some(frac) = frac {
         out.push('.');
         out.push_str(frac);
@@ -350,19 +350,7 @@ pub fn fmt_num(x: f64) -> String {
 
 /// A whole number with thousands separators: `1,234,567`.
 pub fn fmt_int(n: u64) -> String {
-    group_thousands(&n.to_string())
-}
-
-/// ASCII digits with a comma every three from the right.
-fn group_thousands(digits: &str) -> String {
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::progress::group_thousands(&n.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
