@@ -34,23 +34,56 @@ pub const CHUNK_LINES: usize = 4096;
 /// Chunks buffered per worker between the reader and the worker.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Why input files could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path} after line {line}: {source}")]
+    ReadAt {
+        path: PathBuf,
+        line: u64,
+        source: std::io::Error,
+    },
+    #[error("no .jsonl or .jsonl.gz files in {0}")]
+    NoEventFiles(PathBuf),
+    #[error("{0} is not a .jsonl or .jsonl.gz file")]
+    NotEvents(PathBuf),
+    #[error("a worker stopped before the input was read")]
+    WorkerGone,
+}
+
+/// The callers that still speak in one-line messages (`kairos report`) take these as is.
+impl From<FilesError> for String {
+    fn from(error: FilesError) -> String {
+        error.to_string()
+    }
+}
+
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
+    move |source| FilesError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// The input files of a replay, in the order they are read.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FilesError> {
     let mut files = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let meta = std::fs::metadata(path).map_err(unreadable(path))?;
         if meta.is_dir() {
             let mut found = Vec::new();
             walk(path, &mut found)?;
             if found.is_empty() {
-                return Err(format!("no .jsonl or .jsonl.gz files in {}", path.display()));
+                return Err(FilesError::NoEventFiles(path.clone()));
             }
             found.sort();
             files.extend(found);
         } else if is_events_file(path) {
             files.push(path.clone());
         } else {
-            return Err(format!("{} is not a .jsonl or .jsonl.gz file", path.display()));
+            return Err(FilesError::NotEvents(path.clone()));
         }
     }
     Ok(files)
@@ -61,10 +94,10 @@ fn is_events_file(path: &Path) -> bool {
     name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), FilesError> {
+    let entries = std::fs::read_dir(dir).map_err(unreadable(dir))?;
     for entry in entries {
-        let path = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?.path();
+        let path = entry.map_err(unreadable(dir))?.path();
         if path.is_dir() {
             walk(&path, found)?;
         } else if is_events_file(&path) {
@@ -134,7 +167,7 @@ pub fn spawn_reader(
     files: Vec<PathBuf>,
     workers: usize,
     board: Arc<ChunkBoard>,
-) -> (Vec<Receiver<Chunk>>, JoinHandle<Result<(), String>>) {
+) -> (Vec<Receiver<Chunk>>, JoinHandle<Result<(), FilesError>>) {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| sync_channel(CHUNKS_IN_FLIGHT)).unzip();
     let handle = std::thread::Builder::new()
         .name("kairos-file-reader".into())
@@ -158,7 +191,7 @@ fn read_all(
     senders: &[SyncSender<Chunk>],
     index: &mut u64,
     progress: Option<&Progress>,
-) -> Result<(), String> {
+) -> Result<(), FilesError> {
     for (file_index, path) in files.iter().enumerate() {
         let mut chunk = new_chunk(*index, file_index);
         read_lines_counted(path, progress, |number, content| {
@@ -181,19 +214,19 @@ fn read_all(
 
 /// Calls `each` with every non-blank line of a `.jsonl` or `.jsonl.gz` file (decompressed,
 /// without its line terminator) and its 1-based line number, in order; stops at the first
-/// error, from reading or from `each`.
-pub fn read_lines(path: &Path, each: impl FnMut(u64, &[u8]) -> Result<(), String>) -> Result<(), String> {
+/// error, from reading or from `each` (whose error type, `E`, says what reading errors become).
+pub fn read_lines<E: From<FilesError>>(path: &Path, each: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
     read_lines_counted(path, None, each)
 }
 
 /// [`read_lines`], counting on `progress` the bytes read from the file (before
 /// decompression, so that they compare with the file's size) and the lines handed to `each`.
-pub fn read_lines_counted(
+pub fn read_lines_counted<E: From<FilesError>>(
     path: &Path,
     progress: Option<&Progress>,
-    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let file = File::open(path).map_err(unreadable(path))?;
     let file = CountingReader {
         inner: file,
         progress: progress.cloned(),
@@ -210,7 +243,11 @@ pub fn read_lines_counted(
         line.clear();
         let read = reader
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("cannot read {} after line {number}: {e}", path.display()))?;
+            .map_err(|source| FilesError::ReadAt {
+                path: path.to_path_buf(),
+                line: number,
+                source,
+            })?;
         if read == 0 {
             return Ok(());
         }
@@ -262,11 +299,9 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn send(senders: &[SyncSender<Chunk>], chunk: Chunk) -> Result<(), String> {
+fn send(senders: &[SyncSender<Chunk>], chunk: Chunk) -> Result<(), FilesError> {
     let worker = (chunk.index % senders.len() as u64) as usize;
-    senders[worker]
-        .send(chunk)
-        .map_err(|_| "a worker stopped before the input was read".to_string())
+    senders[worker].send(chunk).map_err(|_| FilesError::WorkerGone)
 }
 
 /// The newest event time of every chunk, published by the worker that decoded it, so that
@@ -431,15 +466,18 @@ mod tests {
     fn unreadable_paths_are_errors() {
         assert!(discover(&[PathBuf::from("/nonexistent/x.jsonl")])
             .unwrap_err()
+            .to_string()
             .starts_with("cannot read /nonexistent/x.jsonl"));
         let dir = tempfile::tempdir().unwrap();
         assert!(discover(&[dir.path().to_path_buf()])
             .unwrap_err()
+            .to_string()
             .starts_with("no .jsonl"));
         let txt = dir.path().join("x.txt");
         std::fs::write(&txt, "").unwrap();
         assert!(discover(&[txt])
             .unwrap_err()
+            .to_string()
             .ends_with("is not a .jsonl or .jsonl.gz file"));
     }
 }

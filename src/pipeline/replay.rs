@@ -22,7 +22,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use super::{enter, finish, load_rules, EventInput, RulesError};
-use crate::ingest::files::{discover, spawn_reader, ChunkBoard};
+use crate::ingest::files::{discover, spawn_reader, ChunkBoard, FilesError};
 use crate::ingest::DeadLetter;
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
 use crate::telemetry::IngestTally;
@@ -85,9 +85,8 @@ pub enum ReplayError {
     NoWorkers,
     #[error(transparent)]
     Rules(#[from] RulesError),
-    /// An input file could not be found or read (the message names it).
-    #[error("{0}")]
-    Input(String),
+    #[error(transparent)]
+    Input(#[from] FilesError),
     #[error("cannot start the workers: {0}")]
     Workers(String),
     #[error("a worker failed: {0}")]
@@ -104,7 +103,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         return Err(ReplayError::NoWorkers);
     }
     let rules = load_rules(&options.rules)?;
-    let files = discover(&options.events).map_err(ReplayError::Input)?;
+    let files = discover(&options.events)?;
     let names: Arc<Vec<String>> = Arc::new(files.iter().map(|p| p.display().to_string()).collect());
     let file_count = files.len();
     let started = Instant::now();
@@ -242,10 +241,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         dead_letters.extend(output.dead_letters);
         tally.merge(&output.tally);
     }
-    reader
-        .join()
-        .map_err(|_| ReplayError::Reader)?
-        .map_err(ReplayError::Input)?;
+    reader.join().map_err(|_| ReplayError::Reader)??;
     let seconds = started.elapsed().as_secs_f64();
     households.sort();
     let summary = ReplaySummary::new(

@@ -104,7 +104,7 @@ pub fn read_decisions(paths: &[PathBuf], progress: Option<&Progress>) -> Result<
                 }
                 Err(why) => read.problem(path, number, format!("not a decision: {why}")),
             }
-            Ok(())
+            Ok::<(), String>(())
         })?;
     }
     Ok(read)
@@ -142,7 +142,7 @@ pub fn read_responses(paths: &[PathBuf], progress: Option<&Progress>) -> Result<
                 }
                 Err(why) => read.problem(path, number, format!("invalid event: {why}")),
             }
-            Ok(())
+            Ok::<(), String>(())
         })?;
     }
     Ok(read)
@@ -290,7 +290,7 @@ pub fn read_output<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -
     let mut records = Vec::new();
     files::read_lines(path, |number, line| {
         records.push(parse(line).map_err(|why| format!("{}:{number}: {why}", path.display()))?);
-        Ok(())
+        Ok::<(), String>(())
     })?;
     Ok(records)
 }
@@ -322,7 +322,7 @@ pub fn event_time_range(
                     Some((first, last)) => (first.min(event.ts), last.max(event.ts)),
                 });
             }
-            Ok(())
+            Ok::<(), String>(())
         })?;
     }
     Ok(range)

@@ -249,7 +249,7 @@ fn count_lines(path: &Path) -> Result<u64, String> {
     let mut lines = 0;
     crate::ingest::files::read_lines(path, |_, _| {
         lines += 1;
-        Ok(())
+        Ok::<(), String>(())
     })?;
     Ok(lines)
 }
