@@ -77,8 +77,8 @@ impl Health {
         self.recalled.store(true, Ordering::SeqCst);
     }
 
-    /// Worker `_worker` owns its partitions now.
-    pub fn set_assigned(&self, _worker: usize) {
+    /// One more worker owns its partitions.
+    pub fn set_assigned(&self) {
         self.assigned.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -196,9 +196,9 @@ mod tests {
         assert!(!health.readiness().ready);
         health.set_restored();
         health.set_recalled();
-        health.set_assigned(0);
+        health.set_assigned();
         assert!(!health.readiness().ready, "one worker of two assigned");
-        health.set_assigned(1);
+        health.set_assigned();
         assert_eq!(
             health.readiness(),
             Readiness {
@@ -219,7 +219,7 @@ mod tests {
     fn not_ready_before_the_outputs_are_read_back() {
         let health = Health::new(1);
         health.set_restored();
-        health.set_assigned(0);
+        health.set_assigned();
         assert!(!health.readiness().ready);
     }
 }

@@ -326,9 +326,7 @@ fn main() -> ExitCode {
                 .clone()
                 .ok_or_else(|| "the configuration names no [engine] rules_topic to publish on".to_string())?;
             let at = match at.as_str() {
-                "now" => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
+                "now" => kairos_model::time::now(),
                 text => kairos_model::time::parse_rfc3339(text).map_err(|e| format!("--at {text:?}: {e}"))?,
             };
             let published = kairos::rules::publish::Published::from_dir(&dir, at).map_err(|e| e.to_string())?;

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kairos_dataflows::DataflowStats;
 use kairos_model::{Decision, EventKind, Millis, Verdict};
@@ -136,9 +135,7 @@ pub fn serve(listen: SocketAddr, workers: usize) -> Result<Arc<Health>, AdminErr
 }
 
 fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    kairos_model::time::now() as f64 / 1000.0
 }
 
 /// Describes every metric (the `# HELP` lines of `/metrics`).
@@ -208,23 +205,22 @@ fn describe() {
     metrics::describe_gauge!(READY, "1 when /readyz says ready");
 }
 
-/// The rule set in force is now `version`, of `rules` rules.
-pub fn rules_in_force(version: &str, rules: usize) {
-    // The version shown as in force, so that the one it replaces drops to 0.
-    static SHOWN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-    let mut shown = SHOWN.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(old) = shown.replace(version.to_string()).filter(|old| old != version) {
-        metrics::gauge!(RULES_INFO, "version" => old).set(0.0);
+/// The rule set in force is now `version`, of `rules` rules; the version it replaced (if
+/// any, and another) drops to 0.
+pub fn rules_in_force(replaced: Option<&str>, version: &str, rules: usize) {
+    if let Some(old) = replaced.filter(|old| *old != version) {
+        metrics::gauge!(RULES_INFO, "version" => old.to_string()).set(0.0);
     }
     metrics::gauge!(RULES_INFO, "version" => version.to_string()).set(1.0);
     metrics::gauge!(RULES_IN_FORCE).set(rules as f64);
 }
 
-/// A worker's frontier against the wall clock `now`.
-pub fn frontier(worker: usize, frontier: Millis, now: Millis) {
+/// A worker's frontier against the wall clock `now`, and how far behind its input it reads.
+pub fn worker_position(worker: usize, frontier: Millis, now: Millis, input_lag_seconds: f64) {
     let worker = worker.to_string();
     metrics::gauge!(EVENT_TIME_LAG, "worker" => worker.clone()).set(now.saturating_sub(frontier) as f64 / 1000.0);
-    metrics::gauge!(FRONTIER_AHEAD, "worker" => worker).set(frontier.saturating_sub(now) as f64 / 1000.0);
+    metrics::gauge!(FRONTIER_AHEAD, "worker" => worker.clone()).set(frontier.saturating_sub(now) as f64 / 1000.0);
+    metrics::gauge!(INPUT_LAG_SECONDS, "worker" => worker).set(input_lag_seconds);
 }
 
 /// The dataflow's counters, and the process's memory (worker 0, once a second).
@@ -257,10 +253,11 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The event → action latency of a produced action of class `class` (wall clock `now`).
-pub fn action_latency(class: &'static str, decision: &Decision, now: Millis) {
+/// The event → action latency of a produced action, by its rule's class (wall clock `now`).
+pub fn action_latency(decision: &Decision, now: Millis) {
     let due = decision.action.moment_ts.max(decision.action.send_at);
-    metrics::histogram!(EVENT_TO_ACTION, "class" => class).record(now.saturating_sub(due) as f64 / 1000.0);
+    metrics::histogram!(EVENT_TO_ACTION, "class" => decision.class.as_str())
+        .record(now.saturating_sub(due) as f64 / 1000.0);
 }
 
 /// What one worker's ingest saw since the last [`IngestTally::publish`].

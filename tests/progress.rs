@@ -5,17 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `kairos ARGS` from the checkout, stderr piped (not a terminal), progress lines every
 /// `interval_ms`.
 fn kairos_with_interval(args: &[&str], interval_ms: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kairos"))
-        .args(args)
-        .current_dir(common::root())
-        .env("KAIROS_PROGRESS_INTERVAL_MS", interval_ms)
-        .output()
-        .expect("running kairos")
+    common::kairos_with_env(args, &[("KAIROS_PROGRESS_INTERVAL_MS", interval_ms)])
 }
 
 fn replay_args<'a>(events: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -59,12 +59,25 @@ fn query(port: u16, promql: &str) -> Result<Vec<serde_json::Value>, String> {
     Ok(value["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
-fn promtool(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new("promtool")
+/// Runs `promtool ARGS` in `dir` (with `input` on its standard input) and requires it to pass.
+fn promtool_passes(args: &[&str], dir: &Path, input: Option<&Path>) {
+    let stdin = match input {
+        Some(path) => Stdio::from(std::fs::File::open(path).unwrap()),
+        None => Stdio::null(),
+    };
+    let output = Command::new("promtool")
         .args(args)
         .current_dir(dir)
+        .stdin(stdin)
         .output()
-        .expect("promtool (Debian's prometheus package; scripts/setup installs it)")
+        .expect("promtool (Debian's prometheus package; scripts/setup installs it)");
+    assert!(
+        output.status.success(),
+        "promtool {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Every panel's expressions in the dashboard, with Grafana's `$__rate_interval` as 1m.
@@ -129,20 +142,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[test]
 fn alert_rules_check_and_fire_as_their_unit_tests_say() {
     let dir = root().join("docker/prometheus");
-    let check = promtool(&["check", "rules", "alerts.yml"], &dir);
-    assert!(
-        check.status.success(),
-        "promtool check rules:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let test = promtool(&["test", "rules", "alerts.test.yml"], &dir);
-    assert!(
-        test.status.success(),
-        "promtool test rules:\n{}{}",
-        String::from_utf8_lossy(&test.stdout),
-        String::from_utf8_lossy(&test.stderr)
-    );
+    promtool_passes(&["check", "rules", "alerts.yml"], &dir, None);
+    promtool_passes(&["test", "rules", "alerts.test.yml"], &dir, None);
 }
 
 #[test]
@@ -318,17 +319,7 @@ fn every_panel_and_alert_returns_data_from_a_real_prometheus_scraping_a_live_eng
     }
     let lint_input = dir.path().join("metrics.txt");
     std::fs::write(&lint_input, &metrics).unwrap();
-    let lint = Command::new("sh")
-        .arg("-c")
-        .arg(format!("promtool check metrics < {}", lint_input.display()))
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    promtool_passes(&["check", "metrics"], dir.path(), Some(&lint_input));
 
     let checks: Vec<(String, String)> = dashboard_expressions()
         .into_iter()

@@ -350,7 +350,7 @@ pub fn fmt_num(x: f64) -> String {
 
 /// A whole number with thousands separators: `1,234,567`.
 pub fn fmt_int(n: u64) -> String {
-    crate::progress::group_thousands(&n.to_string())
+    crate::progress::format_count(n)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -111,12 +111,6 @@ pub fn generate_reporting(
     if let Some(progress) = progress {
         progress.begin(spec.subscribers.saturating_mul(u64::from(spec.days)));
     }
-    let mut emit = |line: &str| {
-        if let Some(progress) = progress {
-            progress.add_events(1);
-        }
-        emit(line);
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let start = spec.start.and_hms_opt(0, 0, 0).expect("midnight exists");
     let mut homes = Vec::with_capacity(spec.subscribers as usize);
@@ -147,11 +141,16 @@ pub fn generate_reporting(
         };
         emit(&record.to_string());
     }
+    if let Some(progress) = progress {
+        progress.add_events(spec.subscribers);
+    }
 
     for day in 0..spec.days {
         let day_start = start + Duration::days(i64::from(day));
         let weekday = day_start.weekday().num_days_from_monday() < 5;
         let mut day_lines = Vec::new();
+        // Lines generated are counted a subscriber at a time, not one atomic add per event.
+        let mut counted = 0;
         // Households travel together: each household's trip of the day (if any).
         let trips: Vec<Option<Trip>> = match population {
             None => Vec::new(),
@@ -211,6 +210,8 @@ pub fn generate_reporting(
             }
             if let Some(progress) = progress {
                 progress.add_done(1);
+                progress.add_events((day_lines.len() - counted) as u64);
+                counted = day_lines.len();
             }
             if let Some(trip) = trip {
                 let (abroad, abroad_mcc, arrival) = (trip.country, trip.mcc, trip.arrival);
@@ -249,14 +250,19 @@ pub fn generate_reporting(
         }
         // Each day is emitted once complete: memory holds one day, not the whole world.
         day_lines.sort();
-        for (at, _, line) in &day_lines {
-            if let Some(progress) = progress {
-                progress.saw_event_time(u64::try_from(at.and_utc().timestamp_millis()).unwrap_or(0));
-            }
+        let mut duplicates = 0;
+        for (_, _, line) in &day_lines {
             emit(line);
             // No draw at all when there are no duplicates: such worlds stay byte for byte.
             if spec.duplicate_rate > 0.0 && rng.random_bool(spec.duplicate_rate) {
                 emit(line);
+                duplicates += 1;
+            }
+        }
+        if let Some(progress) = progress {
+            progress.add_events((day_lines.len() - counted + duplicates) as u64);
+            if let Some((newest, _, _)) = day_lines.last() {
+                progress.saw_event_time(u64::try_from(newest.and_utc().timestamp_millis()).unwrap_or(0));
             }
         }
     }

@@ -47,6 +47,14 @@ pub fn format_rfc3339(millis: Millis) -> String {
     }
 }
 
+/// The wall clock now, as [`Millis`] (0 for a clock set before 1970): what the engine
+/// compares event time with in its gauges and latencies, never what it decides by.
+pub fn now() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
 /// Parses a calendar date `YYYY-MM-DD` (a local date in the subscriber's time zone).
 pub fn parse_date(text: &str) -> Result<NaiveDate, &'static str> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| "not a calendar date YYYY-MM-DD")

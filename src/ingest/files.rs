@@ -239,6 +239,14 @@ pub fn read_lines_counted<E: From<FilesError>>(
     let mut reader = BufReader::with_capacity(1 << 20, raw);
     let mut line = Vec::new();
     let mut number = 0u64;
+    // Lines are counted here and added to the shared counter a chunk at a time, not one
+    // atomic add per event.
+    let mut uncounted = 0u64;
+    let count = |uncounted: &mut u64| {
+        if let Some(progress) = progress {
+            progress.add_events(std::mem::take(uncounted));
+        }
+    };
     loop {
         line.clear();
         let read = reader
@@ -249,6 +257,7 @@ pub fn read_lines_counted<E: From<FilesError>>(
                 source,
             })?;
         if read == 0 {
+            count(&mut uncounted);
             return Ok(());
         }
         number += 1;
@@ -256,8 +265,9 @@ pub fn read_lines_counted<E: From<FilesError>>(
         if content.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if let Some(progress) = progress {
-            progress.add_events(1);
+        uncounted += 1;
+        if uncounted == CHUNK_LINES as u64 {
+            count(&mut uncounted);
         }
         each(number, content)?;
     }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kairos_dataflows::checkpoint::{CheckpointRequests, Durability};
 use kairos_dataflows::households::HouseholdConfig;
@@ -58,6 +58,8 @@ pub enum RunError {
     Writer(std::io::Error),
     #[error("cannot start the workers: {0}")]
     Workers(String),
+    #[error("a worker failed: {0}")]
+    Worker(String),
 }
 
 /// A checked rule set waiting for its instant: (in force from, set, version).
@@ -93,11 +95,10 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     let load_ms = loading.elapsed().as_millis() as u64;
     health.set_restored();
     let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
-    sink.set_classes(&rules);
     let recalled = sink.recall(restored.as_ref().map(|r| r.meta.scan_from.as_slice()))?;
     health.set_recalled();
     let sink = Arc::new(sink);
-    let partitions = Arc::new(list_partitions(&config.kafka)?);
+    let partitions = list_partitions(&config.kafka)?;
 
     let (restored_at, resume, waiting, shards, subscribers) = match restored {
         Some(restored) => {
@@ -117,12 +118,11 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
     };
     if let Some((_, set, version)) = scheduled.take_if(|(at, _, _)| *at <= restored_at) {
-        sink.set_classes(&set);
         rules = Arc::new(set);
         rules_version = version;
     }
     metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
-    telemetry::rules_in_force(&rules_version, rules.rules.len());
+    telemetry::rules_in_force(None, &rules_version, rules.rules.len());
     // A rules topic replaces the folder watch.
     let rules_poll = match config.engine.rules_topic {
         Some(_) => Duration::ZERO,
@@ -160,6 +160,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     let shared = Arc::new(Shared {
         workers,
         rules,
+        rules_version,
         rules_dir: config.engine.rules.clone(),
         rules_poll,
         published: Mutex::new((published, scheduled)),
@@ -199,7 +200,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     for result in guards.join() {
         match result {
             Err(panicked) => {
-                failure.get_or_insert(RunError::Workers(panicked));
+                failure.get_or_insert(RunError::Worker(panicked));
             }
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
@@ -222,8 +223,9 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
 /// What every worker of the run shares.
 struct Shared {
     workers: usize,
-    /// The rules in force at the restored instant.
+    /// The rules in force at the restored instant, and their version.
     rules: Arc<RuleSet>,
+    rules_version: String,
     rules_dir: std::path::PathBuf,
     /// How often worker 0 looks at the rules folder; zero with a rules topic.
     rules_poll: Duration,
@@ -234,7 +236,7 @@ struct Shared {
     /// The events that waited at the restored checkpoint; worker 0 sends them again.
     waiting: Mutex<Option<Vec<Event>>>,
     resume: HashMap<(String, i32), i64>,
-    partitions: Arc<Vec<(String, i32)>>,
+    partitions: Vec<(String, i32)>,
     frontier_rules: FrontierRules,
     stats: Arc<DataflowStats>,
     kafka: crate::config::KafkaConfig,
@@ -253,6 +255,8 @@ struct RuleFeed {
     /// A checked set waiting for its instant.
     switch: Option<Scheduled>,
     in_force: Arc<RuleSet>,
+    /// The version of the set in force.
+    version: String,
 }
 
 impl RuleFeed {
@@ -268,6 +272,7 @@ impl RuleFeed {
             follower,
             switch,
             in_force: Arc::clone(&shared.rules),
+            version: shared.rules_version.clone(),
         }
     }
 
@@ -291,7 +296,7 @@ impl RuleFeed {
 
     /// Puts a waiting set in force once the worker's `epoch` reaches its instant (at once if
     /// event time is already past it), at that instant of the rules input.
-    fn switch_at(&mut self, epoch: Millis, rules_input: &mut RulesInput, sink: &KafkaSink) {
+    fn switch_at(&mut self, epoch: Millis, rules_input: &mut RulesInput) {
         let Some((at, set, version)) = self.switch.take_if(|(at, _, _)| epoch >= *at) else {
             return;
         };
@@ -311,8 +316,8 @@ impl RuleFeed {
             "rules changed: the new set is in force from this event time on"
         );
         metrics::counter!(telemetry::RULE_CHANGES).increment(1);
-        telemetry::rules_in_force(&version, set.rules.len());
-        sink.set_classes(&set);
+        telemetry::rules_in_force(Some(&self.version), &version, set.rules.len());
+        self.version = version;
         self.in_force = Arc::new(set.clone());
         rules_input.send(set);
     }
@@ -399,7 +404,7 @@ impl RunWorker {
             }
         };
         tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
-        shared.health.set_assigned(index);
+        shared.health.set_assigned();
         Ok(RunWorker {
             index,
             rules: RuleFeed::new(&shared, index),
@@ -501,8 +506,7 @@ impl RunWorker {
             .outputs
             .coordinator
             .gate(self.index, now, wanted, idle, || ingest.positions());
-        self.rules
-            .switch_at(epoch, &mut self.rules_input, &self.shared.outputs.sink);
+        self.rules.switch_at(epoch, &mut self.rules_input);
         if epoch > now {
             self.input.advance_to(epoch);
             self.rules_input.advance_to(epoch);
@@ -532,13 +536,8 @@ impl RunWorker {
     /// Publishes this worker's counters and gauges (once a second).
     fn report(&mut self) {
         self.tally.publish();
-        let frontier = *self.input.time();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        telemetry::frontier(self.index, frontier, now);
-        metrics::gauge!(telemetry::INPUT_LAG_SECONDS, "worker" => self.index.to_string())
-            .set(self.ingest.lag_seconds(now));
+        let now = kairos_model::time::now();
+        telemetry::worker_position(self.index, *self.input.time(), now, self.ingest.lag_seconds(now));
         if self.index == 0 {
             telemetry::dataflow_stats(&self.shared.stats);
             metrics::gauge!(telemetry::SINK_QUEUE).set(f64::from(self.shared.outputs.sink.queue_depth()));

@@ -11,29 +11,25 @@ use std::fmt::Write as _;
 
 use kairos_model::time::format_rfc3339;
 use kairos_model::Channel;
+use serde::Deserialize;
 
 use super::dryrun::{mask_msisdn, ActionLine, DecisionLine, Stats};
 
 /// What the replay read, from its `summary.json` (absent when the file is missing or is not
-/// a replay's summary).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// a replay's summary; the other fields of `ReplaySummary` are not needed here).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ReplayFacts {
     pub files: u64,
     pub events_valid: u64,
     pub events_invalid: u64,
+    #[serde(default)]
     pub events_late: u64,
 }
 
 impl ReplayFacts {
     /// The facts of a `summary.json`; `None` when it lacks them.
     pub fn of_json(summary: &serde_json::Value) -> Option<ReplayFacts> {
-        let count = |field: &str| summary.get(field).and_then(serde_json::Value::as_u64);
-        Some(ReplayFacts {
-            files: count("files")?,
-            events_valid: count("events_valid")?,
-            events_invalid: count("events_invalid")?,
-            events_late: count("events_late").unwrap_or(0),
-        })
+        ReplayFacts::deserialize(summary).ok()
     }
 }
 

@@ -11,12 +11,12 @@
 //! made, and the dataflow's checkpoint records to the checkpoint writer (`state/writer.rs`)
 //! once every decision before the checkpoint's instant is out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kairos_dataflows::checkpoint::StateRecord;
-use kairos_model::{Channel, Decision, Millis, RuleSet, Verdict};
+use kairos_model::{Channel, Decision, Millis, Verdict};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -100,8 +100,6 @@ pub struct KafkaSink {
     /// What a previous run already produced since the restored checkpoint's scan point.
     produced: HashSet<String>,
     kafka: KafkaConfig,
-    /// Each rule's class, for the latency histogram (actions carry their rule, not its class).
-    classes: RwLock<HashMap<String, &'static str>>,
 }
 
 fn action_identity(id: &str) -> String {
@@ -147,7 +145,6 @@ impl KafkaSink {
             ends,
             produced: HashSet::new(),
             kafka: kafka.clone(),
-            classes: RwLock::default(),
         })
     }
 
@@ -291,15 +288,6 @@ impl KafkaSink {
             .collect()
     }
 
-    /// Learns the classes of the rules in force (at start and at every rule change). A
-    /// removed rule keeps its class: its last actions may still be on their way.
-    pub fn set_classes(&self, rules: &RuleSet) {
-        let mut classes = self.classes.write().unwrap_or_else(|p| p.into_inner());
-        for rule in &rules.rules {
-            classes.insert(rule.id.clone(), rule.class.as_str());
-        }
-    }
-
     /// Sends a decision, and its action when it was sent — unless a previous run already did.
     pub fn decision(&self, decision: &Decision) {
         let key = decision.action.msisdn.to_string();
@@ -313,17 +301,7 @@ impl KafkaSink {
                 Channel::Push => &self.topics.actions_push,
             };
             self.send(topic, key.as_bytes(), decision.action.to_json().as_bytes());
-            let class = self
-                .classes
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&decision.action.rule)
-                .copied()
-                .unwrap_or("unknown");
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as Millis);
-            telemetry::action_latency(class, decision, now);
+            telemetry::action_latency(decision, kairos_model::time::now());
         }
         if decision.verdict != Verdict::Sent || fresh {
             telemetry::record_decision(decision);

@@ -57,9 +57,15 @@ pub fn root() -> PathBuf {
 
 /// Runs the `kairos` binary with `args`.
 pub fn kairos(args: &[&str]) -> Output {
+    kairos_with_env(args, &[])
+}
+
+/// Runs the `kairos` binary with `args` and these environment variables set.
+pub fn kairos_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kairos"))
         .args(args)
         .current_dir(root())
+        .envs(env.iter().copied())
         .output()
         .expect("running kairos")
 }

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
@@ -141,7 +141,7 @@ impl Feed {
     pub fn send_customers(&mut self, counters: &FeedCounters) -> Result<u64> {
         let world = Arc::clone(&self.world);
         for line in &world.customers {
-            self.send(line, now_ms())?;
+            self.send(line, kairos_model::time::now())?;
             counters.sent.fetch_add(1, Ordering::Relaxed);
         }
         self.flush();
@@ -164,7 +164,7 @@ impl Feed {
                 let lag = (due - sent_here) as f64 / rate_at(schedule, elapsed).max(1.0);
                 counters.behind_us.fetch_max((lag * 1e6) as u64, Ordering::Relaxed);
             }
-            let now = now_ms();
+            let now = kairos_model::time::now();
             while sent_here < due {
                 let line = &world.activity[self.next % world.activity.len()];
                 self.next += 1;
@@ -240,12 +240,6 @@ pub fn rate_at(schedule: &[Step], elapsed: f64) -> f64 {
         start += step.secs;
     }
     0.0
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// RFC 3339 of a millisecond, cached (events sent in the same millisecond share it).

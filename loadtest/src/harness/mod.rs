@@ -93,7 +93,12 @@ fn log(message: impl AsRef<str>) {
 /// Runs a live scenario and returns its report (also written into `spec.out`).
 pub fn run_live(spec: &LiveSpec) -> Result<Report> {
     std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;
-    let prefix = format!("load-{}-{}-{}", spec.scenario, std::process::id(), feed::now_ms());
+    let prefix = format!(
+        "load-{}-{}-{}",
+        spec.scenario,
+        std::process::id(),
+        kairos_model::time::now()
+    );
     let topics = Topics::new(&prefix);
     let brokers = spec.engine.brokers.clone();
     create_topics(&brokers, &[&topics.input], spec.partitions)?;
@@ -141,7 +146,7 @@ pub fn run_live(spec: &LiveSpec) -> Result<Report> {
         let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
         std::thread::spawn(move || observe::watch_actions(consumer, seen, stop))
     };
-    let t0_ms = feed::now_ms();
+    let t0_ms = kairos_model::time::now();
     let t0 = Instant::now();
     let producer = {
         let counters = Arc::clone(&counters);

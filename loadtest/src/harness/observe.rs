@@ -77,7 +77,7 @@ pub fn watch_actions(consumer: BaseConsumer, seen: Arc<Mutex<Vec<Seen>>>, stop: 
         batch.push(Seen {
             moment,
             delay_ms: stamp as f64 - moment as f64,
-            read_at: crate::harness::feed::now_ms(),
+            read_at: kairos_model::time::now(),
         });
         if batch.len() >= 256 {
             seen.lock().unwrap_or_else(|p| p.into_inner()).append(&mut batch);

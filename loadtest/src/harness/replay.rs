@@ -131,7 +131,7 @@ pub fn run(spec: &ReplaySpec) -> Result<Report> {
     std::fs::create_dir_all(&spec.out)?;
     let mut report = Report {
         scenario: "replay".into(),
-        started: kairos_model::time::format_rfc3339(super::feed::now_ms()),
+        started: kairos_model::time::format_rfc3339(kairos_model::time::now()),
         command: spec.command.clone(),
         machine: engine::machine(),
         versions: engine::versions(&spec.binary),
