@@ -71,6 +71,26 @@ pub struct KafkaConfig {
     pub client: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The settings of every Kafka client of the engine — the ingest consumers, the sink's
+    /// producer and its read-back consumer, the rules topic's clients: the brokers, a client
+    /// id, the engine's `settings` for that client, then every `[kafka.client]` property
+    /// (security, SASL, TLS, timeouts), which wins over the engine's.
+    pub fn client_config(&self, client_id: &str, settings: &[(&str, &str)]) -> rdkafka::config::ClientConfig {
+        let mut config = rdkafka::config::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id);
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
 /// Where a partition is first read from.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -271,24 +271,21 @@ pub fn list_partitions(config: &KafkaConfig) -> Result<Vec<(String, i32)>, Kafka
 }
 
 fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("client.id", client_id)
-        // A group id is required by librdkafka's consumer, but partitions are assigned,
-        // never subscribed, and no offset is ever committed to the group.
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // End-of-partition events tell a caught-up partition from a slow one.
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", config.start_from.as_reset())
-        .set("fetch.wait.max.ms", "50")
-        .set("statistics.interval.ms", "1000");
-    for (key, value) in &config.client {
-        client.set(key, value);
-    }
-    client
+    config.client_config(
+        client_id,
+        &[
+            // A group id is required by librdkafka's consumer, but partitions are assigned,
+            // never subscribed, and no offset is ever committed to the group.
+            ("group.id", config.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            // End-of-partition events tell a caught-up partition from a slow one.
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", config.start_from.as_reset()),
+            ("fetch.wait.max.ms", "50"),
+            ("statistics.interval.ms", "1000"),
+        ],
+    )
 }
 
 impl PartitionIngest {

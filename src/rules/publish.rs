@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use kairos_model::time::{format_rfc3339, parse_rfc3339};
 use kairos_model::{Millis, RuleSet};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -89,19 +88,10 @@ impl Published {
     }
 }
 
-fn client(kafka: &KafkaConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in &kafka.client {
-        config.set(key, value);
-    }
-    config
-}
-
 /// Publishes a checked set to `topic` and waits until the broker has it.
 pub fn publish(kafka: &KafkaConfig, topic: &str, published: &Published) -> Result<(), PublishError> {
-    let producer: BaseProducer = client(kafka)
-        .set("enable.idempotence", "true")
+    let producer: BaseProducer = kafka
+        .client_config("kairos-rules-publisher", &[("enable.idempotence", "true")])
         .create()
         .map_err(|source| PublishError::Client {
             what: "producer",
@@ -132,10 +122,14 @@ pub struct PublishedRules {
 
 impl PublishedRules {
     pub fn follow(kafka: &KafkaConfig, topic: &str) -> Result<PublishedRules, PublishError> {
-        let consumer: BaseConsumer = client(kafka)
-            .set("group.id", format!("{}-rules", kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+        let group = format!("{}-rules", kafka.group_id);
+        let settings = [
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ];
+        let consumer: BaseConsumer = kafka
+            .client_config("kairos-rules-follower", &settings)
             .create()
             .map_err(|source| PublishError::Client {
                 what: "consumer",

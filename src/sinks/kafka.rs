@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use kairos_dataflows::checkpoint::StateRecord;
 use kairos_model::{Channel, Decision, Millis, Verdict};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
@@ -118,17 +117,15 @@ fn dead_letter_identity(topic: &str, partition: i64, offset: i64) -> String {
 impl KafkaSink {
     /// Connects the producer.
     pub fn new(kafka: &KafkaConfig, topics: OutputTopics) -> Result<KafkaSink, SinkError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "kairos-sink")
-            .set("enable.idempotence", "true")
-            // A few milliseconds of batching costs little latency and saves many requests.
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        for (key, value) in &kafka.client {
-            config.set(key, value);
-        }
+        let config = kafka.client_config(
+            "kairos-sink",
+            &[
+                ("enable.idempotence", "true"),
+                // A few milliseconds of batching costs little latency and saves many requests.
+                ("linger.ms", "5"),
+                ("compression.type", "lz4"),
+            ],
+        );
         let ends = OutputEnds::default();
         let producer = config
             .create_with_context(DeliveryReport {
@@ -162,11 +159,16 @@ impl KafkaSink {
     /// after a restart, reads back what was produced from `scan_from` on, so it is not
     /// produced again. Returns how many records were recalled.
     pub fn recall(&mut self, scan_from: Option<&[Position]>) -> Result<usize, SinkError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka.brokers)
-            .set("group.id", &self.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
+        let consumer: BaseConsumer = self
+            .kafka
+            .client_config(
+                "kairos-recall",
+                &[
+                    ("group.id", self.kafka.group_id.as_str()),
+                    ("enable.auto.commit", "false"),
+                    ("enable.partition.eof", "true"),
+                ],
+            )
             .create()
             .map_err(|source| SinkError::Client {
                 what: "client",
