@@ -43,6 +43,8 @@ pub struct Health {
     recalled: AtomicBool,
     assigned: AtomicUsize,
     stopping: AtomicBool,
+    /// Why the engine restarted from its last checkpoint, while it is doing so.
+    restarting: std::sync::Mutex<Option<String>>,
 }
 
 /// The body of `/readyz`.
@@ -58,6 +60,9 @@ pub struct Readiness {
     pub workers: usize,
     /// A stop was asked for: the engine is writing its final checkpoint.
     pub stopping: bool,
+    /// Why the engine is restarting from its last checkpoint (until it is ready again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarting: Option<String>,
 }
 
 impl Health {
@@ -86,14 +91,29 @@ impl Health {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// The engine starts again from its last checkpoint (within the process), because of
+    /// `reason`: nothing is restored, recalled or assigned until it says so again.
+    pub fn set_restarting(&self, reason: &str) {
+        self.restored.store(false, Ordering::SeqCst);
+        self.recalled.store(false, Ordering::SeqCst);
+        self.assigned.store(0, Ordering::SeqCst);
+        *self.restarting.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+
     /// What `/readyz` says now.
     pub fn readiness(&self) -> Readiness {
         let state_restored = self.restored.load(Ordering::SeqCst);
         let outputs_recalled = self.recalled.load(Ordering::SeqCst);
         let workers_assigned = self.assigned.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
+        let ready = state_restored && outputs_recalled && workers_assigned >= self.workers && !stopping;
+        let mut restarting = self.restarting.lock().unwrap_or_else(|p| p.into_inner());
+        if ready {
+            *restarting = None;
+        }
         Readiness {
-            ready: state_restored && outputs_recalled && workers_assigned >= self.workers && !stopping,
+            ready,
+            restarting: restarting.clone(),
             state_restored,
             outputs_recalled,
             workers_assigned,
@@ -208,11 +228,32 @@ mod tests {
                 workers_assigned: 2,
                 workers: 2,
                 stopping: false,
+                restarting: None,
             }
         );
         health.set_stopping();
         let stopping = health.readiness();
         assert!(!stopping.ready && stopping.stopping);
+    }
+
+    #[test]
+    fn a_restart_is_not_ready_until_restored_recalled_and_assigned_again() {
+        let health = Health::new(1);
+        health.set_restored();
+        health.set_recalled();
+        health.set_assigned();
+        assert!(health.readiness().ready);
+        health.set_restarting("a record was not delivered");
+        let restarting = health.readiness();
+        assert!(!restarting.ready);
+        assert_eq!(restarting.workers_assigned, 0);
+        assert_eq!(restarting.restarting.as_deref(), Some("a record was not delivered"));
+        health.set_restored();
+        health.set_recalled();
+        health.set_assigned();
+        let again = health.readiness();
+        assert!(again.ready);
+        assert_eq!(again.restarting, None);
     }
 
     #[test]

@@ -66,6 +66,15 @@ pub struct KafkaConfig {
     /// committed; the id only names the client to the brokers. Default `kairos`.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// How long the producer keeps trying to deliver an output record (librdkafka's
+    /// `message.timeout.ms`) before the engine counts it as failed: then no checkpoint is
+    /// written, and the engine restarts from the last one, which re-decides and re-produces
+    /// what was not delivered (see `pipeline/run.rs`). Default 60,000 (librdkafka's own is
+    /// 300,000): it rides out a broker's restart or a leader election without a restart,
+    /// and reports a lost ACL or a deleted topic within a minute instead of five; an outage
+    /// longer than this costs a restart, never an action.
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
     /// Extra librdkafka properties for every client (e.g. `"security.protocol" = "SSL"`).
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -148,6 +157,11 @@ pub struct EngineConfig {
     /// How long a caught-up partition must be quiet before it stops holding the frontier.
     /// Default 100 ms: the latency of the last events before a pause.
     pub idle_after_ms: u64,
+    /// An event stamped more than this after the engine's wall clock cannot be true yet: it
+    /// is a dead letter, and event time never moves past wall clock + `max_future_ms`
+    /// because of it (contract §5.1). Default 3,600,000 (1 h): more than any clock drift of
+    /// a network element, far less than the weeks a wrong year would jump.
+    pub max_future_ms: u64,
     /// How often the rules folder is looked at for changes; 0 turns live rule changes off.
     /// Default 250 ms: a saved change is in force within about half a second.
     pub rules_poll_ms: u64,
@@ -165,6 +179,7 @@ impl Default for EngineConfig {
             rules: PathBuf::from("rules"),
             allowed_lateness_ms: 0,
             idle_after_ms: 100,
+            max_future_ms: crate::decode::Horizon::DEFAULT_MAX_FUTURE,
             rules_poll_ms: 250,
             rules_topic: None,
         }
@@ -198,6 +213,10 @@ fn default_input_topics() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+fn default_delivery_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_group_id() -> String {

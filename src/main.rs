@@ -54,6 +54,10 @@ enum Command {
         /// event-time order (milliseconds).
         #[arg(long, default_value_t = 0)]
         allowed_lateness_ms: u64,
+        /// An event stamped more than this after the wall clock of the replaying machine is
+        /// invalid (a dead letter; contract §5.1), in milliseconds.
+        #[arg(long, default_value_t = kairos::decode::Horizon::DEFAULT_MAX_FUTURE)]
+        max_future_ms: u64,
         /// Do not find households (no `households.jsonl`, no `household` in actions).
         #[arg(long)]
         no_households: bool,
@@ -258,6 +262,7 @@ fn main() -> ExitCode {
             rules,
             workers,
             allowed_lateness_ms,
+            max_future_ms,
             no_households,
             households_config,
         } => {
@@ -274,6 +279,7 @@ fn main() -> ExitCode {
                 rules: rules?,
                 workers,
                 allowed_lateness_ms,
+                max_future_ms,
                 households: kairos_dataflows::households::HouseholdConfig {
                     enabled: !no_households && households.enabled,
                     ..households

@@ -49,6 +49,9 @@ pub const CHECKPOINT_SUBSCRIBERS: &str = "kairos_state_checkpoint_subscribers_to
 pub const CHECKPOINT_SECONDS: &str = "kairos_state_checkpoint_seconds";
 /// Checkpoints that could not be written (retried).
 pub const CHECKPOINT_ERRORS: &str = "kairos_state_checkpoint_errors_total";
+/// Restarts of the engine from its last checkpoint within the process, by `reason`
+/// (`delivery`: a record was not delivered; `kafka`: the brokers could not be reached at start).
+pub const ENGINE_RESTARTS: &str = "kairos_engine_restarts_total";
 /// RocksDB write batches (one per checkpoint, synced).
 pub const STATE_WRITE_BATCHES: &str = "kairos_state_write_batches_total";
 /// Bytes written in those batches.
@@ -126,6 +129,9 @@ pub fn serve(listen: SocketAddr, workers: usize) -> Result<Arc<Health>, AdminErr
     ] {
         metrics::counter!(name).absolute(0);
     }
+    for reason in ["delivery", "kafka"] {
+        metrics::counter!(ENGINE_RESTARTS, "reason" => reason).absolute(0);
+    }
     let started = unix_seconds();
     metrics::gauge!(START_TIME).set(started);
     // Nothing is owed a checkpoint from before the process started: the age counts from then.
@@ -171,6 +177,10 @@ fn describe() {
     metrics::describe_counter!(CHECKPOINT_SUBSCRIBERS, "Subscriber states written by checkpoints");
     metrics::describe_histogram!(CHECKPOINT_SECONDS, "Time to flush outputs and write a checkpoint");
     metrics::describe_counter!(CHECKPOINT_ERRORS, "Checkpoints that could not be written (retried)");
+    metrics::describe_counter!(
+        ENGINE_RESTARTS,
+        "Restarts from the last checkpoint within the process, by reason (delivery, kafka)"
+    );
     metrics::describe_counter!(STATE_WRITE_BATCHES, "RocksDB write batches (one per checkpoint)");
     metrics::describe_counter!(STATE_WRITE_BYTES, "Bytes written in RocksDB write batches");
     metrics::describe_counter!(DATAFLOW_UPDATES, "Events applied to subscriber state");

@@ -195,3 +195,61 @@ fn outside_the_checkout_it_uses_the_shipped_rules() {
         serde_json::from_slice(&std::fs::read(dir.path().join("local/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["actions_by_rule"], serde_json::json!({"roaming-welcome": 2}));
 }
+
+#[test]
+fn an_event_stamped_in_the_future_is_a_dead_letter_and_moves_nothing() {
+    // Contract §5.1: one network event from a clock set to 2999 must not move event time
+    // there (before, in a 33 k-event world, it released every handset timer at once: 151
+    // actions that must not exist).
+    let dir = tempfile::tempdir().unwrap();
+    let lines = common::world(1_000, 1, "2026-07-01", 5, 12, 0.2, 0.0);
+    let clean = dir.path().join("clean.jsonl");
+    write_jsonl(&clean, &lines);
+    let subscriber = lines
+        .iter()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["type"] == "network").then(|| v["msisdn"].as_str().unwrap().to_string())
+        })
+        .unwrap();
+    let poison = format!(
+        r#"{{"type":"network","ts":"2999-01-01T00:00:00Z","msisdn":"{subscriber}","event":"location_update","country":"PT"}}"#
+    );
+    let mut poisoned = lines.clone();
+    poisoned.insert(lines.len() / 3, poison);
+    let poisoned_file = dir.path().join("poisoned.jsonl");
+    write_jsonl(&poisoned_file, &poisoned);
+
+    let before = replay(&clean, &dir.path().join("clean-out"), 2);
+    let out = dir.path().join("poisoned-out");
+    let after = replay(&poisoned_file, &out, 2);
+    assert!(!before.is_empty());
+    assert_eq!(after, before, "the future event changed the actions");
+    let dead = read_jsonl(&out.join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["field"], "ts");
+    assert_eq!(dead[0]["line"], lines.len() as u64 / 3 + 1);
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("2999-01-01T00:00:00Z is more than 3600 s after the wall clock"),
+        "{error}"
+    );
+
+    // With a larger max_future it is an event like any other: the check is what stops it.
+    let loose = dir.path().join("loose-out");
+    let status = common::kairos(&[
+        "replay",
+        "--events",
+        poisoned_file.to_str().unwrap(),
+        "--out",
+        loose.to_str().unwrap(),
+        "--rules",
+        common::root().join("rules").to_str().unwrap(),
+        "--max-future-ms",
+        "40000000000000",
+        "--no-progress",
+    ]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(read_jsonl(&loose.join("dead-letter.jsonl")).is_empty());
+    assert_ne!(read_jsonl(&loose.join("actions.jsonl")), before);
+}

@@ -56,6 +56,70 @@ impl fmt::Display for DecodeError {
     }
 }
 
+/// The latest event time the engine accepts at one wall-clock instant (contract §5.1): an
+/// event stamped more than `max_future` after the wall clock cannot be true yet — a phone or
+/// a probe with a wrong clock — and would otherwise move event time there for good (every
+/// timer due before it firing at once, every later event late).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizon {
+    /// The wall clock when the message was read.
+    pub now: Millis,
+    /// How far ahead of `now` an event may be stamped.
+    pub max_future: Millis,
+}
+
+impl Horizon {
+    /// The contract's default `max_future`: one hour.
+    pub const DEFAULT_MAX_FUTURE: Millis = 3_600_000;
+
+    /// The horizon at the wall clock now.
+    pub fn now(max_future: Millis) -> Horizon {
+        Horizon {
+            now: time::now(),
+            max_future,
+        }
+    }
+
+    /// The latest event time accepted.
+    pub fn latest(&self) -> Millis {
+        self.now.saturating_add(self.max_future)
+    }
+
+    /// Whether `ts` is within the horizon; the error names `ts` and both instants.
+    pub fn check(&self, ts: Millis) -> Result<(), DecodeError> {
+        if ts <= self.latest() {
+            return Ok(());
+        }
+        Err(DecodeError::at(
+            "ts",
+            format!(
+                "{} is more than {} s after the wall clock ({}): an event cannot be from the future; \
+                 check the clock of its source (contract §5.1, max_future)",
+                time::format_rfc3339(ts),
+                self.max_future / 1000,
+                time::format_rfc3339(self.now)
+            ),
+        ))
+    }
+}
+
+/// Decodes one message as [`decode`] does, and refuses an event stamped beyond `horizon`.
+///
+/// ```
+/// use kairos::decode::{decode_within, Horizon};
+/// use kairos_model::Origin;
+/// let at = Origin { source: 0, position: 1 };
+/// let line = br#"{"type":"topup","ts":"2999-01-01T00:00:00Z","msisdn":"+351910000003","amount":10}"#;
+/// let horizon = Horizon { now: 1_790_000_000_000, max_future: 3_600_000 };
+/// let err = decode_within(line, at, &horizon).unwrap_err();
+/// assert_eq!(err.field.as_deref(), Some("ts"));
+/// ```
+pub fn decode_within(bytes: &[u8], origin: Origin, horizon: &Horizon) -> Result<Event, DecodeError> {
+    let event = decode(bytes, origin)?;
+    horizon.check(event.ts)?;
+    Ok(event)
+}
+
 /// Decodes one message (a Kafka value or a JSON Lines line) read at `origin`.
 ///
 /// ```

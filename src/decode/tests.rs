@@ -1065,6 +1065,32 @@ fn timestamps_after_year_9999_are_rejected() {
 }
 
 #[test]
+fn an_event_more_than_max_future_after_the_wall_clock_is_rejected() {
+    let now = parse_rfc3339("2026-12-01T12:00:00Z").unwrap();
+    let horizon = Horizon {
+        now,
+        max_future: Horizon::DEFAULT_MAX_FUTURE,
+    };
+    let at = Origin { source: 0, position: 1 };
+    let line = |ts: &str| with(TOPUP, "ts", json!(ts)).to_string();
+    // Up to one hour ahead is a clock that drifts; a millisecond more cannot be true yet.
+    assert!(decode_within(line("2026-12-01T13:00:00Z").as_bytes(), at, &horizon).is_ok());
+    assert!(decode_within(line("2020-01-01T00:00:00Z").as_bytes(), at, &horizon).is_ok());
+    let error = decode_within(line("2026-12-01T13:00:00.001Z").as_bytes(), at, &horizon).unwrap_err();
+    assert_eq!(error.field.as_deref(), Some("ts"));
+    assert!(
+        error.reason.contains("after the wall clock (2026-12-01T12:00:00Z)"),
+        "{error}"
+    );
+    // The horizon does not overflow at the far end of time.
+    let end = Horizon {
+        now: Millis::MAX,
+        max_future: Millis::MAX,
+    };
+    assert_eq!(end.latest(), Millis::MAX);
+}
+
+#[test]
 fn bad_msisdns() {
     for (text, fragment) in [
         ("35191000000a", "only digits"),

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use flate2::read::MultiGzDecoder;
 use kairos_model::{Millis, Origin};
 
-use crate::decode::decode;
+use crate::decode::{decode_within, Horizon};
 use crate::ingest::{DeadLetter, Received, SourcePosition};
 
 use crate::progress::Progress;
@@ -133,15 +133,16 @@ impl Chunk {
 
     /// Decodes the chunk's lines, in order, handing each to `deliver` as a Kafka partition's
     /// messages are (`names` are the input files in [`discover`] order, for dead letters);
-    /// returns the newest event time in the chunk.
-    pub fn decode(&self, names: &[String], mut deliver: impl FnMut(Received)) -> Option<Millis> {
+    /// an event stamped beyond `horizon` is a dead letter. Returns the newest event time in
+    /// the chunk.
+    pub fn decode(&self, names: &[String], horizon: &Horizon, mut deliver: impl FnMut(Received)) -> Option<Millis> {
         let mut newest = None;
         for (line, bytes) in self.lines() {
             let origin = Origin {
                 source: self.file,
                 position: line,
             };
-            match decode(bytes, origin) {
+            match decode_within(bytes, origin, horizon) {
                 Ok(event) => {
                     newest = newest.max(Some(event.ts));
                     deliver(Received::Event(event));

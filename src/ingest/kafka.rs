@@ -20,7 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,13 +34,18 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, StartFrom};
-use crate::decode::{decode, DecodeError};
+use crate::decode::{decode_within, DecodeError, Horizon};
 use crate::ingest::range::{Bound, Range};
 use crate::ingest::{DeadLetter, Received, SourcePosition};
 use crate::telemetry;
 
 /// Receives librdkafka's statistics (for the lag gauge) and its errors (for the log).
-pub struct IngestContext;
+#[derive(Default)]
+pub struct IngestContext {
+    /// Set on any error of the client (a broker away, a connection lost): what the
+    /// partitions said about being at their end may be stale (see [`OwnedPartition::confirmed`]).
+    disrupted: AtomicBool,
+}
 
 impl ClientContext for IngestContext {
     /// A partition read to its end is how idleness is seen (`enable.partition.eof`), not an
@@ -51,6 +56,7 @@ impl ClientContext for IngestContext {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
         if !end_of_partition {
+            self.disrupted.store(true, Ordering::Release);
             tracing::error!(%error, reason, "librdkafka");
         }
     }
@@ -173,12 +179,17 @@ struct OwnedPartition {
     stop: Option<i64>,
     /// Every message before `stop` has been read.
     done: bool,
+    /// Its end of partition is known to be current: false from a disruption of the client
+    /// (a broker away) until the broker confirms that nothing lies beyond what was read.
+    /// Without it, a partition quiet since before an outage would count as idle while the
+    /// others deliver again, and its own first events after the outage would be late.
+    confirmed: bool,
 }
 
 impl OwnedPartition {
     /// At its end and quiet for `idle_after`, or done with its range: it holds nothing back.
     fn idle(&self, idle_after: Duration) -> bool {
-        self.done || (self.at_end && self.last_message.elapsed() >= idle_after)
+        self.done || (self.at_end && self.confirmed && self.last_message.elapsed() >= idle_after)
     }
 }
 
@@ -188,6 +199,8 @@ pub struct FrontierRules {
     pub shared: Arc<SharedFrontier>,
     pub lateness: Millis,
     pub idle_after: Duration,
+    /// How far after the wall clock an event may be stamped (contract §5.1).
+    pub max_future: Millis,
 }
 
 /// One worker's share of the input partitions.
@@ -198,8 +211,14 @@ pub struct PartitionIngest {
     worker: usize,
     lateness: Millis,
     idle_after: Duration,
+    max_future: Millis,
     last_error_log: Option<Instant>,
+    /// When the broker was last asked to confirm an end of partition.
+    last_confirm: Instant,
 }
+
+/// How often, at most, a worker asks the broker where its unconfirmed partitions end.
+const CONFIRM_EVERY: Duration = Duration::from_millis(250);
 
 /// Why the input partitions could not be found or owned.
 #[derive(Debug, thiserror::Error)]
@@ -304,9 +323,10 @@ impl PartitionIngest {
             shared,
             lateness,
             idle_after,
+            max_future,
         } = frontier;
         let consumer: BaseConsumer<IngestContext> = consumer_config(config, &format!("kairos-w{worker}"))
-            .create_with_context(IngestContext)
+            .create_with_context(IngestContext::default())
             .map_err(|source| KafkaIngestError::Client {
                 brokers: config.brokers.clone(),
                 source,
@@ -367,6 +387,7 @@ impl PartitionIngest {
                 at_end: false,
                 last_message: Instant::now(),
                 stop,
+                confirmed: true,
                 // A start at or past the stop reads nothing (-2 is "the beginning").
                 done: stop.is_some_and(|stop| stop == 0 || (start >= 0 && start >= stop)),
             });
@@ -378,7 +399,9 @@ impl PartitionIngest {
             worker,
             lateness,
             idle_after,
+            max_future,
             last_error_log: None,
+            last_confirm: Instant::now(),
         })
     }
 
@@ -425,8 +448,15 @@ impl PartitionIngest {
                 self.log_error(&error);
             }
         }
+        if self.consumer.context().disrupted.swap(false, Ordering::AcqRel) {
+            for owned in &mut self.partitions {
+                owned.confirmed = false;
+            }
+        }
+        self.confirm_ends();
         let mut read = 0;
         let mut errors = Vec::new();
+        let horizon = Horizon::now(self.max_future);
         for owned in self.partitions.iter_mut().filter(|p| !p.done) {
             for _ in 0..budget {
                 match owned.queue.poll(Duration::ZERO) {
@@ -454,6 +484,8 @@ impl PartitionIngest {
                     }
                     Some(Ok(message)) => {
                         read += 1;
+                        // A message proves the connection; its partition's next end is current.
+                        owned.confirmed = true;
                         owned.next = message.offset() + 1;
                         owned.done = owned.stop.is_some_and(|stop| owned.next >= stop);
                         owned.at_end = false;
@@ -482,7 +514,7 @@ impl PartitionIngest {
                                 ),
                                 key(),
                             )),
-                            Some(payload) => match decode(payload, origin) {
+                            Some(payload) => match decode_within(payload, origin, &horizon) {
                                 Ok(event) => {
                                     owned.newest = owned.newest.max(Some(event.ts));
                                     deliver(Received::Event(event));
@@ -502,6 +534,29 @@ impl PartitionIngest {
         read
     }
 
+    /// Asks the broker where each partition whose end is not confirmed ends (at most every
+    /// [`CONFIRM_EVERY`]): one read to that end is at its end again.
+    fn confirm_ends(&mut self) {
+        if self.partitions.iter().all(|p| p.confirmed) || self.last_confirm.elapsed() < CONFIRM_EVERY {
+            return;
+        }
+        self.last_confirm = Instant::now();
+        for owned in self.partitions.iter_mut().filter(|p| !p.confirmed) {
+            match self
+                .consumer
+                .fetch_watermarks(&owned.topic, owned.partition, Duration::from_millis(500))
+            {
+                // Nothing beyond what was read (-2, nothing read yet, counts only on an empty log).
+                Ok((low, high)) => {
+                    let next = if owned.next < 0 { low } else { owned.next };
+                    owned.confirmed = next >= high;
+                }
+                // The broker is still away: ask again later.
+                Err(_) => return,
+            }
+        }
+    }
+
     /// The epoch this worker allows now (see the module docs). It never moves backwards:
     /// that is the caller's job (`InputHandle::advance_to` only moves forwards).
     pub fn epoch(&self) -> Millis {
@@ -514,6 +569,7 @@ impl PartitionIngest {
     }
 
     fn log_error(&mut self, error: &KafkaError) {
+        self.consumer.context().disrupted.store(true, Ordering::Release);
         // At most one line a second: a broker outage must not flood the log.
         if self
             .last_error_log

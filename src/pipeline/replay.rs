@@ -22,6 +22,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use super::{enter, finish, load_rules, EventInput, RulesError};
+use crate::decode::Horizon;
 use crate::ingest::files::{discover, spawn_reader, ChunkBoard, FilesError};
 use crate::ingest::DeadLetter;
 use crate::sinks::files::{write_replay_outputs, ReplaySummary};
@@ -66,6 +67,9 @@ pub struct ReplayOptions {
     pub rules: PathBuf,
     pub workers: usize,
     pub allowed_lateness_ms: Millis,
+    /// How far after the replaying machine's wall clock an event may be stamped (contract
+    /// §5.1); later ones are dead letters.
+    pub max_future_ms: Millis,
     pub households: HouseholdConfig,
     /// Where the reader counts what it has read, when progress is shown.
     pub progress: Option<crate::progress::Progress>,
@@ -112,6 +116,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
     let stats = Arc::new(DataflowStats::default());
     let lateness = options.allowed_lateness_ms;
+    let max_future = options.max_future_ms;
     let worker_stats = Arc::clone(&stats);
     let household_config = options.households.clone();
     let epochs: Arc<Vec<AtomicU64>> = Arc::new((0..options.workers).map(|_| AtomicU64::new(0)).collect());
@@ -163,7 +168,8 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
                 }
                 Err(TryRecvError::Disconnected) => break,
             };
-            let newest = chunk.decode(&names, |received| received_in_chunk.push(received));
+            let horizon = Horizon::now(max_future);
+            let newest = chunk.decode(&names, &horizon, |received| received_in_chunk.push(received));
             board.publish(chunk.index, newest);
             let before = loop {
                 match board.newest_before(chunk.index) {

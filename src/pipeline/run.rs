@@ -1,7 +1,12 @@
 //! `kairos run`: Kafka in, Kafka out, state made durable in RocksDB at checkpoints and
 //! resumed from the last one at start.
 //!
-//! [`run`] prepares what every worker shares — the rules in force, the restored state, the
+//! [`run`] serves the admin routes and opens the state store once, then runs the engine from
+//! its last checkpoint ([`run_from_checkpoint`]) — again, within the process, after a
+//! failure that a restart from the last checkpoint repairs: a record the brokers did not
+//! take, or brokers that cannot be reached at start ([`RunError::restart_reason`]).
+//!
+//! [`run_from_checkpoint`] prepares what every worker shares — the rules in force, the restored state, the
 //! sink (after reading back what a previous run produced), the input partitions, the
 //! checkpoint coordinator and writer — then starts the timely workers, each a [`RunWorker`]:
 //! a loop that polls its partitions, looks for rule changes, advances its epoch through the
@@ -32,7 +37,7 @@ use crate::rules::publish::{PublishError, PublishedRules};
 use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
 use crate::state::coordinator::Coordinator;
-use crate::state::writer::{BackgroundWriter, CheckpointWriter};
+use crate::state::writer::{BackgroundWriter, CheckpointWriter, WriterFailure};
 use crate::state::{StateError, StateStore};
 use crate::telemetry::{self, IngestTally};
 
@@ -60,15 +65,93 @@ pub enum RunError {
     Workers(String),
     #[error("a worker failed: {0}")]
     Worker(String),
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+    #[error("cannot write checkpoints: {0}")]
+    Checkpoint(String),
 }
+
+impl RunError {
+    /// Why a restart from the last checkpoint, within the process, repairs this failure
+    /// (the `reason` label of `kairos_engine_restarts_total`); `None` when it cannot (a
+    /// wrong configuration, a missing topic, a broken state store: the process exits with
+    /// the error, for a person to fix).
+    pub fn restart_reason(&self) -> Option<&'static str> {
+        match self {
+            // The state is ahead of what was delivered: re-decide from the checkpoint.
+            RunError::Delivery(_) => Some("delivery"),
+            // The brokers are away or slow: try again once they may be back.
+            RunError::Sink(SinkError::Missing { .. }) => None,
+            RunError::Sink(_) => Some("kafka"),
+            RunError::Ingest(KafkaIngestError::NotFound { .. } | KafkaIngestError::Missing { .. }) => None,
+            RunError::Ingest(_) => Some("kafka"),
+            RunError::RulesTopic(
+                PublishError::Client { .. } | PublishError::Read { .. } | PublishError::TimedOut(_),
+            ) => Some("kafka"),
+            _ => None,
+        }
+    }
+}
+
+/// The first wait before a restart, doubled after each restart that follows soon, up to
+/// [`RESTART_MAX_WAIT`]; a run that lasted [`HEALTHY_RUN`] starts the doubling over.
+const RESTART_FIRST_WAIT: Duration = Duration::from_secs(1);
+const RESTART_MAX_WAIT: Duration = Duration::from_secs(30);
+const HEALTHY_RUN: Duration = Duration::from_secs(120);
 
 /// A checked rule set waiting for its instant: (in force from, set, version).
 type Scheduled = (Millis, RuleSet, String);
 
 /// Runs the engine until `shutdown` is set, or, with a bounded `range`, until every input
 /// partition has been read to the range's end and everything before it decided; either way
-/// it leaves after a final checkpoint.
+/// it leaves after a final checkpoint. A failure that a restart repairs restarts the engine
+/// from its last checkpoint, after a wait (1 s, doubling to 30 s while failures follow each
+/// other), for as long as it takes; `/healthz` answers throughout, `/readyz` says why it
+/// is not ready.
 pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Result<(), RunError> {
+    // Served first, so that /healthz answers while the state loads.
+    let health = telemetry::serve(config.metrics.listen, config.engine.workers)?;
+    let store = Arc::new(StateStore::open(&config.state.dir)?);
+    let mut wait = RESTART_FIRST_WAIT;
+    loop {
+        let started = Instant::now();
+        let error = match run_from_checkpoint(config, range, &shutdown, &health, &store) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let Some(reason) = error.restart_reason() else {
+            return Err(error);
+        };
+        if shutdown.load(Ordering::Relaxed) {
+            return Err(error);
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            wait = RESTART_FIRST_WAIT;
+        }
+        metrics::counter!(telemetry::ENGINE_RESTARTS, "reason" => reason).increment(1);
+        tracing::error!(%error, reason, wait_ms = wait.as_millis() as u64, "kairos run: restarting from the last checkpoint");
+        health.set_restarting(&error.to_string());
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if shutdown.load(Ordering::Relaxed) {
+                // Nothing to write: the last checkpoint is where the next start resumes.
+                tracing::info!("kairos run: stopped while waiting to restart");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait = (wait * 2).min(RESTART_MAX_WAIT);
+    }
+}
+
+/// One run of the engine from the store's last checkpoint (see [`run`]).
+fn run_from_checkpoint(
+    config: &RunConfig,
+    range: &Range,
+    shutdown: &Arc<AtomicBool>,
+    health: &Arc<Health>,
+    store: &Arc<StateStore>,
+) -> Result<(), RunError> {
     let mut rules = load_rules(&config.engine.rules)?;
     let mut rules_version = crate::rules::watch::fingerprint(&config.engine.rules);
     // With a rules topic, the newest published set is in force from the start — or, when
@@ -87,10 +170,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
         }
     };
     let workers = config.engine.workers;
-    // Served first, so that /healthz answers while the state loads.
-    let health = telemetry::serve(config.metrics.listen, workers)?;
     let loading = Instant::now();
-    let store = Arc::new(StateStore::open(&config.state.dir)?);
     let restored = store.load()?;
     let load_ms = loading.elapsed().as_millis() as u64;
     health.set_restored();
@@ -151,7 +231,7 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
     let background = Arc::new(
         BackgroundWriter::start(
             Arc::clone(&sink),
-            Arc::clone(&store),
+            Arc::clone(store),
             Arc::clone(&coordinator),
             sink.ends(),
         )
@@ -182,15 +262,17 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             shared: Arc::new(SharedFrontier::new(workers)),
             lateness: config.engine.allowed_lateness_ms,
             idle_after: Duration::from_millis(config.engine.idle_after_ms),
+            max_future: config.engine.max_future_ms,
         },
         stats: Arc::new(DataflowStats::default()),
         kafka: config.kafka.clone(),
         range: range.clone(),
         households: config.households.clone(),
         through: AtomicUsize::new(0),
-        shutdown,
-        health: Arc::clone(&health),
+        shutdown: Arc::clone(shutdown),
+        health: Arc::clone(health),
     });
+    let writer = Arc::clone(&shared.outputs.background);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         RunWorker::start(worker, Arc::clone(&shared)).map(|run| run.drive(worker))
@@ -207,6 +289,20 @@ pub fn run(config: &RunConfig, range: &Range, shutdown: Arc<AtomicBool>) -> Resu
             }
             Ok(Ok(())) => {}
         }
+    }
+    // A failed delivery or checkpoint outranks what the workers said as they left.
+    if let Some(reason) = sink.failure() {
+        // Nothing still queued may land after the next start has read the outputs back.
+        sink.purge();
+        return Err(RunError::Delivery(reason));
+    }
+    match writer.failure() {
+        Some(WriterFailure::Delivery(reason)) => {
+            sink.purge();
+            return Err(RunError::Delivery(reason));
+        }
+        Some(WriterFailure::Store(reason)) => return Err(RunError::Checkpoint(reason)),
+        None => {}
     }
     sink.flush(Duration::from_secs(30))?;
     if let Some(e) = failure {
@@ -425,6 +521,11 @@ impl RunWorker {
         &self.shared.outputs.coordinator
     }
 
+    /// A record was not delivered, or the checkpoint writer stopped.
+    fn failed(&self) -> bool {
+        self.shared.outputs.sink.failure().is_some() || self.shared.outputs.background.failure().is_some()
+    }
+
     /// The worker's loop, until the final checkpoint is written (or abandoned).
     fn drive(mut self, worker: &mut Worker) {
         while !self.coordinator().finished() && !self.coordinator().abandoned() {
@@ -434,6 +535,10 @@ impl RunWorker {
             let read = self.read();
             self.rules.look(self.stopping.is_some());
             if self.index == 0 {
+                if self.failed() {
+                    // No checkpoint can be written: leave, to start again from the last.
+                    self.coordinator().abandon();
+                }
                 self.coordinator().drive();
                 if self
                     .stopping
@@ -456,10 +561,11 @@ impl RunWorker {
             }
         }
         self.tally.publish();
-        if self.coordinator().finished() {
+        if self.coordinator().finished() || self.failed() {
             // Everything read is in the final checkpoint: what still waits for event time
             // to pass it waits there, to be decided after a restart — not now, as if the
-            // input had ended.
+            // input had ended. After a failure, nothing since the last checkpoint counts:
+            // the restart decides it again.
             worker.drop_dataflow(self.dataflow);
             drop((self.input, self.rules_input));
         } else {

@@ -132,6 +132,7 @@ fn replay_with(
         rules: rules.to_path_buf(),
         workers: options.workers,
         allowed_lateness_ms: 0,
+        max_future_ms: crate::decode::Horizon::DEFAULT_MAX_FUTURE,
         households: Default::default(),
         progress: options.progress.clone(),
     };

@@ -56,18 +56,36 @@ pub enum SinkError {
     },
     #[error("reading back the outputs: {0}")]
     ReadBack(KafkaError),
-    #[error("reading back the outputs timed out with {0} partition(s) unread")]
+    #[error("reading back the outputs stalled (nothing for {RECALL_STALL:?}) with {0} partition(s) unread")]
     ReadBackTimedOut(usize),
     #[error("flushing the producer: {0}")]
     Flush(KafkaError),
 }
 
+/// How long the read-back at start may go without receiving anything before it gives up.
+const RECALL_STALL: Duration = Duration::from_secs(30);
+
 /// Where each output partition ends, as far as this process has produced.
 type OutputEnds = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
 
-/// Counts and logs records the brokers did not take; tracks the end of each partition.
+/// The first record the brokers did not take, once one was not: from then on this sink
+/// produces nothing and no checkpoint is written (see [`KafkaSink::failure`]).
+type DeliveryFailure = Arc<Mutex<Option<String>>>;
+
+fn fail(failure: &DeliveryFailure, reason: impl FnOnce() -> String) {
+    metrics::counter!(telemetry::SINK_ERRORS).increment(1);
+    let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+    if first.is_none() {
+        let reason = reason();
+        tracing::error!(%reason, "record not delivered: no checkpoint will cover it; the engine restarts from the last one");
+        *first = Some(reason);
+    }
+}
+
+/// Tracks the end of each partition; records the first delivery that failed.
 pub struct DeliveryReport {
     ends: OutputEnds,
+    failure: DeliveryFailure,
 }
 
 impl ClientContext for DeliveryReport {}
@@ -83,10 +101,13 @@ impl ProducerContext for DeliveryReport {
                     .or_insert(0);
                 *end = (*end).max(message.offset() + 1);
             }
-            Err((error, message)) => {
-                metrics::counter!(telemetry::SINK_ERRORS).increment(1);
-                tracing::error!(topic = message.topic(), %error, "record not delivered");
-            }
+            Err((error, message)) => fail(&self.failure, || {
+                format!(
+                    "a record to {}/{} was not delivered: {error}",
+                    message.topic(),
+                    message.partition()
+                )
+            }),
         }
     }
 }
@@ -96,6 +117,7 @@ pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryReport>,
     topics: OutputTopics,
     ends: OutputEnds,
+    failure: DeliveryFailure,
     /// What a previous run already produced since the restored checkpoint's scan point.
     produced: HashSet<String>,
     kafka: KafkaConfig,
@@ -117,6 +139,7 @@ fn dead_letter_identity(topic: &str, partition: i64, offset: i64) -> String {
 impl KafkaSink {
     /// Connects the producer.
     pub fn new(kafka: &KafkaConfig, topics: OutputTopics) -> Result<KafkaSink, SinkError> {
+        let delivery_timeout = kafka.delivery_timeout_ms.to_string();
         let config = kafka.client_config(
             "kairos-sink",
             &[
@@ -124,12 +147,17 @@ impl KafkaSink {
                 // A few milliseconds of batching costs little latency and saves many requests.
                 ("linger.ms", "5"),
                 ("compression.type", "lz4"),
+                // `[kafka] delivery_timeout_ms`: past it a record counts as failed, and the
+                // engine restarts from its last checkpoint.
+                ("message.timeout.ms", &delivery_timeout),
             ],
         );
         let ends = OutputEnds::default();
+        let failure = DeliveryFailure::default();
         let producer = config
             .create_with_context(DeliveryReport {
                 ends: Arc::clone(&ends),
+                failure: Arc::clone(&failure),
             })
             .map_err(|source| SinkError::Client {
                 what: "producer",
@@ -140,6 +168,7 @@ impl KafkaSink {
             producer,
             topics,
             ends,
+            failure,
             produced: HashSet::new(),
             kafka: kafka.clone(),
         })
@@ -233,15 +262,18 @@ impl KafkaSink {
         consumer.assign(&assignment).map_err(SinkError::ReadBack)?;
         let mut remaining: BTreeMap<(String, i32), i64> =
             ranges.iter().map(|(t, p, _, h)| ((t.clone(), *p), *h)).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // However much there is to read back (it grows with the time since the checkpoint),
+        // reading stops only when nothing arrives for RECALL_STALL.
+        let mut last_progress = Instant::now();
         let mut recalled = 0;
         while !remaining.is_empty() {
-            if Instant::now() > deadline {
+            if last_progress.elapsed() > RECALL_STALL {
                 return Err(SinkError::ReadBackTimedOut(remaining.len()));
             }
             let Some(result) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
             };
+            last_progress = Instant::now();
             let message = match result {
                 Ok(message) => message,
                 Err(KafkaError::PartitionEOF(_)) => continue,
@@ -292,6 +324,9 @@ impl KafkaSink {
 
     /// Sends a decision, and its action when it was sent — unless a previous run already did.
     pub fn decision(&self, decision: &Decision) {
+        if self.failed() {
+            return;
+        }
         let key = decision.action.msisdn.to_string();
         let id = &decision.action.action_id;
         // A decision a previous run already produced is neither produced nor counted again.
@@ -316,6 +351,9 @@ impl KafkaSink {
     /// Sends an invalid input's record, keyed like the original message — unless a previous
     /// run already did.
     pub fn dead_letter(&self, letter: &DeadLetter, key: Option<&[u8]>) {
+        if self.failed() {
+            return;
+        }
         if let SourcePosition::Kafka {
             topic,
             partition,
@@ -342,21 +380,51 @@ impl KafkaSink {
     }
 
     fn send_record<K: ToBytes + ?Sized>(&self, mut record: BaseRecord<'_, K, [u8]>) {
-        // A full local queue means the brokers are slower than the engine: wait, never drop.
+        // A full local queue means the brokers are slower than the engine: wait (the worker
+        // reads nothing meanwhile: back-pressure), never drop — until a record fails, when
+        // nothing more is produced.
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    if self.failed() {
+                        return;
+                    }
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((error, _)) => {
-                    metrics::counter!(telemetry::SINK_ERRORS).increment(1);
-                    tracing::error!(%error, "cannot produce record");
-                    return;
+                Err((error, returned)) => {
+                    let topic = returned.topic.to_string();
+                    return fail(&self.failure, || format!("cannot produce a record to {topic}: {error}"));
                 }
             }
         }
+    }
+
+    /// Why this sink stopped delivering: the first record the brokers did not take (or
+    /// could not be handed to them), or a fatal error of the idempotent producer. From then
+    /// on it produces nothing, and no checkpoint may be written: the state is ahead of what
+    /// was delivered, and only a restart from the last checkpoint re-decides and re-produces
+    /// what was lost (the read-back at start keeps what did arrive from being produced twice).
+    pub fn failure(&self) -> Option<String> {
+        if let Some(reason) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(reason);
+        }
+        let (code, reason) = self.producer.client().fatal_error()?;
+        let reason = format!("the producer failed for good ({code:?}): {reason}");
+        fail(&self.failure, || reason.clone());
+        Some(reason)
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Gives up every record not yet delivered (after a failure, before a restart), so that
+    /// none of them lands after the next start has read back what the outputs hold.
+    pub fn purge(&self) {
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     }
 
     /// Records handed to the producer and not yet acknowledged by the brokers.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kairos_dataflows::checkpoint::StateRecord;
@@ -83,7 +83,29 @@ pub struct BackgroundWriter {
     jobs: std::sync::mpsc::Sender<Ready>,
     /// The instant being written, 0 when none.
     busy: Arc<AtomicU64>,
+    /// Why no checkpoint can be written any more, once that is so.
+    failure: Arc<Mutex<Option<WriterFailure>>>,
 }
+
+/// Why the checkpoint writer stopped: the engine must not go on without checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriterFailure {
+    /// A record was not delivered (or the producer failed): the state is ahead of what was
+    /// delivered. A restart from the last checkpoint re-decides and re-produces it.
+    Delivery(String),
+    /// The state store refused the write [`STORE_ATTEMPTS`] times (a full disk, a broken
+    /// volume): retrying forever while the engine keeps producing would only grow what a
+    /// restart must redo; the engine stops with the error instead.
+    Store(String),
+}
+
+/// How many times one checkpoint's write to the state store is tried before the engine
+/// stops (with [`STORE_RETRY`] between tries: about 30 s, time for a log rotation or a
+/// compaction to free the disk).
+pub const STORE_ATTEMPTS: u32 = 15;
+const STORE_RETRY: Duration = Duration::from_secs(2);
+/// How long to wait between flushes that time out (the brokers are away; nothing failed).
+const FLUSH_RETRY: Duration = Duration::from_millis(500);
 
 impl BackgroundWriter {
     /// Starts the writer thread; `outputs_at_last` is where the outputs ended at the restored
@@ -96,23 +118,29 @@ impl BackgroundWriter {
     ) -> std::io::Result<BackgroundWriter> {
         let (jobs, queue) = std::sync::mpsc::channel::<Ready>();
         let busy = Arc::new(AtomicU64::new(0));
+        let failure = Arc::new(Mutex::new(None));
         let done = Arc::clone(&busy);
+        let failed = Arc::clone(&failure);
         std::thread::Builder::new()
             .name("kairos-checkpoint".into())
             .spawn(move || {
                 let mut outputs_at_last = outputs_at_last;
                 for ready in queue {
-                    // On failure nothing is lost: the same checkpoint is tried again.
-                    while let Err(error) = write(&ready, &mut outputs_at_last, &sink, &store) {
-                        metrics::counter!(telemetry::CHECKPOINT_ERRORS).increment(1);
-                        tracing::error!(%error, "checkpoint not written; retrying");
-                        std::thread::sleep(Duration::from_millis(500));
+                    match write_until_done(&ready, &mut outputs_at_last, &sink, &store) {
+                        Ok(()) => {
+                            done.store(0, Ordering::SeqCst);
+                            coordinator.complete(ready.at);
+                        }
+                        Err(failure) => {
+                            tracing::error!(?failure, "no more checkpoints: the engine stops");
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+                            coordinator.abandon();
+                            return;
+                        }
                     }
-                    done.store(0, Ordering::SeqCst);
-                    coordinator.complete(ready.at);
                 }
             })?;
-        Ok(BackgroundWriter { jobs, busy })
+        Ok(BackgroundWriter { jobs, busy, failure })
     }
 
     /// Whether a checkpoint is being written.
@@ -120,21 +148,62 @@ impl BackgroundWriter {
         self.busy.load(Ordering::SeqCst) != 0
     }
 
+    /// Why no checkpoint can be written any more, once that is so.
+    pub fn failure(&self) -> Option<WriterFailure> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Writes `ready` in the background; the coordinator hears when it is durable.
     pub fn submit(&self, ready: Ready) {
         self.busy.store(ready.at.max(1), Ordering::SeqCst);
         if self.jobs.send(ready).is_err() {
             self.busy.store(0, Ordering::SeqCst);
-            tracing::error!("the checkpoint writer has stopped");
+            tracing::debug!("the checkpoint writer has stopped");
         }
     }
 }
 
-/// Why a checkpoint could not be written (it is retried).
+/// Writes one checkpoint: a flush that times out is tried again for as long as it takes
+/// (the brokers are away, and nothing is lost while the records wait), a failed delivery
+/// ends the writer at once, a store that refuses the write ends it after [`STORE_ATTEMPTS`].
+fn write_until_done(
+    ready: &Ready,
+    outputs_at_last: &mut Vec<Position>,
+    sink: &KafkaSink,
+    store: &StateStore,
+) -> Result<(), WriterFailure> {
+    let mut store_failures = 0;
+    loop {
+        match write(ready, outputs_at_last, sink, store) {
+            Ok(()) => return Ok(()),
+            Err(WriteError::Delivery(reason)) => return Err(WriterFailure::Delivery(reason)),
+            Err(WriteError::Flush(error)) => {
+                metrics::counter!(telemetry::CHECKPOINT_ERRORS).increment(1);
+                tracing::warn!(%error, "checkpoint waits for the outputs to be delivered");
+                std::thread::sleep(FLUSH_RETRY);
+            }
+            Err(WriteError::Store(error)) => {
+                metrics::counter!(telemetry::CHECKPOINT_ERRORS).increment(1);
+                store_failures += 1;
+                if store_failures >= STORE_ATTEMPTS {
+                    return Err(WriterFailure::Store(format!(
+                        "the state store refused the checkpoint {store_failures} times; last: {error}"
+                    )));
+                }
+                tracing::error!(%error, attempt = store_failures, "checkpoint not written; retrying");
+                std::thread::sleep(STORE_RETRY);
+            }
+        }
+    }
+}
+
+/// Why a checkpoint could not be written.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
     #[error(transparent)]
     Flush(#[from] crate::sinks::kafka::SinkError),
+    #[error("{0}")]
+    Delivery(String),
     #[error(transparent)]
     Store(#[from] super::StateError),
 }
@@ -149,7 +218,15 @@ fn write(
     store: &StateStore,
 ) -> Result<(), WriteError> {
     let started = Instant::now();
+    if let Some(reason) = sink.failure() {
+        return Err(WriteError::Delivery(reason));
+    }
     sink.flush(Duration::from_secs(30))?;
+    // Every record handed over before the flush has its delivery report now: one that
+    // failed means this checkpoint would record as sent what never arrived.
+    if let Some(reason) = sink.failure() {
+        return Err(WriteError::Delivery(reason));
+    }
     let outputs = sink.ends();
     let meta = CheckpointMeta {
         at: ready.at,

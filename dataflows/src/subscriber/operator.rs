@@ -263,7 +263,10 @@ pub fn subscriber_state<'scope>(
                 logic.count_updates(events.len());
                 for timer in timers.drain(..) {
                     if !closed || matches!(timer.kind, TimerKind::Deliver { .. }) {
-                        pending.entry(timer.due).or_default().push(Pending::Timer(timer));
+                        // A timer already due (a handset bought long before the event that
+                        // told of it) fires at this instant: event time never goes back.
+                        let at = timer.due.max(instant);
+                        pending.entry(at).or_default().push(Pending::Timer(timer));
                     }
                 }
                 if !decisions.is_empty() {
