@@ -173,6 +173,8 @@ struct OwnedPartition {
     newest: Option<Millis>,
     at_end: bool,
     last_message: Instant,
+    /// When an event last moved `newest` forward (or the partition was assigned).
+    last_progress: Instant,
     /// The Kafka timestamp of the last message read (milliseconds since the Unix epoch).
     last_timestamp: Option<Millis>,
     /// In a bounded run: the offset to stop before.
@@ -186,10 +188,46 @@ struct OwnedPartition {
     confirmed: bool,
 }
 
+/// How long a partition may deliver messages none of which moves its event time forward
+/// (invalid ones, or events older than its newest) before it stops holding the frontier:
+/// longer than the second between the ticks of timestamps stamped to the second, far
+/// shorter than a freeze anyone would accept.
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+/// What decides whether a partition holds the frontier back (see [`partition_idle`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionActivity {
+    /// Read up to the stop of a bounded range.
+    pub done: bool,
+    /// At its end (librdkafka's partition EOF), and that end confirmed since any disruption.
+    pub at_confirmed_end: bool,
+    /// Since the last message of any kind.
+    pub since_message: Duration,
+    /// Since the last event that moved the partition's newest event time forward (or since
+    /// it was assigned).
+    pub since_progress: Duration,
+}
+
+/// Whether a partition holds nothing back: done with its range; at its end and quiet for
+/// `idle_after`; or busy delivering messages that have not moved its event time for
+/// [`STALLED_AFTER`] — a partition of garbage or of stale events must not freeze the
+/// engine (its valid events are applied at the frontier, counted late).
+pub fn partition_idle(activity: PartitionActivity, idle_after: Duration) -> bool {
+    let quiet_at_end = activity.at_confirmed_end && activity.since_message >= idle_after;
+    let stalled = activity.since_message < STALLED_AFTER && activity.since_progress >= STALLED_AFTER;
+    activity.done || quiet_at_end || stalled
+}
+
 impl OwnedPartition {
-    /// At its end and quiet for `idle_after`, or done with its range: it holds nothing back.
+    /// Whether it holds nothing back (see [`partition_idle`]).
     fn idle(&self, idle_after: Duration) -> bool {
-        self.done || (self.at_end && self.confirmed && self.last_message.elapsed() >= idle_after)
+        let activity = PartitionActivity {
+            done: self.done,
+            at_confirmed_end: self.at_end && self.confirmed,
+            since_message: self.last_message.elapsed(),
+            since_progress: self.last_progress.elapsed(),
+        };
+        partition_idle(activity, idle_after)
     }
 }
 
@@ -386,6 +424,7 @@ impl PartitionIngest {
                 last_timestamp: None,
                 at_end: false,
                 last_message: Instant::now(),
+                last_progress: Instant::now(),
                 stop,
                 confirmed: true,
                 // A start at or past the stop reads nothing (-2 is "the beginning").
@@ -516,7 +555,10 @@ impl PartitionIngest {
                             )),
                             Some(payload) => match decode_within(payload, origin, &horizon) {
                                 Ok(event) => {
-                                    owned.newest = owned.newest.max(Some(event.ts));
+                                    if owned.newest < Some(event.ts) {
+                                        owned.newest = Some(event.ts);
+                                        owned.last_progress = owned.last_message;
+                                    }
                                     deliver(Received::Event(event));
                                 }
                                 Err(error) => {
@@ -657,6 +699,29 @@ mod tests {
         );
         assert_eq!(worker_view([view(Some(10), true), view(None, true)], 0), (None, 11));
         assert_eq!(worker_view([], 0), (None, 0));
+    }
+
+    #[test]
+    fn a_partition_of_garbage_or_stale_events_stops_holding_the_frontier() {
+        let idle_after = Duration::from_millis(100);
+        let at = |done, at_confirmed_end, since_message: u64, since_progress: u64| PartitionActivity {
+            done,
+            at_confirmed_end,
+            since_message: Duration::from_millis(since_message),
+            since_progress: Duration::from_millis(since_progress),
+        };
+        // Busy and moving forward: holds the frontier.
+        assert!(!partition_idle(at(false, false, 1, 1), idle_after));
+        // Busy for 10 s with messages that move nothing (invalid, or older than its newest):
+        // it no longer freezes the engine.
+        assert!(!partition_idle(at(false, false, 1, 9_999), idle_after));
+        assert!(partition_idle(at(false, false, 1, 10_000), idle_after));
+        // Silent without an end of partition (a broker away): it holds, however long.
+        assert!(!partition_idle(at(false, false, 60_000, 60_000), idle_after));
+        // At a confirmed end and quiet: idle; an end not confirmed since an outage is not.
+        assert!(partition_idle(at(false, true, 100, 100), idle_after));
+        assert!(!partition_idle(at(false, false, 100, 100), idle_after));
+        assert!(partition_idle(at(true, false, 0, 0), idle_after));
     }
 
     #[test]
