@@ -162,6 +162,11 @@ pub struct EngineConfig {
     /// because of it (contract §5.1). Default 3,600,000 (1 h): more than any clock drift of
     /// a network element, far less than the weeks a wrong year would jump.
     pub max_future_ms: u64,
+    /// At most this many events read and not yet decided (waiting for the frontier to pass
+    /// them), per process: at the bound, a worker stops reading the partitions that run ahead
+    /// of the frontier and reads only those holding it back, until the waiting events drain.
+    /// Default 2,000,000 (a few hundred bytes each: well under 1 GB).
+    pub max_waiting_events: u64,
     /// How often the rules folder is looked at for changes; 0 turns live rule changes off.
     /// Default 250 ms: a saved change is in force within about half a second.
     pub rules_poll_ms: u64,
@@ -180,6 +185,7 @@ impl Default for EngineConfig {
             allowed_lateness_ms: 0,
             idle_after_ms: 100,
             max_future_ms: crate::decode::Horizon::DEFAULT_MAX_FUTURE,
+            max_waiting_events: 2_000_000,
             rules_poll_ms: 250,
             rules_topic: None,
         }

@@ -49,6 +49,10 @@ pub const CHECKPOINT_SUBSCRIBERS: &str = "kairos_state_checkpoint_subscribers_to
 pub const CHECKPOINT_SECONDS: &str = "kairos_state_checkpoint_seconds";
 /// Checkpoints that could not be written (retried).
 pub const CHECKPOINT_ERRORS: &str = "kairos_state_checkpoint_errors_total";
+/// Events read by a worker and not yet decided (waiting for the frontier to pass them).
+pub const WAITING_EVENTS: &str = "kairos_ingest_waiting_events";
+/// Partitions a worker does not read because its waiting events reached the bound.
+pub const PAUSED_PARTITIONS: &str = "kairos_ingest_paused_partitions";
 /// Restarts of the engine from its last checkpoint within the process, by `reason`
 /// (`delivery`: a record was not delivered; `kafka`: the brokers could not be reached at start).
 pub const ENGINE_RESTARTS: &str = "kairos_engine_restarts_total";
@@ -177,6 +181,14 @@ fn describe() {
     metrics::describe_counter!(CHECKPOINT_SUBSCRIBERS, "Subscriber states written by checkpoints");
     metrics::describe_histogram!(CHECKPOINT_SECONDS, "Time to flush outputs and write a checkpoint");
     metrics::describe_counter!(CHECKPOINT_ERRORS, "Checkpoints that could not be written (retried)");
+    metrics::describe_gauge!(
+        WAITING_EVENTS,
+        "Events read by a worker and not yet decided (waiting for the frontier)"
+    );
+    metrics::describe_gauge!(
+        PAUSED_PARTITIONS,
+        "Partitions not read because the worker's waiting events reached [engine] max_waiting_events"
+    );
     metrics::describe_counter!(
         ENGINE_RESTARTS,
         "Restarts from the last checkpoint within the process, by reason (delivery, kafka)"
@@ -226,8 +238,16 @@ pub fn rules_in_force(replaced: Option<&str>, version: &str, rules: usize) {
 }
 
 /// A worker's frontier against the wall clock `now`, and how far behind its input it reads.
-pub fn worker_position(worker: usize, frontier: Millis, now: Millis, input_lag_seconds: f64) {
+pub fn worker_position(
+    worker: usize,
+    frontier: Millis,
+    now: Millis,
+    input_lag_seconds: f64,
+    (waiting, paused): (u64, usize),
+) {
     let worker = worker.to_string();
+    metrics::gauge!(WAITING_EVENTS, "worker" => worker.clone()).set(waiting as f64);
+    metrics::gauge!(PAUSED_PARTITIONS, "worker" => worker.clone()).set(paused as f64);
     metrics::gauge!(EVENT_TIME_LAG, "worker" => worker.clone()).set(now.saturating_sub(frontier) as f64 / 1000.0);
     metrics::gauge!(FRONTIER_AHEAD, "worker" => worker.clone()).set(frontier.saturating_sub(now) as f64 / 1000.0);
     metrics::gauge!(INPUT_LAG_SECONDS, "worker" => worker).set(input_lag_seconds);

@@ -462,6 +462,15 @@ impl PartitionIngest {
         self.partitions.iter().all(|p| p.done)
     }
 
+    /// How many partitions a poll with `ahead_of` would leave unread.
+    pub fn paused(&self, ahead_of: Option<Millis>) -> usize {
+        let Some(epoch) = ahead_of else { return 0 };
+        self.partitions
+            .iter()
+            .filter(|p| !p.done && p.newest.is_some_and(|n| n.saturating_sub(self.lateness) > epoch))
+            .count()
+    }
+
     /// Number of partitions this worker owns.
     pub fn owned(&self) -> usize {
         self.partitions.len()
@@ -479,8 +488,12 @@ impl PartitionIngest {
             .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0)
     }
 
-    /// Reads up to `budget` messages per partition without blocking; returns how many.
-    pub fn poll(&mut self, budget: usize, mut deliver: impl FnMut(Received)) -> usize {
+    /// Reads up to `budget` messages per partition without blocking; returns how many. With
+    /// `ahead_of` (the worker's epoch, when its waiting events are at their bound), only the
+    /// partitions that hold the frontier there are read: those that have delivered nothing,
+    /// or whose newest event less the lateness is not past it. Reading the others would only
+    /// add events that wait; reading these moves the frontier, so the waiting drain.
+    pub fn poll(&mut self, budget: usize, ahead_of: Option<Millis>, mut deliver: impl FnMut(Received)) -> usize {
         // Serves librdkafka's callbacks (statistics, errors); messages come from the queues.
         while let Some(result) = self.consumer.poll(Duration::ZERO) {
             if let Err(error) = result {
@@ -496,7 +509,11 @@ impl PartitionIngest {
         let mut read = 0;
         let mut errors = Vec::new();
         let horizon = Horizon::now(self.max_future);
-        for owned in self.partitions.iter_mut().filter(|p| !p.done) {
+        let lateness = self.lateness;
+        let holds = |p: &OwnedPartition| {
+            ahead_of.is_none_or(|epoch| p.newest.is_none_or(|n| n.saturating_sub(lateness) <= epoch))
+        };
+        for owned in self.partitions.iter_mut().filter(|p| !p.done && holds(p)) {
             for _ in 0..budget {
                 match owned.queue.poll(Duration::ZERO) {
                     None => break,

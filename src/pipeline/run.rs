@@ -33,6 +33,7 @@ use crate::admin::{AdminError, Health};
 use crate::config::RunConfig;
 use crate::ingest::kafka::{list_partitions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier};
 use crate::ingest::range::Range;
+use crate::ingest::Received;
 use crate::rules::publish::{PublishError, PublishedRules};
 use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
@@ -268,6 +269,7 @@ fn run_from_checkpoint(
         kafka: config.kafka.clone(),
         range: range.clone(),
         households: config.households.clone(),
+        max_waiting_events: config.engine.max_waiting_events,
         through: AtomicUsize::new(0),
         shutdown: Arc::clone(shutdown),
         health: Arc::clone(health),
@@ -338,6 +340,7 @@ struct Shared {
     kafka: crate::config::KafkaConfig,
     range: Range,
     households: HouseholdConfig,
+    max_waiting_events: u64,
     /// Workers whose partitions are all read to the end of a bounded range.
     through: AtomicUsize,
     shutdown: Arc<AtomicBool>,
@@ -445,6 +448,11 @@ struct RunWorker {
     ingest: PartitionIngest,
     rules: RuleFeed,
     tally: IngestTally,
+    /// Events read and not yet decided, by the instant they are decided at (`max(ts, epoch)`).
+    waiting: std::collections::BTreeMap<Millis, u64>,
+    waiting_total: u64,
+    /// This worker's share of `[engine] max_waiting_events`.
+    waiting_bound: u64,
     /// Set once this worker reads no more input; it then waits for the final checkpoint.
     stopping: Option<Instant>,
     through_range: bool,
@@ -500,6 +508,7 @@ impl RunWorker {
             }
         };
         tracing::info!(worker = index, partitions = ingest.owned(), "worker assigned");
+        let waiting_bound = (shared.max_waiting_events / shared.workers as u64).max(1);
         shared.health.set_assigned();
         Ok(RunWorker {
             index,
@@ -511,6 +520,9 @@ impl RunWorker {
             dataflow,
             ingest,
             tally: IngestTally::default(),
+            waiting: Default::default(),
+            waiting_total: 0,
+            waiting_bound,
             stopping: None,
             through_range: false,
             last_report: Instant::now(),
@@ -587,12 +599,36 @@ impl RunWorker {
         if self.stopping.is_some() {
             return 0;
         }
+        self.drain_waiting();
+        let ahead_of = self.at_waiting_bound();
         let (input, tally, sink) = (&mut self.input, &mut self.tally, &self.shared.outputs.sink);
-        self.ingest.poll(1024, |received| {
+        let (waiting, total) = (&mut self.waiting, &mut self.waiting_total);
+        self.ingest.poll(1024, ahead_of, |received| {
+            if let Received::Event(event) = &received {
+                *waiting.entry(event.ts.max(*input.time())).or_default() += 1;
+                *total += 1;
+            }
             enter(received, input, tally, |letter, key| {
                 sink.dead_letter(&letter, key.as_deref())
             })
         })
+    }
+
+    /// Forgets the waiting events the dataflow has decided (those before its frontier).
+    fn drain_waiting(&mut self) {
+        let frontier = self.probe.with_frontier(|f| f.first().copied()).unwrap_or(Millis::MAX);
+        while let Some(entry) = self.waiting.first_entry() {
+            if *entry.key() >= frontier {
+                break;
+            }
+            self.waiting_total -= entry.remove();
+        }
+    }
+
+    /// The epoch, when this worker's waiting events are at their bound (see
+    /// [`PartitionIngest::poll`]).
+    fn at_waiting_bound(&self) -> Option<Millis> {
+        (self.waiting_total >= self.waiting_bound).then(|| *self.input.time())
     }
 
     /// Moves the epoch as far as the partitions and the checkpoint coordinator allow, putting
@@ -643,7 +679,14 @@ impl RunWorker {
     fn report(&mut self) {
         self.tally.publish();
         let now = kairos_model::time::now();
-        telemetry::worker_position(self.index, *self.input.time(), now, self.ingest.lag_seconds(now));
+        let paused = self.ingest.paused(self.at_waiting_bound());
+        telemetry::worker_position(
+            self.index,
+            *self.input.time(),
+            now,
+            self.ingest.lag_seconds(now),
+            (self.waiting_total, paused),
+        );
         if self.index == 0 {
             telemetry::dataflow_stats(&self.shared.stats);
             metrics::gauge!(telemetry::SINK_QUEUE).set(f64::from(self.shared.outputs.sink.queue_depth()));
