@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{kafka_brokers, write_jsonl};
+use common::kafka_brokers;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::config::ClientConfig;
@@ -26,21 +26,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     // A world with many moments: trips, handsets ageing, data packs.
     let lines = common::world(400, 3, "2026-07-01", 5, 25, 0.3, 0.002);
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    write_jsonl(&events, &lines);
-    let newest = lines
-        .iter()
-        .filter_map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            kairos_model::time::parse_rfc3339(value["ts"].as_str()?).ok()
-        })
-        .max()
-        .unwrap();
-    let expected = common::sent_by(&common::replay(&events, &dir.path().join("replay"), 2), newest);
-    let expected: BTreeMap<String, String> = expected
-        .iter()
-        .map(|a| (a["action_id"].as_str().unwrap().to_string(), a.to_string()))
-        .collect();
+    let expected = common::expected_actions(&lines, dir.path());
     assert!(
         expected.len() > 200,
         "the world should produce many actions, got {}",

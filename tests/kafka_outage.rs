@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::write_jsonl;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -123,21 +122,7 @@ fn broker_pauses_and_restarts_lose_and_repeat_no_action() {
     common::create_topics(&brokers, &names, PARTITIONS);
 
     let lines = common::world(400, 3, "2026-07-01", 9, 25, 0.3, 0.002);
-    let events = dir.path().join("events.jsonl");
-    write_jsonl(&events, &lines);
-    let newest = lines
-        .iter()
-        .filter_map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            kairos_model::time::parse_rfc3339(value["ts"].as_str()?).ok()
-        })
-        .max()
-        .unwrap();
-    let expected = common::sent_by(&common::replay(&events, &dir.path().join("replay"), 2), newest);
-    let expected: BTreeMap<String, String> = expected
-        .iter()
-        .map(|a| (a["action_id"].as_str().unwrap().to_string(), a.to_string()))
-        .collect();
+    let expected = common::expected_actions(&lines, dir.path());
     assert!(expected.len() > 200, "too few actions: {}", expected.len());
 
     // The input is produced over ~40 s. The feed holds back while the broker is away, as

@@ -113,6 +113,26 @@ pub fn sent_by(actions: &[serde_json::Value], newest: u64) -> Vec<serde_json::Va
         .collect()
 }
 
+/// The actions a run over `lines` must produce, by action id (the replay's, as JSON text,
+/// sent by the newest event): `lines` are written to `dir`/events.jsonl and replayed there.
+#[allow(dead_code)]
+pub fn expected_actions(lines: &[String], dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let events = dir.join("events.jsonl");
+    write_jsonl(&events, lines);
+    let newest = lines
+        .iter()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            kairos_model::time::parse_rfc3339(value["ts"].as_str()?).ok()
+        })
+        .max()
+        .expect("events with timestamps");
+    sent_by(&replay(&events, &dir.join("replay"), 2), newest)
+        .iter()
+        .map(|a| (a["action_id"].as_str().unwrap().to_string(), a.to_string()))
+        .collect()
+}
+
 /// Parses a JSON Lines file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
