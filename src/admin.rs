@@ -84,7 +84,10 @@ impl Health {
 
     /// One more worker owns its partitions.
     pub fn set_assigned(&self) {
-        self.assigned.fetch_add(1, Ordering::SeqCst);
+        if self.assigned.fetch_add(1, Ordering::SeqCst) + 1 >= self.workers {
+            // Every worker owns its partitions again: the restart is over.
+            *self.restarting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     pub fn set_stopping(&self) {
@@ -106,14 +109,9 @@ impl Health {
         let outputs_recalled = self.recalled.load(Ordering::SeqCst);
         let workers_assigned = self.assigned.load(Ordering::SeqCst);
         let stopping = self.stopping.load(Ordering::SeqCst);
-        let ready = state_restored && outputs_recalled && workers_assigned >= self.workers && !stopping;
-        let mut restarting = self.restarting.lock().unwrap_or_else(|p| p.into_inner());
-        if ready {
-            *restarting = None;
-        }
         Readiness {
-            ready,
-            restarting: restarting.clone(),
+            ready: state_restored && outputs_recalled && workers_assigned >= self.workers && !stopping,
+            restarting: self.restarting.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             state_restored,
             outputs_recalled,
             workers_assigned,

@@ -165,7 +165,7 @@ pub struct EngineConfig {
     /// At most this many events read and not yet decided (waiting for the frontier to pass
     /// them), per process: at the bound, a worker stops reading the partitions that run ahead
     /// of the frontier and reads only those holding it back, until the waiting events drain.
-    /// Default 2,000,000 (a few hundred bytes each: well under 1 GB).
+    /// Default 2,000,000: minutes of a large operator's input, yet a bound.
     pub max_waiting_events: u64,
     /// How often the rules folder is looked at for changes; 0 turns live rule changes off.
     /// Default 250 ms: a saved change is in force within about half a second.

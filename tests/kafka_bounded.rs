@@ -166,6 +166,10 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("final_checkpoint=true"), "{text}");
+    assert!(
+        text.contains("events waiting for the frontier at their bound"),
+        "the bound of 16 waiting events never held a partition back:\n{text}"
+    );
 
     // The second resumes from the first's final checkpoint (its --from is for partitions
     // without a stored position) and reads to the end. Actions held for quiet hours past the

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka_brokers;
 use rand::{Rng, SeedableRng};
@@ -91,33 +90,9 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     feed.join().unwrap();
 
     // Wait for the actions to settle, then compare.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        got = ["actions.sms", "actions.email", "actions.push"]
-            .iter()
-            .flat_map(|t| common::read_topic(&brokers, &topics[t], PARTITIONS, Duration::from_secs(2)))
-            .collect();
-        if got.len() >= expected.len() {
-            break;
-        }
-    }
+    let got = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(90));
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for value in &got {
-        let action: serde_json::Value = serde_json::from_str(value).unwrap();
-        *seen
-            .entry(action["action_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
-        let id = action["action_id"].as_str().unwrap();
-        assert_eq!(
-            expected.get(id).map(String::as_str),
-            Some(action.to_string().as_str()),
-            "unexpected action {action}"
-        );
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    let missing: Vec<_> = expected.keys().filter(|id| !seen.contains_key(*id)).collect();
+    let (twice, missing) = common::compare_actions(&got, &expected);
     let restarts = log.matches("kairos run: starting").count();
     assert!(
         twice.is_empty() && missing.is_empty(),

@@ -223,33 +223,12 @@ fn broker_pauses_and_restarts_lose_and_repeat_no_action() {
     away(false);
     feed.join().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut actions = Vec::new();
-    while Instant::now() < deadline {
-        actions = ["actions.sms", "actions.email", "actions.push"]
-            .iter()
-            .flat_map(|t| common::read_topic(&brokers, &topics[t], PARTITIONS, Duration::from_secs(2)))
-            .collect();
-        if actions.len() >= expected.len() {
-            break;
-        }
-    }
+    let actions = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(120));
     // What is read after the actions are complete includes every decision.
     std::thread::sleep(Duration::from_secs(3));
     let decisions = common::read_topic(&brokers, &topics["decisions"], PARTITIONS, Duration::from_secs(2));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let seen = ids(&actions, "action_id");
-    for value in &actions {
-        let action: serde_json::Value = serde_json::from_str(value).unwrap();
-        let id = action["action_id"].as_str().unwrap();
-        assert_eq!(
-            expected.get(id).map(String::as_str),
-            Some(action.to_string().as_str()),
-            "unexpected action {action}"
-        );
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    let missing: Vec<_> = expected.keys().filter(|id| !seen.contains_key(*id)).collect();
+    let (twice, missing) = common::compare_actions(&actions, &expected);
     let decided = ids(&decisions, "action_id");
     let decided_twice = decided.values().filter(|n| **n > 1).count();
     let total = restarts(&log);

@@ -199,8 +199,7 @@ fn outside_the_checkout_it_uses_the_shipped_rules() {
 #[test]
 fn an_event_stamped_in_the_future_is_a_dead_letter_and_moves_nothing() {
     // Contract §5.1: one network event from a clock set to 2999 must not move event time
-    // there (before, in a 33 k-event world, it released every handset timer at once: 151
-    // actions that must not exist).
+    // there (issue 13 reports that before, it released every handset timer at once).
     let dir = tempfile::tempdir().unwrap();
     let lines = common::world(1_000, 1, "2026-07-01", 5, 12, 0.2, 0.0);
     let clean = dir.path().join("clean.jsonl");

@@ -219,6 +219,13 @@ pub fn partition_idle(activity: PartitionActivity, idle_after: Duration) -> bool
 }
 
 impl OwnedPartition {
+    /// Whether, with the worker's waiting events at their bound at epoch `ahead_of`, this
+    /// partition runs ahead of the frontier (it has delivered, and its newest event less the
+    /// lateness is past the epoch): reading it would only add events that wait.
+    fn runs_ahead(&self, ahead_of: Option<Millis>, lateness: Millis) -> bool {
+        ahead_of.is_some_and(|epoch| self.newest.is_some_and(|n| n.saturating_sub(lateness) > epoch))
+    }
+
     /// Whether it holds nothing back (see [`partition_idle`]).
     fn idle(&self, idle_after: Duration) -> bool {
         let activity = PartitionActivity {
@@ -464,10 +471,9 @@ impl PartitionIngest {
 
     /// How many partitions a poll with `ahead_of` would leave unread.
     pub fn paused(&self, ahead_of: Option<Millis>) -> usize {
-        let Some(epoch) = ahead_of else { return 0 };
         self.partitions
             .iter()
-            .filter(|p| !p.done && p.newest.is_some_and(|n| n.saturating_sub(self.lateness) > epoch))
+            .filter(|p| !p.done && p.runs_ahead(ahead_of, self.lateness))
             .count()
     }
 
@@ -510,10 +516,11 @@ impl PartitionIngest {
         let mut errors = Vec::new();
         let horizon = Horizon::now(self.max_future);
         let lateness = self.lateness;
-        let holds = |p: &OwnedPartition| {
-            ahead_of.is_none_or(|epoch| p.newest.is_none_or(|n| n.saturating_sub(lateness) <= epoch))
-        };
-        for owned in self.partitions.iter_mut().filter(|p| !p.done && holds(p)) {
+        for owned in self
+            .partitions
+            .iter_mut()
+            .filter(|p| !p.done && !p.runs_ahead(ahead_of, lateness))
+        {
             for _ in 0..budget {
                 match owned.queue.poll(Duration::ZERO) {
                     None => break,

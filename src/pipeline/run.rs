@@ -94,6 +94,10 @@ impl RunError {
     }
 }
 
+/// Waiting events are counted per bucket of event time: an instant `t` counts in the bucket
+/// ending at `t | WAITING_BUCKET_MS` (1,024 ms wide).
+const WAITING_BUCKET_MS: Millis = 1023;
+
 /// The first wait before a restart, doubled after each restart that follows soon, up to
 /// [`RESTART_MAX_WAIT`]; a run that lasted [`HEALTHY_RUN`] starts the doubling over.
 const RESTART_FIRST_WAIT: Duration = Duration::from_secs(1);
@@ -453,6 +457,8 @@ struct RunWorker {
     waiting_total: u64,
     /// This worker's share of `[engine] max_waiting_events`.
     waiting_bound: u64,
+    /// When reaching the bound was last logged (at most every 10 s).
+    last_bound_log: Option<Instant>,
     /// Set once this worker reads no more input; it then waits for the final checkpoint.
     stopping: Option<Instant>,
     through_range: bool,
@@ -523,6 +529,7 @@ impl RunWorker {
             waiting: Default::default(),
             waiting_total: 0,
             waiting_bound,
+            last_bound_log: None,
             stopping: None,
             through_range: false,
             last_report: Instant::now(),
@@ -535,7 +542,7 @@ impl RunWorker {
 
     /// A record was not delivered, or the checkpoint writer stopped.
     fn failed(&self) -> bool {
-        self.shared.outputs.sink.failure().is_some() || self.shared.outputs.background.failure().is_some()
+        self.shared.outputs.sink.failed() || self.shared.outputs.background.failure().is_some()
     }
 
     /// The worker's loop, until the final checkpoint is written (or abandoned).
@@ -547,8 +554,9 @@ impl RunWorker {
             let read = self.read();
             self.rules.look(self.stopping.is_some());
             if self.index == 0 {
-                if self.failed() {
-                    // No checkpoint can be written: leave, to start again from the last.
+                // No checkpoint can be written: leave, to start again from the last (a
+                // failure of the checkpoint writer abandons the coordinator itself).
+                if self.shared.outputs.sink.failed() {
                     self.coordinator().abandon();
                 }
                 self.coordinator().drive();
@@ -601,11 +609,27 @@ impl RunWorker {
         }
         self.drain_waiting();
         let ahead_of = self.at_waiting_bound();
+        if ahead_of.is_some()
+            && self
+                .last_bound_log
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_bound_log = Some(Instant::now());
+            tracing::info!(
+                worker = self.index,
+                waiting = self.waiting_total,
+                paused = self.ingest.paused(ahead_of),
+                "events waiting for the frontier at their bound: reading only the partitions that hold it back"
+            );
+        }
         let (input, tally, sink) = (&mut self.input, &mut self.tally, &self.shared.outputs.sink);
         let (waiting, total) = (&mut self.waiting, &mut self.waiting_total);
         self.ingest.poll(1024, ahead_of, |received| {
             if let Received::Event(event) = &received {
-                *waiting.entry(event.ts.max(*input.time())).or_default() += 1;
+                // Counted by the end of the bucket it is decided in: one entry per second of
+                // event time rather than per instant, drained a little late, never early.
+                let decided_at = event.ts.max(*input.time());
+                *waiting.entry(decided_at | WAITING_BUCKET_MS).or_default() += 1;
                 *total += 1;
             }
             enter(received, input, tally, |letter, key| {

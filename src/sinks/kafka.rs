@@ -12,6 +12,7 @@
 //! once every decision before the checkpoint's instant is out.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,23 +70,40 @@ const RECALL_STALL: Duration = Duration::from_secs(30);
 type OutputEnds = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
 
 /// The first record the brokers did not take, once one was not: from then on this sink
-/// produces nothing and no checkpoint is written (see [`KafkaSink::failure`]).
-type DeliveryFailure = Arc<Mutex<Option<String>>>;
+/// produces nothing and no checkpoint is written (see [`KafkaSink::failure`]). The flag is
+/// what every decision looks at; the reason is read only when the engine stops.
+#[derive(Default)]
+struct DeliveryFailure {
+    failed: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
 
-fn fail(failure: &DeliveryFailure, reason: impl FnOnce() -> String) {
-    metrics::counter!(telemetry::SINK_ERRORS).increment(1);
-    let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
-    if first.is_none() {
-        let reason = reason();
-        tracing::error!(%reason, "record not delivered: no checkpoint will cover it; the engine restarts from the last one");
-        *first = Some(reason);
+impl DeliveryFailure {
+    /// Counts a record not delivered; the first one's `reason` is kept and logged.
+    fn record(&self, reason: impl FnOnce() -> String) {
+        metrics::counter!(telemetry::SINK_ERRORS).increment(1);
+        let mut first = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            let reason = reason();
+            tracing::error!(%reason, "record not delivered: no checkpoint will cover it; the engine restarts from the last one");
+            *first = Some(reason);
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// Tracks the end of each partition; records the first delivery that failed.
 pub struct DeliveryReport {
     ends: OutputEnds,
-    failure: DeliveryFailure,
+    failure: Arc<DeliveryFailure>,
 }
 
 impl ClientContext for DeliveryReport {}
@@ -101,7 +119,7 @@ impl ProducerContext for DeliveryReport {
                     .or_insert(0);
                 *end = (*end).max(message.offset() + 1);
             }
-            Err((error, message)) => fail(&self.failure, || {
+            Err((error, message)) => self.failure.record(|| {
                 format!(
                     "a record to {}/{} was not delivered: {error}",
                     message.topic(),
@@ -117,7 +135,7 @@ pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryReport>,
     topics: OutputTopics,
     ends: OutputEnds,
-    failure: DeliveryFailure,
+    failure: Arc<DeliveryFailure>,
     /// What a previous run already produced since the restored checkpoint's scan point.
     produced: HashSet<String>,
     kafka: KafkaConfig,
@@ -153,7 +171,7 @@ impl KafkaSink {
             ],
         );
         let ends = OutputEnds::default();
-        let failure = DeliveryFailure::default();
+        let failure = Arc::new(DeliveryFailure::default());
         let producer = config
             .create_with_context(DeliveryReport {
                 ends: Arc::clone(&ends),
@@ -395,7 +413,9 @@ impl KafkaSink {
                 }
                 Err((error, returned)) => {
                     let topic = returned.topic.to_string();
-                    return fail(&self.failure, || format!("cannot produce a record to {topic}: {error}"));
+                    return self
+                        .failure
+                        .record(|| format!("cannot produce a record to {topic}: {error}"));
                 }
             }
         }
@@ -407,17 +427,18 @@ impl KafkaSink {
     /// was delivered, and only a restart from the last checkpoint re-decides and re-produces
     /// what was lost (the read-back at start keeps what did arrive from being produced twice).
     pub fn failure(&self) -> Option<String> {
-        if let Some(reason) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(reason) = self.failure.reason() {
             return Some(reason);
         }
         let (code, reason) = self.producer.client().fatal_error()?;
         let reason = format!("the producer failed for good ({code:?}): {reason}");
-        fail(&self.failure, || reason.clone());
+        self.failure.record(|| reason.clone());
         Some(reason)
     }
 
-    fn failed(&self) -> bool {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    /// Whether a record was not delivered (one atomic load: what each decision checks).
+    pub fn failed(&self) -> bool {
+        self.failure.is_set()
     }
 
     /// Gives up every record not yet delivered (after a failure, before a restart), so that

@@ -133,6 +133,56 @@ pub fn expected_actions(lines: &[String], dir: &Path) -> std::collections::BTree
         .collect()
 }
 
+/// The action topics' records, read again until they hold at least `want` (or `patience`
+/// has passed).
+#[allow(dead_code)]
+pub fn read_actions(
+    brokers: &str,
+    topics: &std::collections::BTreeMap<&'static str, String>,
+    partitions: i32,
+    want: usize,
+    patience: std::time::Duration,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let actions: Vec<String> = ["actions.sms", "actions.email", "actions.push"]
+            .iter()
+            .flat_map(|t| read_topic(brokers, &topics[t], partitions, std::time::Duration::from_secs(2)))
+            .collect();
+        if actions.len() >= want || std::time::Instant::now() >= deadline {
+            return actions;
+        }
+    }
+}
+
+/// Compares the actions a run produced with those it must (see [`expected_actions`]):
+/// panics on an action that is not one of them, byte for byte; returns the ids read more
+/// than once (with their count) and the ids missing.
+#[allow(dead_code)]
+pub fn compare_actions(
+    actions: &[String],
+    expected: &std::collections::BTreeMap<String, String>,
+) -> (Vec<(String, usize)>, Vec<String>) {
+    let mut seen: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for value in actions {
+        let action: serde_json::Value = serde_json::from_str(value).expect("actions are JSON");
+        let id = action["action_id"].as_str().expect("an action_id").to_string();
+        assert_eq!(
+            expected.get(&id).map(String::as_str),
+            Some(action.to_string().as_str()),
+            "unexpected action {action}"
+        );
+        *seen.entry(id).or_default() += 1;
+    }
+    let twice = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (id.clone(), *n))
+        .collect();
+    let missing = expected.keys().filter(|id| !seen.contains_key(*id)).cloned().collect();
+    (twice, missing)
+}
+
 /// Parses a JSON Lines file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
