@@ -60,6 +60,9 @@ pub const ENGINE_RESTARTS: &str = "kairos_engine_restarts_total";
 pub const STATE_WRITE_BATCHES: &str = "kairos_state_write_batches_total";
 /// Bytes written in those batches.
 pub const STATE_WRITE_BYTES: &str = "kairos_state_write_bytes_total";
+/// Stored subscriber values that did not decode at start, moved aside to the quarantine
+/// prefix (`src/state/mod.rs`): those subscribers started from empty state, the rest loaded.
+pub const STATE_QUARANTINED: &str = "kairos_state_quarantined_total";
 /// Events applied to subscriber state by the dataflow.
 pub const DATAFLOW_UPDATES: &str = "kairos_dataflow_updates_total";
 /// Actions held for quiet hours right now (decided when they come due).
@@ -130,6 +133,7 @@ pub fn serve(listen: SocketAddr, workers: usize) -> Result<Arc<Health>, AdminErr
         INVALID_EVENTS,
         LATE_EVENTS,
         CHECKPOINTS,
+        STATE_QUARANTINED,
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -195,6 +199,10 @@ fn describe() {
     );
     metrics::describe_counter!(STATE_WRITE_BATCHES, "RocksDB write batches (one per checkpoint)");
     metrics::describe_counter!(STATE_WRITE_BYTES, "Bytes written in RocksDB write batches");
+    metrics::describe_counter!(
+        STATE_QUARANTINED,
+        "Stored subscriber values that did not decode at start, quarantined (those subscribers started empty)"
+    );
     metrics::describe_counter!(DATAFLOW_UPDATES, "Events applied to subscriber state");
     metrics::describe_gauge!(HELD_ACTIONS, "Actions held for quiet hours, decided when they come due");
     metrics::describe_gauge!(SINK_QUEUE, "Records handed to the producer, not yet acknowledged");

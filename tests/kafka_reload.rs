@@ -317,3 +317,53 @@ fn a_published_rule_set_takes_force_at_its_event_time() {
         log()
     );
 }
+
+/// Writes a tombstone (key `rules`, no value) to the rules topic.
+fn tombstone(brokers: &str, topic: &str) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    producer
+        .send(BaseRecord::<str, [u8]>::to(topic).key(kairos::rules::publish::KEY))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_tombstone_on_the_rules_topic_blocks_neither_start_nor_the_follower() {
+    use kairos::rules::publish::{publish, Published, PublishedRules};
+    let brokers = common::kafka_brokers();
+    let topic = format!("{}.rules", common::unique_prefix("tomb"));
+    common::create_topics(&brokers, &[&topic], 1);
+    let kafka = kairos::config::KafkaConfig {
+        brokers: brokers.clone(),
+        input_topics: Vec::new(),
+        start_from: Default::default(),
+        group_id: "kairos-test-tombstone".into(),
+        delivery_timeout_ms: 60_000,
+        client: Default::default(),
+    };
+    let first = Published::from_dir(&common::root().join("rules"), 1_000).unwrap();
+    publish(&kafka, &topic, &first).unwrap();
+    tombstone(&brokers, &topic);
+
+    // What `kairos run` reads at start: the set before the tombstone is the newest.
+    let follower = PublishedRules::follow(&kafka, &topic).unwrap();
+    assert_eq!(follower.latest().unwrap(), Some(first.clone()));
+
+    // What it reads while running: another tombstone is nothing new, the next set is read.
+    tombstone(&brokers, &topic);
+    assert!(follower.poll(Duration::from_secs(2)).is_none());
+    let second = Published {
+        effective_at: format_rfc3339(2_000),
+        ..first.clone()
+    };
+    publish(&kafka, &topic, &second).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        if let Some(record) = follower.poll(Duration::from_millis(500)) {
+            break record.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the set after the tombstone was not read");
+    };
+    assert_eq!(read, second);
+}

@@ -87,10 +87,12 @@ impl Activity {
         self.usage
             .iter()
             .filter(|d| d.day <= today && d.day + days > today)
+            // Saturating: a day's bucket may already hold u64::MAX bytes (the contract allows
+            // any u64 per record), and a sum that wrapped would read as almost nothing used.
             .fold(UsageTotals::default(), |t, d| UsageTotals {
-                data_bytes: t.data_bytes + d.data_bytes,
-                voice_seconds: t.voice_seconds + u64::from(d.voice_seconds),
-                sms: t.sms + u64::from(d.sms),
+                data_bytes: t.data_bytes.saturating_add(d.data_bytes),
+                voice_seconds: t.voice_seconds.saturating_add(u64::from(d.voice_seconds)),
+                sms: t.sms.saturating_add(u64::from(d.sms)),
             })
     }
 
@@ -113,7 +115,9 @@ impl Activity {
         self.topups
             .iter()
             .filter(|(t, _)| *t <= at && t + u64::from(TOPUP_DAYS) * DAY > at)
-            .fold((0, 0.0), |(n, sum), (_, amount)| (n + 1, sum + amount))
+            // Amounts have no upper bound in the contract: the sum stops at f64::MAX instead of
+            // becoming infinity (which conditions would compare oddly and JSON cannot write).
+            .fold((0, 0.0), |(n, sum), (_, amount)| (n + 1, (sum + amount).min(f64::MAX)))
     }
 }
 
@@ -154,6 +158,27 @@ mod tests {
         assert_eq!(a.topups_until(10 * DAY), (2, 15.0));
         a.topup(31 * DAY, 20.0);
         assert_eq!(a.topups_until(31 * DAY), (2, 30.0));
+    }
+
+    #[test]
+    fn sums_of_the_largest_numbers_the_contract_allows_saturate() {
+        let mut a = Activity::default();
+        // Two records of u64::MAX bytes on two days (each day's bucket already saturates).
+        a.add_usage(DAY + 1, UsageKind::Data, u64::MAX);
+        a.add_usage(2 * DAY + 1, UsageKind::Data, u64::MAX);
+        a.add_usage(2 * DAY + 2, UsageKind::Data, u64::MAX);
+        for day in 1..=3 {
+            a.add_usage(day * DAY + 3, UsageKind::Voice, u64::MAX);
+            a.add_usage(day * DAY + 4, UsageKind::Sms, u64::MAX);
+        }
+        let totals = a.usage_over(3 * DAY, 7);
+        assert_eq!(totals.data_bytes, u64::MAX);
+        assert_eq!(totals.voice_seconds, 3 * u64::from(u32::MAX));
+        assert_eq!(totals.sms, 3 * u64::from(u32::MAX));
+        // Top-ups of the largest number JSON can write stay a finite sum.
+        a.topup(DAY, f64::MAX);
+        a.topup(DAY + 1, f64::MAX);
+        assert_eq!(a.topups_until(DAY + 2), (2, f64::MAX));
         assert_eq!(a.topups.len(), 2);
         a.visit(5, "plans");
         a.visit(3, "home");

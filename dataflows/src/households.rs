@@ -383,7 +383,11 @@ pub fn graph<'scope>(
             Summary {
                 decision_maker,
                 size: members.len() as u32,
-                value_cents: members.iter().map(|((_, f), _)| f.fee_cents).sum(),
+                // Saturating: fees have no upper bound in the contract (a fee of 1e300 is
+                // u64::MAX cents), and a wrapped sum would make a rich household look poor.
+                value_cents: members
+                    .iter()
+                    .fold(0u64, |sum, ((_, f), _)| sum.saturating_add(f.fee_cents)),
                 accounts: accounts.len() as u32,
             },
             1,

@@ -214,3 +214,47 @@ fn households_match_union_find_as_links_come_and_expire_for_any_worker_count() {
     }
     assert!(merged_and_split >= 2, "the worlds should merge and split households");
 }
+
+#[test]
+fn a_households_value_saturates_instead_of_wrapping() {
+    // Two members of one account, each with the largest fee decode lets through (a fee of
+    // 1e300 is u64::MAX cents): a wrapped sum would make the household worth almost nothing.
+    let facts = |i: u64| Facts {
+        first_seen: i * MINUTE,
+        account: "A-1".into(),
+        address: None,
+        fee_cents: u64::MAX,
+        postpaid: true,
+    };
+    let updates: Vec<(Evidence, Millis, isize)> = (1..=2)
+        .map(|i| (Evidence::Facts(msisdn(i), facts(i)), i * MINUTE, 1))
+        .collect();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&out);
+    timely::execute(timely::Config::process(1), move |worker| {
+        let sink = Arc::clone(&sink);
+        let probe = ProbeHandle::new();
+        let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+            let (input, evidence) = scope.new_collection::<Evidence, isize>();
+            graph(evidence, &config())
+                .map(|(m, view)| (m, view.size, view.value_cents))
+                .inspect(move |update| sink.lock().unwrap().push(*update))
+                .probe_with(&probe);
+            input
+        });
+        for (evidence, at, diff) in &updates {
+            input.update_at(evidence.clone(), *at, *diff);
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap();
+    let mut counts: BTreeMap<(Msisdn, u32, u64), isize> = BTreeMap::new();
+    for (view, _, diff) in out.lock().unwrap().iter() {
+        *counts.entry(*view).or_default() += diff;
+    }
+    let now: Vec<(Msisdn, u32, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).map(|(v, _)| v).collect();
+    assert_eq!(now, vec![(msisdn(1), 2, u64::MAX), (msisdn(2), 2, u64::MAX)]);
+}

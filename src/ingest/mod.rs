@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod kafka;
+pub mod login;
 pub mod range;
 
 use kairos_model::Event;

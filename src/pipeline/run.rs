@@ -32,6 +32,7 @@ use super::{enter, finish, load_rules, EventInput, RulesError, RulesInput};
 use crate::admin::{AdminError, Health};
 use crate::config::RunConfig;
 use crate::ingest::kafka::{list_partitions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier};
+use crate::ingest::login::{check_login, LoginError};
 use crate::ingest::range::Range;
 use crate::ingest::Received;
 use crate::rules::publish::{PublishError, PublishedRules};
@@ -60,6 +61,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Ingest(#[from] KafkaIngestError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
     #[error("cannot start the checkpoint writer: {0}")]
     Writer(std::io::Error),
     #[error("cannot start the workers: {0}")]
@@ -89,6 +92,9 @@ impl RunError {
             RunError::RulesTopic(
                 PublishError::Client { .. } | PublishError::Read { .. } | PublishError::TimedOut(_),
             ) => Some("kafka"),
+            // Unreachable brokers may come back; a refused login will not until someone
+            // changes the configuration.
+            RunError::Login(LoginError::Unreachable { .. }) => Some("kafka"),
             _ => None,
         }
     }
@@ -157,6 +163,8 @@ fn run_from_checkpoint(
     health: &Arc<Health>,
     store: &Arc<StateStore>,
 ) -> Result<(), RunError> {
+    // Before any other client: a refused login says so (see `ingest/login.rs`).
+    check_login(&config.kafka)?;
     let mut rules = load_rules(&config.engine.rules)?;
     let mut rules_version = crate::rules::watch::fingerprint(&config.engine.rules);
     // With a rules topic, the newest published set is in force from the start — or, when
@@ -177,6 +185,7 @@ fn run_from_checkpoint(
     let workers = config.engine.workers;
     let loading = Instant::now();
     let restored = store.load()?;
+    let quarantined = restored.as_ref().map_or(0, |r| r.quarantined);
     let load_ms = loading.elapsed().as_millis() as u64;
     health.set_restored();
     let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
@@ -222,6 +231,7 @@ fn run_from_checkpoint(
         metrics = %config.metrics.listen,
         state = %config.state.dir.display(),
         restored_subscribers = subscribers,
+        quarantined_states = quarantined,
         restored_at = %kairos_model::time::format_rfc3339(restored_at),
         recalled_outputs = recalled,
         load_ms,

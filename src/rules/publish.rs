@@ -151,28 +151,26 @@ impl PublishedRules {
     }
 
     /// The newest record read in this call, if any (waits at most `wait` for the first).
-    /// A record that does not parse is an error for the caller to log and count.
+    /// A record that does not parse is an error for the caller to log and count; a
+    /// tombstone is skipped (see [`read_record`]).
     pub fn poll(&self, wait: Duration) -> Option<Result<Published, PublishError>> {
         let mut newest = None;
         let mut wait = wait;
         while let Some(message) = self.consumer.poll(wait) {
             wait = Duration::ZERO;
-            newest = Some(match message {
+            match message {
                 Ok(message) => {
-                    let offset = message.offset();
-                    serde_json::from_slice::<Published>(message.payload().unwrap_or_default()).map_err(|e| {
-                        PublishError::NotARuleSet {
-                            topic: self.topic.clone(),
-                            offset,
-                            reason: e.to_string(),
-                        }
-                    })
+                    if let Some(record) = read_record(&self.topic, message.offset(), message.payload()) {
+                        newest = Some(record);
+                    }
                 }
-                Err(source) => Err(PublishError::Read {
-                    topic: self.topic.clone(),
-                    source,
-                }),
-            });
+                Err(source) => {
+                    newest = Some(Err(PublishError::Read {
+                        topic: self.topic.clone(),
+                        source,
+                    }))
+                }
+            }
         }
         newest
     }
@@ -213,6 +211,31 @@ impl PublishedRules {
     }
 }
 
+/// One record of the rules topic at `offset`: a published set, an error when its value is
+/// not one, or `None` for a tombstone (a record without a value — what an operator writes to
+/// clear the compacted key). A tombstone is ignored with a warning and the set in force
+/// stays: kairos has no "no rules" state to switch to, and a tombstone blocking every start
+/// (or making the follower refuse it again on each poll) would be worse than keeping the
+/// rules. Once compaction has removed the records before it, a later start runs the folder's
+/// set.
+pub fn read_record(topic: &str, offset: i64, payload: Option<&[u8]>) -> Option<Result<Published, PublishError>> {
+    let Some(payload) = payload else {
+        tracing::warn!(
+            topic,
+            offset,
+            "a tombstone (a record without a value) on the rules topic: ignored, the rule set in force stays"
+        );
+        return None;
+    };
+    Some(
+        serde_json::from_slice::<Published>(payload).map_err(|e| PublishError::NotARuleSet {
+            topic: topic.to_string(),
+            offset,
+            reason: e.to_string(),
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +256,17 @@ mod tests {
             .insert("roaming-welcome.toml".into(), "id = \"x\"\n".into());
         let error = broken.rules().unwrap_err().to_string();
         assert!(error.contains("roaming-welcome.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_tombstone_is_skipped_and_an_empty_or_foreign_value_is_an_error() {
+        assert!(read_record("rules", 7, None).is_none(), "a tombstone is no record");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let published = Published::from_dir(&dir, 1_000).unwrap();
+        let text = serde_json::to_vec(&published).unwrap();
+        assert_eq!(read_record("rules", 8, Some(&text)).unwrap().unwrap(), published);
+        // An empty value is a value: not a rule set, said with where it is.
+        let error = read_record("rules", 9, Some(b"")).unwrap().unwrap_err().to_string();
+        assert!(error.starts_with("rules:0@9: not a published rule set"), "{error}");
     }
 }

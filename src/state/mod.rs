@@ -11,9 +11,21 @@
 //! | `s` + msisdn (`u64` BE) | `0x01` + bincode of the `SubscriberState` |
 //! | `m:checkpoint` | `0x01` + bincode of [`CheckpointMeta`] |
 //! | `m:waiting` | `0x01` + bincode of the waiting events |
+//! | `q` + the rest of a bad `s` key | a subscriber value that did not decode at start, as it was stored |
 //!
 //! A deleted subscriber keeps its (tiny) tombstone state, so an older record arriving later
 //! cannot bring it back.
+//!
+//! **Bad stored values.** Values are decoded with a size limit ([`SUBSCRIBER_VALUE_LIMIT`],
+//! [`CHECKPOINT_VALUE_LIMIT`]): a corrupt length makes the value corrupt instead of making
+//! bincode allocate whatever it claims (and the process abort). A subscriber value that does
+//! not decode is *quarantined* at start: moved, bytes unchanged, from its `s` key to the same
+//! key under `q` (one synced write), counted in `kairos_state_quarantined_total` and logged
+//! without the number (the number only at debug level); that subscriber starts from empty
+//! state, the others load, and the next start does not see it again. The `q` keys are never
+//! read by kairos: they are kept for whoever investigates, and may be deleted. A corrupt
+//! `m:checkpoint` or `m:waiting` is different — without them kairos cannot know where its
+//! inputs resume — so it stops start with an error that says what to do.
 
 pub mod coordinator;
 pub mod writer;
@@ -31,6 +43,22 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The version byte in front of every value.
 const VALUE_VERSION: u8 = 1;
 const SUBSCRIBER_PREFIX: u8 = b's';
+/// Where a subscriber value that did not decode is moved (never loaded).
+const QUARANTINE_PREFIX: u8 = b'q';
+/// The most bytes a subscriber value may claim while it decodes. A real state is a few KiB
+/// (contact history, a month of usage buckets and top-ups, household evidence: about 1 KiB
+/// in the load tests' worlds); 64 MiB is far above any of them and far below an allocation
+/// that could take the process down.
+pub const SUBSCRIBER_VALUE_LIMIT: usize = 64 << 20;
+/// The most bytes `m:checkpoint` or `m:waiting` may claim while it decodes: the events
+/// waiting at a checkpoint are held in memory by the workers (about 200 bytes each), so 4 GiB
+/// is some 20 million of them — more than a process that wrote them could have held.
+pub const CHECKPOINT_VALUE_LIMIT: usize = 4 << 30;
+/// A value shorter than [`SMALL_VALUE`] decodes under [`SUBSCRIBER_VALUE_LIMIT`] whatever its
+/// kind: what a value decodes to is at most some tens of times its encoded size (a varint of
+/// one byte becomes eight; an event of ~60 bytes some 200), so a short value that claims
+/// gigabytes is corrupt, and is refused before anything that large is allocated.
+const SMALL_VALUE: usize = 1 << 20;
 const META_CHECKPOINT: &[u8] = b"m:checkpoint";
 const META_WAITING: &[u8] = b"m:waiting";
 const META_VERSION: &[u8] = b"v";
@@ -46,6 +74,8 @@ pub enum StateError {
     Io(#[from] rocksdb::Error),
     #[error("state store value for {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the checkpoint record {key} in the state store {path} is corrupt ({reason}): without it kairos cannot know where its inputs resume — restore the folder from a backup, or move it away to start from empty state (inputs are then read from `start_from`)")]
+    CorruptCheckpoint { path: PathBuf, key: String, reason: String },
 }
 
 /// A position in a Kafka partition: (topic, partition, offset in librdkafka's raw form,
@@ -72,6 +102,8 @@ pub struct Restored {
     pub meta: CheckpointMeta,
     pub subscribers: Vec<(Msisdn, SubscriberState)>,
     pub waiting: Vec<Event>,
+    /// Subscriber values that did not decode and were quarantined by this load.
+    pub quarantined: usize,
 }
 
 /// One checkpoint to write.
@@ -85,6 +117,7 @@ pub struct CheckpointWrite<'a> {
 /// The RocksDB store: a narrow, batched wrapper.
 pub struct StateStore {
     db: DB,
+    dir: PathBuf,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -94,40 +127,87 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
-    decode_as(|| key.to_string(), bytes)
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8], limit: Limit) -> Result<T, StateError> {
+    decode_as(|| key.to_string(), bytes, limit)
+}
+
+/// Which size limit a value decodes under.
+#[derive(Clone, Copy)]
+enum Limit {
+    Subscriber,
+    Checkpoint,
 }
 
 /// [`decode`], naming the key only when the value is corrupt.
-fn decode_as<T: DeserializeOwned>(key: impl Fn() -> String, bytes: &[u8]) -> Result<T, StateError> {
+fn decode_as<T: DeserializeOwned>(key: impl Fn() -> String, bytes: &[u8], limit: Limit) -> Result<T, StateError> {
     let corrupt = |reason: String| StateError::Corrupt { key: key(), reason };
-    match bytes.split_first() {
-        Some((&VALUE_VERSION, rest)) => bincode::serde::decode_from_slice(rest, bincode::config::standard())
-            .map(|(value, _)| value)
-            .map_err(|e| corrupt(e.to_string())),
-        Some((version, _)) => Err(corrupt(format!("unknown value version {version}"))),
-        None => Err(corrupt("empty value".into())),
+    let (version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty value".into()))?;
+    if *version != VALUE_VERSION {
+        return Err(corrupt(format!("unknown value version {version}")));
     }
+    let config = bincode::config::standard();
+    let decoded = match limit {
+        Limit::Subscriber => bincode::serde::decode_from_slice(rest, config.with_limit::<SUBSCRIBER_VALUE_LIMIT>()),
+        Limit::Checkpoint if rest.len() >= SMALL_VALUE => {
+            bincode::serde::decode_from_slice(rest, config.with_limit::<CHECKPOINT_VALUE_LIMIT>())
+        }
+        Limit::Checkpoint => bincode::serde::decode_from_slice(rest, config.with_limit::<SUBSCRIBER_VALUE_LIMIT>()),
+    };
+    let (value, read) = decoded.map_err(|e| corrupt(e.to_string()))?;
+    // `encode` writes exactly one value: bytes after it mean the value is not what was written.
+    if read != rest.len() {
+        return Err(corrupt(format!("{} bytes after the value", rest.len() - read)));
+    }
+    Ok(value)
 }
 
 /// How many subscriber values are decoded together.
 const DECODE_CHUNK: usize = 65_536;
 
-/// Decodes `raw` on `threads` threads into `out` (in order), emptying `raw`.
+/// A stored subscriber value that does not decode: its key, its bytes and why.
+struct BadValue {
+    key: Box<[u8]>,
+    value: Box<[u8]>,
+    reason: String,
+}
+
+/// Decodes `raw` on `threads` threads into `out` (in order), emptying `raw`; the values that
+/// do not decode go to `bad`.
 fn decode_states(
     raw: &mut Vec<(Msisdn, Box<[u8]>)>,
     threads: usize,
     out: &mut Vec<(Msisdn, SubscriberState)>,
-) -> Result<(), StateError> {
+    bad: &mut Vec<BadValue>,
+) {
+    type Part = (Vec<(Msisdn, SubscriberState)>, Vec<BadValue>);
     let per_thread = raw.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<Result<Vec<(Msisdn, SubscriberState)>, StateError>> = std::thread::scope(|scope| {
+    let parts: Vec<Part> = std::thread::scope(|scope| {
         let handles: Vec<_> = raw
             .chunks(per_thread)
             .map(|part| {
                 scope.spawn(move || {
-                    part.iter()
-                        .map(|(msisdn, value)| Ok((*msisdn, decode_as(|| format!("s{msisdn}"), value)?)))
-                        .collect()
+                    let mut part_bad = Vec::new();
+                    let states = part
+                        .iter()
+                        .filter_map(
+                            |(msisdn, value)| match decode_as(String::new, value, Limit::Subscriber) {
+                                Ok(state) => Some((*msisdn, state)),
+                                Err(error) => {
+                                    let reason = match error {
+                                        StateError::Corrupt { reason, .. } => reason,
+                                        other => other.to_string(),
+                                    };
+                                    part_bad.push(BadValue {
+                                        key: subscriber_key(*msisdn).into(),
+                                        value: value.clone(),
+                                        reason,
+                                    });
+                                    None
+                                }
+                            },
+                        )
+                        .collect();
+                    (states, part_bad)
                 })
             })
             .collect();
@@ -136,11 +216,11 @@ fn decode_states(
             .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     });
-    for part in parts {
-        out.extend(part?);
+    for (states, part_bad) in parts {
+        out.extend(states);
+        bad.extend(part_bad);
     }
     raw.clear();
-    Ok(())
 }
 
 fn subscriber_key(msisdn: Msisdn) -> [u8; 9] {
@@ -171,7 +251,45 @@ impl StateStore {
                 }
             }
         }
-        Ok(StateStore { db })
+        Ok(StateStore {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Decodes a record of the checkpoint itself: corrupt, it is an error that stops start.
+    fn checkpoint_record<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StateError> {
+        decode(key, bytes, Limit::Checkpoint).map_err(|error| match error {
+            StateError::Corrupt { key, reason } => StateError::CorruptCheckpoint {
+                path: self.dir.clone(),
+                key,
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Moves a subscriber value that does not decode from its `s` key to the same key under
+    /// `q`, in one synced write, so that no later start reads it again.
+    fn quarantine(&self, bad: &BadValue) -> Result<(), StateError> {
+        let mut moved = bad.key.to_vec();
+        moved[0] = QUARANTINE_PREFIX;
+        let mut batch = WriteBatch::default();
+        batch.put(&moved, &bad.value);
+        batch.delete(&bad.key);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        metrics::counter!(crate::telemetry::STATE_QUARANTINED).increment(1);
+        // The number is personal data: only its key kind and the reason at warn level.
+        tracing::warn!(
+            key_kind = "subscriber",
+            reason = %bad.reason,
+            bytes = bad.value.len(),
+            "a stored subscriber state does not decode: moved to the quarantine prefix `q` (never loaded again), that subscriber starts from empty state"
+        );
+        tracing::debug!(key = ?bad.key, reason = %bad.reason, "quarantined subscriber value");
+        Ok(())
     }
 
     /// The last checkpoint, if any was written.
@@ -179,15 +297,16 @@ impl StateStore {
         let Some(meta) = self.db.get(META_CHECKPOINT)? else {
             return Ok(None);
         };
-        let meta: CheckpointMeta = decode("m:checkpoint", &meta)?;
+        let meta: CheckpointMeta = self.checkpoint_record("m:checkpoint", &meta)?;
         let waiting = match self.db.get(META_WAITING)? {
-            Some(bytes) => decode("m:waiting", &bytes)?,
+            Some(bytes) => self.checkpoint_record("m:waiting", &bytes)?,
             None => Vec::new(),
         };
         // Values are read in key order and decoded in chunks on every core: decoding a
         // million states took 8.9 s on one (loadtest/results, restart).
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut subscribers = Vec::new();
+        let mut bad = Vec::new();
         let mut raw: Vec<(Msisdn, Box<[u8]>)> = Vec::with_capacity(DECODE_CHUNK);
         for item in self
             .db
@@ -198,22 +317,27 @@ impl StateStore {
                 break;
             }
             let number = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            let Some(msisdn) = number.and_then(Msisdn::from_u64) else {
-                return Err(StateError::Corrupt {
-                    key: format!("{key:?}"),
-                    reason: "not a subscriber key".into(),
-                });
-            };
-            raw.push((msisdn, value));
+            match number.and_then(Msisdn::from_u64) {
+                Some(msisdn) if key.len() == 9 => raw.push((msisdn, value)),
+                _ => bad.push(BadValue {
+                    key,
+                    value,
+                    reason: "not a subscriber key (`s` and a number of 8 bytes)".into(),
+                }),
+            }
             if raw.len() == DECODE_CHUNK {
-                decode_states(&mut raw, threads, &mut subscribers)?;
+                decode_states(&mut raw, threads, &mut subscribers, &mut bad);
             }
         }
-        decode_states(&mut raw, threads, &mut subscribers)?;
+        decode_states(&mut raw, threads, &mut subscribers, &mut bad);
+        for value in &bad {
+            self.quarantine(value)?;
+        }
         Ok(Some(Restored {
             meta,
             subscribers,
             waiting,
+            quarantined: bad.len(),
         }))
     }
 
@@ -308,7 +432,131 @@ mod tests {
         }
         let error = StateStore::open(dir.path()).unwrap().load().err().unwrap().to_string();
         assert!(
-            error.contains("m:checkpoint is corrupt: unknown value version 9"),
+            error.contains("checkpoint record m:checkpoint in the state store")
+                && error.contains("is corrupt (unknown value version 9)")
+                && error.contains("restore the folder from a backup, or move it away"),
+            "{error}"
+        );
+    }
+
+    fn number(n: u64) -> Msisdn {
+        Msisdn::from_u64(351_910_000_000 + n).unwrap()
+    }
+
+    /// A state whose encoding holds `marker` as a bincode string (length byte, then bytes).
+    fn state_with(marker: &str) -> SubscriberState {
+        let mut state = SubscriberState::default();
+        state.mark_fired(marker, "2026-07-01T00:00:00Z", false);
+        state
+    }
+
+    /// Writes a checkpoint of subscribers 1..=3 (each with a state holding `MARKER`).
+    fn three_subscribers(dir: &Path) -> SubscriberState {
+        let store = StateStore::open(dir).unwrap();
+        let state = state_with(MARKER);
+        store
+            .write(&CheckpointWrite {
+                meta: CheckpointMeta {
+                    at: 100,
+                    ..Default::default()
+                },
+                subscribers: vec![(number(1), &state), (number(2), &state), (number(3), &state)],
+                waiting: &[],
+            })
+            .unwrap();
+        state
+    }
+
+    const MARKER: &str = "a-rule-id-to-find";
+
+    /// The stored value of `msisdn`, with the length of [`MARKER`] replaced by `length`
+    /// (bincode's varint: 253, then eight bytes little-endian).
+    fn with_corrupt_length(store: &StateStore, msisdn: Msisdn, length: u64) -> Vec<u8> {
+        let value = store.db.get(subscriber_key(msisdn)).unwrap().unwrap();
+        let at = value
+            .windows(MARKER.len())
+            .position(|w| w == MARKER.as_bytes())
+            .expect("the marker is in the encoding");
+        assert_eq!(value[at - 1] as usize, MARKER.len());
+        let mut corrupt = value[..at - 1].to_vec();
+        corrupt.push(253);
+        corrupt.extend(length.to_le_bytes());
+        corrupt.extend(&value[at..]);
+        corrupt
+    }
+
+    #[test]
+    fn a_corrupt_length_is_a_corrupt_value_not_an_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = three_subscribers(dir.path());
+        let store = StateStore::open(dir.path()).unwrap();
+        // 2^62 bytes: without a limit bincode would allocate them before reading, and the
+        // process would abort (a test process included).
+        let corrupt = with_corrupt_length(&store, number(2), 1 << 62);
+        let error = decode_as::<SubscriberState>(|| "s2".into(), &corrupt, Limit::Subscriber).unwrap_err();
+        assert!(error.to_string().contains("s2 is corrupt"), "{error}");
+        assert!(error.to_string().to_lowercase().contains("limit"), "{error}");
+        // Just above the limit is refused too; a real value's lengths decode.
+        let corrupt = with_corrupt_length(&store, number(2), SUBSCRIBER_VALUE_LIMIT as u64 + 1);
+        assert!(decode_as::<SubscriberState>(|| "s2".into(), &corrupt, Limit::Subscriber).is_err());
+        let good = store.db.get(subscriber_key(number(2))).unwrap().unwrap();
+        assert_eq!(
+            decode_as::<SubscriberState>(|| "s2".into(), &good, Limit::Subscriber).unwrap(),
+            state
+        );
+        // Bytes after a whole value are corruption too.
+        let mut longer = good.clone();
+        longer.push(0);
+        let error = decode_as::<SubscriberState>(|| "s2".into(), &longer, Limit::Subscriber).unwrap_err();
+        assert!(error.to_string().contains("1 bytes after the value"), "{error}");
+    }
+
+    #[test]
+    fn a_corrupt_subscriber_value_is_quarantined_and_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = three_subscribers(dir.path());
+        let corrupt = {
+            let store = StateStore::open(dir.path()).unwrap();
+            let corrupt = with_corrupt_length(&store, number(2), 1 << 62);
+            store.db.put(subscriber_key(number(2)), &corrupt).unwrap();
+            // A key under `s` that is not a subscriber's, and a value of an unknown version.
+            store.db.put(b"s\x01", [VALUE_VERSION]).unwrap();
+            store.db.put(subscriber_key(number(3)), [9u8, 0, 0]).unwrap();
+            corrupt
+        };
+
+        let store = StateStore::open(dir.path()).unwrap();
+        let restored = store.load().unwrap().unwrap();
+        assert_eq!(restored.subscribers, vec![(number(1), state.clone())]);
+        assert_eq!(restored.quarantined, 3);
+        assert_eq!(restored.meta.at, 100);
+        // Moved, bytes unchanged, to the quarantine prefix; gone from the subscribers.
+        let mut moved = subscriber_key(number(2));
+        moved[0] = QUARANTINE_PREFIX;
+        assert_eq!(store.db.get(moved).unwrap(), Some(corrupt));
+        assert_eq!(store.db.get(subscriber_key(number(2))).unwrap(), None);
+        assert_eq!(store.db.get(b"q\x01").unwrap().as_deref(), Some(&[VALUE_VERSION][..]));
+        drop(store);
+
+        // The next start does not see them again.
+        let again = StateStore::open(dir.path()).unwrap().load().unwrap().unwrap();
+        assert_eq!(again.subscribers, vec![(number(1), state)]);
+        assert_eq!(again.quarantined, 0);
+    }
+
+    #[test]
+    fn corrupt_waiting_events_stop_start_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        three_subscribers(dir.path());
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let mut waiting = vec![VALUE_VERSION, 253];
+            waiting.extend((1u64 << 62).to_le_bytes());
+            store.db.put(META_WAITING, waiting).unwrap();
+        }
+        let error = StateStore::open(dir.path()).unwrap().load().unwrap_err().to_string();
+        assert!(
+            error.contains("checkpoint record m:waiting") && error.contains("move it away"),
             "{error}"
         );
     }

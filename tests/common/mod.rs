@@ -367,3 +367,61 @@ pub fn world(
     kairos_loadtest::world::generate(&spec, |line| lines.push(line.to_string()));
     lines
 }
+
+/// The local broker's SASL_PLAINTEXT listener (mechanism PLAIN) and the user it knows, for
+/// the tests of `[kafka.client]` security settings.
+pub struct SaslListener {
+    /// `host:port` of the SASL listener.
+    pub brokers: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// The SASL listener `scripts/kafka start` opens beside the PLAINTEXT one:
+/// `KAIROS_KAFKA_SASL_BROKERS`, or the PLAINTEXT broker's port + 2 (the script's
+/// `KAFKA_SASL_PORT` default); the user is `KAIROS_KAFKA_SASL_USERNAME` /
+/// `KAIROS_KAFKA_SASL_PASSWORD`, or the script's defaults. Never skipped: a broker without
+/// the listener fails the test, saying how to add it.
+pub fn kafka_sasl() -> SaslListener {
+    let plaintext = kafka_brokers();
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let brokers = std::env::var("KAIROS_KAFKA_SASL_BROKERS").unwrap_or_else(|_| {
+        let first = plaintext.split(',').next().unwrap_or_default();
+        let (host, port) = first.rsplit_once(':').expect("KAIROS_KAFKA_BROKERS is host:port");
+        let port: u16 = port.parse().expect("KAIROS_KAFKA_BROKERS has a numeric port");
+        format!("{host}:{}", port + 2)
+    });
+    let address = brokers.split(',').next().unwrap_or_default();
+    assert!(
+        std::net::TcpStream::connect(address).is_ok(),
+        "no SASL listener on {address}: the broker was started without one (by an older \
+         scripts/kafka, or with KAFKA_SASL=0). When nobody else uses it, `scripts/kafka restart` \
+         adds it; or set KAIROS_KAFKA_SASL_BROKERS to a SASL_PLAINTEXT/PLAIN listener"
+    );
+    SaslListener {
+        brokers,
+        username: env("KAIROS_KAFKA_SASL_USERNAME", "kairos"),
+        password: env("KAIROS_KAFKA_SASL_PASSWORD", "kairos-secret"),
+    }
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:`port`: (status, body), or `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}
