@@ -94,6 +94,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
+/// The most a stored value may decode to. Without a limit, a corrupt length in a value
+/// (found by the `state` fuzz target, fuzz/README.md) made bincode allocate that length at
+/// once: a panic ("capacity overflow") or an abort instead of a `Corrupt` error.
+const MAX_DECODED_BYTES: usize = 1 << 30;
+
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
     decode_as(|| key.to_string(), bytes)
 }
@@ -102,9 +107,12 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError>
 fn decode_as<T: DeserializeOwned>(key: impl Fn() -> String, bytes: &[u8]) -> Result<T, StateError> {
     let corrupt = |reason: String| StateError::Corrupt { key: key(), reason };
     match bytes.split_first() {
-        Some((&VALUE_VERSION, rest)) => bincode::serde::decode_from_slice(rest, bincode::config::standard())
-            .map(|(value, _)| value)
-            .map_err(|e| corrupt(e.to_string())),
+        Some((&VALUE_VERSION, rest)) => {
+            let config = bincode::config::standard().with_limit::<MAX_DECODED_BYTES>();
+            bincode::serde::decode_from_slice(rest, config)
+                .map(|(value, _)| value)
+                .map_err(|e| corrupt(e.to_string()))
+        }
         Some((version, _)) => Err(corrupt(format!("unknown value version {version}"))),
         None => Err(corrupt("empty value".into())),
     }
@@ -311,5 +319,32 @@ mod tests {
             error.contains("m:checkpoint is corrupt: unknown value version 9"),
             "{error}"
         );
+    }
+
+    /// Found by the `state` fuzz target (fuzz/regressions/state/): a string length of about
+    /// 2^64 in a checkpoint's input positions panicked with "capacity overflow"; a length
+    /// within the address space but beyond memory aborted.
+    #[test]
+    fn a_corrupt_length_in_a_value_is_an_error_not_an_allocation() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/state/crash-eaddc877dfbc3c94f1855229340517378443949a"
+        ))
+        .unwrap();
+        // The target's first byte picks the kind (1: the checkpoint); the rest is the value.
+        let error = decode::<CheckpointMeta>("m:checkpoint", &input[1..])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("state store value for m:checkpoint is corrupt"),
+            "{error}"
+        );
+        // A length just over the limit, in a value far shorter than it.
+        let mut value = vec![VALUE_VERSION, 0, 1, 0xfc];
+        value.extend(u32::try_from(MAX_DECODED_BYTES + 1).unwrap().to_le_bytes());
+        let error = decode::<CheckpointMeta>("m:checkpoint", &value)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is corrupt"), "{error}");
     }
 }
