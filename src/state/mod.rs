@@ -16,6 +16,7 @@
 //! cannot bring it back.
 
 pub mod coordinator;
+pub mod stored;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
