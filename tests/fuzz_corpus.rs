@@ -86,7 +86,8 @@ fn state_values_of_the_golden_cases() {
     for case in cases.iter().filter(|c| c.join("events.jsonl").exists()) {
         // A case without a rules folder runs the shipped rules (as tests/golden.rs does).
         let own = case.join("rules");
-        let rules = kairos::rules::load_dir(if own.is_dir() { &own } else { &root.join("rules") }).unwrap();
+        let dir = if own.is_dir() { own } else { root.join("rules") };
+        let rules = kairos::rules::load_dir(&dir).unwrap();
         let mut logic = SubscriberLogic::new(
             Arc::new(rules),
             Default::default(),
