@@ -19,8 +19,11 @@ use kairos_model::Origin;
 use crate::rules::RuleError;
 use crate::state::stored::{Stored, StoredKind};
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the folder of its corpus) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("event", event),
     ("rule_file", rule_file),
     ("policy", policy),
