@@ -275,7 +275,12 @@ fn invalid(path: &Path) -> impl FnOnce(String) -> ConfigError + '_ {
 impl RunConfig {
     /// Reads and checks a configuration file; errors say `file:line:col: what`.
     pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
-        let config: RunConfig = parse(path, &read(path)?)?;
+        RunConfig::from_toml(path, &read(path)?)
+    }
+
+    /// [`RunConfig::load`] of the text of the file `path`.
+    pub fn from_toml(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
+        let config: RunConfig = parse(path, text)?;
         config.check().map_err(invalid(path))?;
         Ok(config)
     }

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod decode;
+pub mod fuzzing;
 pub mod ingest;
 pub mod pipeline;
 pub mod progress;

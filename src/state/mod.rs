@@ -28,6 +28,7 @@
 //! inputs resume — so it stops start with an error that says what to do.
 
 pub mod coordinator;
+pub mod stored;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -559,5 +560,32 @@ mod tests {
             error.contains("checkpoint record m:waiting") && error.contains("move it away"),
             "{error}"
         );
+    }
+
+    /// Found by the `state` fuzz target (fuzz/regressions/state/): a string length of about
+    /// 2^64 in a checkpoint's input positions panicked with "capacity overflow"; a length
+    /// within the address space but beyond memory aborted.
+    #[test]
+    fn a_corrupt_length_in_a_value_is_an_error_not_an_allocation() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/state/crash-eaddc877dfbc3c94f1855229340517378443949a"
+        ))
+        .unwrap();
+        // The target's first byte picks the kind (1: the checkpoint); the rest is the value.
+        let error = decode::<CheckpointMeta>("m:checkpoint", &input[1..], Limit::Checkpoint)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("state store value for m:checkpoint is corrupt"),
+            "{error}"
+        );
+        // A length just over the limit of a short value, in a value far shorter than it.
+        let mut value = vec![VALUE_VERSION, 0, 1, 0xfc];
+        value.extend(u32::try_from(SUBSCRIBER_VALUE_LIMIT + 1).unwrap().to_le_bytes());
+        let error = decode::<CheckpointMeta>("m:checkpoint", &value, Limit::Checkpoint)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is corrupt"), "{error}");
     }
 }
