@@ -367,3 +367,133 @@ fn a_tombstone_on_the_rules_topic_blocks_neither_start_nor_the_follower() {
     };
     assert_eq!(read, second);
 }
+
+/// Reads `consumer` into `actions` until it holds `want` of them (or fails after a minute).
+fn read_until(consumer: &BaseConsumer, actions: &mut Vec<serde_json::Value>, want: u64, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (actions.len() as u64) < want {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} actions:\n{}",
+            actions.len(),
+            log()
+        );
+        while let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) {
+            actions.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_restart_resumes_with_the_checkpointed_rules_and_a_broken_folder_does_not_stop_it() {
+    let brokers = common::kafka_brokers();
+    let topics = common::kafka_topics("rc");
+    let names: Vec<&str> = topics.values().map(String::as_str).collect();
+    common::create_topics(&brokers, &names, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("travel-tips.toml"), rule("v1")).unwrap();
+    let config = dir.path().join("kairos.toml");
+    common::write_run_config(
+        &config,
+        &brokers,
+        &topics,
+        &dir.path().join("state"),
+        &format!("rules = \"{}\"\nrules_poll_ms = 100", rules.display()),
+        "checkpoint_interval_ms = 200",
+    );
+    let log_path = dir.path().join("kairos.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut engine = common::start_engine(&config, &log_path);
+    let producer = customers(&brokers, &topics["customers"]);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "kairos-rules-checkpoint-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(&topics["actions.sms"], partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut actions: Vec<serde_json::Value> = Vec::new();
+    let mut produced = 0u64;
+    let mut produce = |n: u64| {
+        for _ in 0..n {
+            arrival(&producer, &topics["network"], produced);
+            produced += 1;
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        produced
+    };
+
+    // v1, then a live change to v2 and enough event time after it for a checkpoint to pass it.
+    let upto = produce(60);
+    read_until(&consumer, &mut actions, upto, &log);
+    std::fs::write(rules.join("travel-tips.toml"), rule("v2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("rules changed: the new set") {
+        assert!(Instant::now() < deadline, "the change was not taken:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let upto = produce(120);
+    read_until(&consumer, &mut actions, upto, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    engine.0.kill().unwrap(); // SIGKILL: no final checkpoint
+    let _ = engine.0.wait();
+    let switched = log()
+        .lines()
+        .find(|l| l.contains("rules changed: the new set"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("at=")))
+        .map(|t| parse_rfc3339(t.trim_matches('"')).unwrap())
+        .expect("the switch's instant is logged");
+
+    // The folder is broken while the engine is down: it starts anyway, with v2.
+    std::fs::write(rules.join("travel-tips.toml"), "id = \"travel-tips\"\nmoment = ").unwrap();
+    let _engine = common::start_engine(&config, &log_path);
+    let upto = produce(60);
+    read_until(&consumer, &mut actions, upto, &log);
+    let text = log();
+    let restored_at = text
+        .lines()
+        .filter(|l| l.contains("kairos run: starting"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("restored_at=")))
+        .map(|t| parse_rfc3339(t.trim_matches('"')).unwrap())
+        .expect("the restart logs the instant it resumed from");
+    assert!(
+        restored_at > switched,
+        "the checkpoint before the kill should be past the switch at {}, it was at {}",
+        format_rfc3339(switched),
+        format_rfc3339(restored_at)
+    );
+    assert!(
+        text.contains("does not check") && text.contains("stays in force"),
+        "the broken folder is reported:\n{text}"
+    );
+    for action in &actions[180..] {
+        assert!(action["message"].as_str().unwrap().starts_with("v2"), "{action}");
+    }
+
+    // A good save is still taken live after the refused folder.
+    std::fs::write(rules.join("travel-tips.toml"), rule("v3")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !actions.iter().any(|a| a["message"].as_str().unwrap().starts_with("v3")) {
+        assert!(Instant::now() < deadline, "no action under v3:\n{}", log());
+        let upto = produce(5);
+        read_until(&consumer, &mut actions, upto, &log);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    while let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+        actions.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    }
+    let mut ids: Vec<&str> = actions.iter().map(|a| a["action_id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, produced, "every event decided once");
+    assert_eq!(actions.len() as u64, produced, "no action produced twice");
+}

@@ -52,13 +52,22 @@ pub struct RulesError {
 
 /// Loads a rules folder; every problem becomes one [`RulesError`] for the command line.
 pub fn load_rules(dir: &Path) -> Result<Arc<RuleSet>, RulesError> {
-    crate::rules::load_dir(dir).map(Arc::new).map_err(|errors| RulesError {
-        first: errors.first().map(ToString::to_string).unwrap_or_default(),
-        more: match errors.len() {
-            0 | 1 => String::new(),
-            n => format!(" (and {} more; see `kairos rules check {}`)", n - 1, dir.display()),
-        },
-    })
+    crate::rules::load_dir(dir)
+        .map(Arc::new)
+        .map_err(|errors| RulesError::new(dir, &errors))
+}
+
+impl RulesError {
+    /// The first of the folder `dir`'s problems, and how many more there are.
+    pub fn new(dir: &Path, errors: &[crate::rules::RuleError]) -> RulesError {
+        RulesError {
+            first: errors.first().map(ToString::to_string).unwrap_or_default(),
+            more: match errors.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more; see `kairos rules check {}`)", n - 1, dir.display()),
+            },
+        }
+    }
 }
 
 /// Sends what a source read into the dataflow at the input's current epoch (counting it,

@@ -16,7 +16,7 @@
 // them by value keeps the call sites plain.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,13 +28,14 @@ use kairos_model::{Event, Millis, RuleSet};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use super::{enter, finish, load_rules, EventInput, RulesError, RulesInput};
+use super::{enter, finish, EventInput, RulesError, RulesInput};
 use crate::admin::{AdminError, Health};
 use crate::config::RunConfig;
 use crate::ingest::kafka::{list_partitions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier};
 use crate::ingest::login::{check_login, LoginError};
 use crate::ingest::range::Range;
 use crate::ingest::Received;
+use crate::rules::history::{Folder, NoRules, Pending, RulesAt, RulesHistory, StartRules};
 use crate::rules::publish::{PublishError, PublishedRules};
 use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
@@ -110,9 +111,6 @@ const RESTART_FIRST_WAIT: Duration = Duration::from_secs(1);
 const RESTART_MAX_WAIT: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(120);
 
-/// A checked rule set waiting for its instant: (in force from, set, version).
-type Scheduled = (Millis, RuleSet, String);
-
 /// Runs the engine until `shutdown` is set, or, with a bounded `range`, until every input
 /// partition has been read to the range's end and everything before it decided; either way
 /// it leaves after a final checkpoint. A failure that a restart repairs restarts the engine
@@ -165,28 +163,45 @@ fn run_from_checkpoint(
 ) -> Result<(), RunError> {
     // Before any other client: a refused login says so (see `ingest/login.rs`).
     check_login(&config.kafka)?;
-    let mut rules = load_rules(&config.engine.rules)?;
-    let mut rules_version = crate::rules::watch::fingerprint(&config.engine.rules);
+    let workers = config.engine.workers;
+    let loading = Instant::now();
+    let restored = store.load()?;
+    let quarantined = restored.as_ref().map_or(0, |r| r.quarantined);
+    let load_ms = loading.elapsed().as_millis() as u64;
+    let restored_at = restored.as_ref().map_or(0, |r| r.meta.at);
+    // The rules the checkpoint recorded, or the folder's (see `rules/history.rs`).
+    let mut start = StartRules::resolve(
+        Folder::read(&config.engine.rules),
+        restored.as_ref().and_then(|r| r.rules.as_ref()),
+        restored_at,
+    )
+    .map_err(|NoRules(errors)| RulesError::new(&config.engine.rules, &errors))?;
     // With a rules topic, the newest published set is in force from the start — or, when
-    // it names a later event time than the state resumes from, from then on (the folder's
-    // set until then).
-    let mut scheduled: Option<Scheduled> = None;
+    // it names a later event time than the state resumes from, from then on.
     let published = match &config.engine.rules_topic {
         None => None,
         Some(topic) => {
             let follower = PublishedRules::follow(&config.kafka, topic)?;
             if let Some(latest) = follower.latest()? {
                 let (set, at) = latest.rules()?;
-                scheduled = Some((at, set, latest.version));
+                let pending = Pending {
+                    at,
+                    set,
+                    version: latest.version,
+                    files: latest.files,
+                    recorded: false,
+                };
+                start.published(pending, restored_at);
             }
             Some(follower)
         }
     };
-    let workers = config.engine.workers;
-    let loading = Instant::now();
-    let restored = store.load()?;
-    let quarantined = restored.as_ref().map_or(0, |r| r.quarantined);
-    let load_ms = loading.elapsed().as_millis() as u64;
+    for note in &start.notes {
+        tracing::warn!("{note}");
+    }
+    if let Some((version, problems)) = &start.folder_rejected {
+        refuse_rules(version, problems);
+    }
     health.set_restored();
     let mut sink = KafkaSink::new(&config.kafka, config.topics.clone())?;
     let recalled = sink.recall(restored.as_ref().map(|r| r.meta.scan_from.as_slice()))?;
@@ -194,7 +209,7 @@ fn run_from_checkpoint(
     let sink = Arc::new(sink);
     let partitions = list_partitions(&config.kafka)?;
 
-    let (restored_at, resume, waiting, shards, subscribers) = match restored {
+    let (resume, waiting, shards, subscribers) = match restored {
         Some(restored) => {
             let mut shards = vec![Vec::new(); workers];
             let subscribers = restored.subscribers.len();
@@ -207,14 +222,26 @@ fn run_from_checkpoint(
                 .iter()
                 .map(|(t, p, o)| ((t.clone(), *p), *o))
                 .collect();
-            (restored.meta.at, resume, restored.waiting, shards, subscribers)
+            (resume, restored.waiting, shards, subscribers)
         }
-        None => (0, HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
+        None => (HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
     };
-    if let Some((_, set, version)) = scheduled.take_if(|(at, _, _)| *at <= restored_at) {
-        rules = Arc::new(set);
-        rules_version = version;
-    }
+    // What each checkpoint records: the set in force now, then the sets still to come that
+    // a checkpoint recorded (until they take force again, a later checkpoint must keep them).
+    let history = Arc::new(RulesHistory::new(
+        RulesAt {
+            at: restored_at,
+            version: start.version.clone(),
+            files: start.files.clone(),
+        },
+        start.queue.iter().filter(|p| p.recorded).map(|p| RulesAt {
+            at: p.at,
+            version: p.version.clone(),
+            files: p.files.clone(),
+        }),
+    ));
+    let rules = Arc::new(std::mem::take(&mut start.in_force));
+    let rules_version = start.version.clone();
     metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);
     telemetry::rules_in_force(None, &rules_version, rules.rules.len());
     // A rules topic replaces the folder watch.
@@ -249,6 +276,7 @@ fn run_from_checkpoint(
             Arc::clone(store),
             Arc::clone(&coordinator),
             sink.ends(),
+            Arc::clone(&history),
         )
         .map_err(RunError::Writer)?,
     );
@@ -258,7 +286,9 @@ fn run_from_checkpoint(
         rules_version,
         rules_dir: config.engine.rules.clone(),
         rules_poll,
-        published: Mutex::new((published, scheduled)),
+        folder: (start.folder_version.clone(), start.folder_rejected.map(|(v, _)| v)),
+        published: Mutex::new((published, std::mem::take(&mut start.queue))),
+        history,
         durability: Durability {
             requests,
             restored: Arc::new(Mutex::new(shards)),
@@ -342,7 +372,11 @@ struct Shared {
     /// How often worker 0 looks at the rules folder; zero with a rules topic.
     rules_poll: Duration,
     /// Worker 0 takes these: the rules topic's follower and a set waiting for its instant.
-    published: Mutex<(Option<PublishedRules>, Option<Scheduled>)>,
+    published: Mutex<(Option<PublishedRules>, VecDeque<Pending>)>,
+    /// The folder's version at start, and that version again when it was refused there.
+    folder: (String, Option<String>),
+    /// The sets put in force, for the checkpoints.
+    history: Arc<RulesHistory>,
     durability: Durability,
     outputs: Outputs,
     /// The events that waited at the restored checkpoint; worker 0 sends them again.
@@ -365,8 +399,9 @@ struct Shared {
 struct RuleFeed {
     watcher: Option<RulesWatcher>,
     follower: Option<PublishedRules>,
-    /// A checked set waiting for its instant.
-    switch: Option<Scheduled>,
+    /// Checked sets waiting for their instants, in order.
+    switch: VecDeque<Pending>,
+    history: Arc<RulesHistory>,
     in_force: Arc<RuleSet>,
     /// The version of the set in force.
     version: String,
@@ -378,12 +413,14 @@ impl RuleFeed {
         let (follower, switch) = if index == 0 {
             std::mem::take(&mut *shared.published.lock().unwrap_or_else(|p| p.into_inner()))
         } else {
-            (None, None)
+            (None, VecDeque::new())
         };
+        let (folder, rejected) = shared.folder.clone();
         RuleFeed {
-            watcher: watch.then(|| RulesWatcher::new(&shared.rules_dir, shared.rules_poll)),
+            watcher: watch.then(|| RulesWatcher::resume(&shared.rules_dir, shared.rules_poll, &folder, rejected)),
             follower,
             switch,
+            history: Arc::clone(&shared.history),
             in_force: Arc::clone(&shared.rules),
             version: shared.rules_version.clone(),
         }
@@ -395,13 +432,30 @@ impl RuleFeed {
         // A stopping engine takes no new rules from the folder (the next start reads it).
         if let Some(change) = self.watcher.as_mut().filter(|_| !stopping).and_then(RulesWatcher::look) {
             match change {
-                Change::Valid { rules, version } => self.switch = Some((0, rules, version)),
+                Change::Valid { rules, version, files } => self.switch.push_back(Pending {
+                    at: 0,
+                    set: rules,
+                    version,
+                    files,
+                    recorded: false,
+                }),
                 Change::Invalid { version, problems } => refuse_rules(&version, &problems),
             }
         }
         if let Some(record) = self.follower.as_ref().and_then(|f| f.poll(Duration::ZERO)) {
-            match record.and_then(|p| p.rules().map(|(set, at)| (at, set, p.version))) {
-                Ok(published) => self.switch = Some(published),
+            match record.and_then(|p| p.rules().map(|(set, at)| (at, set, p))) {
+                Ok((at, set, published)) => {
+                    // The newest record wins over one not yet in force (as the compacted
+                    // topic does); the sets a checkpoint recorded stay.
+                    self.switch.retain(|p| p.recorded);
+                    self.switch.push_back(Pending {
+                        at,
+                        set,
+                        version: published.version,
+                        files: published.files,
+                        recorded: false,
+                    });
+                }
                 Err(problem) => refuse_rules("published", &[problem.to_string()]),
             }
         }
@@ -410,29 +464,39 @@ impl RuleFeed {
     /// Puts a waiting set in force once the worker's `epoch` reaches its instant (at once if
     /// event time is already past it), at that instant of the rules input.
     fn switch_at(&mut self, epoch: Millis, rules_input: &mut RulesInput) {
-        let Some((at, set, version)) = self.switch.take_if(|(at, _, _)| epoch >= *at) else {
-            return;
-        };
-        let at = at.max(*rules_input.time());
-        if at > *rules_input.time() {
-            rules_input.advance_to(at);
+        while self.switch.front().is_some_and(|p| epoch >= p.at) {
+            let Some(Pending {
+                at,
+                set,
+                version,
+                files,
+                ..
+            }) = self.switch.pop_front()
+            else {
+                break;
+            };
+            let at = at.max(*rules_input.time());
+            if at > *rules_input.time() {
+                rules_input.advance_to(at);
+            }
+            let shown = kairos_model::time::format_rfc3339(*rules_input.time());
+            let (added, changed, removed) = crate::rules::watch::changes(&self.in_force, &set);
+            tracing::info!(
+                version,
+                at = shown,
+                rules = set.rules.len(),
+                ?added,
+                ?changed,
+                ?removed,
+                "rules changed: the new set is in force from this event time on"
+            );
+            metrics::counter!(telemetry::RULE_CHANGES).increment(1);
+            telemetry::rules_in_force(Some(&self.version), &version, set.rules.len());
+            self.history.switched(at, &version, &files);
+            self.version = version;
+            self.in_force = Arc::new(set.clone());
+            rules_input.send(set);
         }
-        let shown = kairos_model::time::format_rfc3339(*rules_input.time());
-        let (added, changed, removed) = crate::rules::watch::changes(&self.in_force, &set);
-        tracing::info!(
-            version,
-            at = shown,
-            rules = set.rules.len(),
-            ?added,
-            ?changed,
-            ?removed,
-            "rules changed: the new set is in force from this event time on"
-        );
-        metrics::counter!(telemetry::RULE_CHANGES).increment(1);
-        telemetry::rules_in_force(Some(&self.version), &version, set.rules.len());
-        self.version = version;
-        self.in_force = Arc::new(set.clone());
-        rules_input.send(set);
     }
 }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub mod diff;
+pub mod history;
 pub mod policy;
 pub mod publish;
 pub mod watch;

@@ -25,14 +25,24 @@ pub fn fingerprint(dir: &Path) -> String {
         })
         .unwrap_or_default();
     paths.sort();
+    let files: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, std::fs::read(path).unwrap_or_default())
+        })
+        .collect();
+    fingerprint_parts(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))
+}
+
+/// The hash of [`fingerprint`] over (name, bytes) pairs given in name order.
+pub fn fingerprint_parts<'a>(files: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
     let mut hasher = Sha256::new();
-    for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        for part in [name.as_bytes(), bytes.as_slice()] {
+    for (name, bytes) in files {
+        for part in [name.as_bytes(), bytes] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
@@ -43,8 +53,12 @@ pub fn fingerprint(dir: &Path) -> String {
 /// What a look at the folder found.
 #[derive(Debug)]
 pub enum Change {
-    /// A new valid set, with its version (the folder's fingerprint).
-    Valid { rules: RuleSet, version: String },
+    /// A new valid set, with its version (the folder's fingerprint) and its files.
+    Valid {
+        rules: RuleSet,
+        version: String,
+        files: super::history::Files,
+    },
     /// A new set that does not check: each problem, one line.
     Invalid { version: String, problems: Vec<String> },
 }
@@ -64,14 +78,19 @@ pub struct RulesWatcher {
 impl RulesWatcher {
     /// A watcher of `dir`, whose current content is in force.
     pub fn new(dir: &Path, every: Duration) -> RulesWatcher {
-        let in_force = fingerprint(dir);
+        RulesWatcher::resume(dir, every, &fingerprint(dir), None)
+    }
+
+    /// A watcher of `dir` whose content (version `folder`) was taken at start, or refused
+    /// there (`rejected`): only a later change is news.
+    pub fn resume(dir: &Path, every: Duration, folder: &str, rejected: Option<String>) -> RulesWatcher {
         RulesWatcher {
             dir: dir.to_path_buf(),
             every,
             last_look: Instant::now(),
-            previous: in_force.clone(),
-            in_force,
-            rejected: None,
+            previous: folder.to_string(),
+            in_force: folder.to_string(),
+            rejected,
         }
     }
 
@@ -93,11 +112,17 @@ impl RulesWatcher {
         if !settled || now == self.in_force || self.rejected.as_ref() == Some(&now) {
             return None;
         }
-        match super::load_dir(&self.dir) {
-            Ok(rules) => {
+        match super::read_dir_files(&self.dir)
+            .and_then(|files| super::load_files(&self.dir, &files).map(|rules| (rules, files)))
+        {
+            Ok((rules, files)) => {
                 self.in_force = now.clone();
                 self.rejected = None;
-                Some(Change::Valid { rules, version: now })
+                Some(Change::Valid {
+                    rules,
+                    version: now,
+                    files,
+                })
             }
             Err(errors) => {
                 self.rejected = Some(now.clone());
@@ -143,7 +168,7 @@ mod tests {
         std::fs::write(dir.path().join("r.toml"), RULE.replace("hi", "hello")).unwrap();
         assert!(watcher.look().is_none(), "a change is taken once it has settled");
         match watcher.look() {
-            Some(Change::Valid { rules, version }) => {
+            Some(Change::Valid { rules, version, .. }) => {
                 assert_eq!(rules.rules[0].messages["en"], "hello");
                 assert_ne!(version, first);
             }

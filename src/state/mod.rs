@@ -11,6 +11,7 @@
 //! | `s` + msisdn (`u64` BE) | `0x01` + bincode of the `SubscriberState` |
 //! | `m:checkpoint` | `0x01` + bincode of [`CheckpointMeta`] |
 //! | `m:waiting` | `0x01` + bincode of the waiting events |
+//! | `m:rules` | `0x01` + bincode of the [`RulesRecord`]: the rule sets in force from the checkpoint's instant on |
 //! | `q` + the rest of a bad `s` key | a subscriber value that did not decode at start, as it was stored |
 //!
 //! A deleted subscriber keeps its (tiny) tombstone state, so an older record arriving later
@@ -38,6 +39,8 @@ use kairos_model::{Event, Millis, Msisdn};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::rules::history::RulesRecord;
+
 /// The version of the on-disk layout, raised whenever a stored type changes. 2:
 /// `SubscriberState` gained `previous_country`; 3: its contact history (held actions, caps).
 pub const FORMAT_VERSION: u32 = 3;
@@ -62,6 +65,7 @@ pub const CHECKPOINT_VALUE_LIMIT: usize = 4 << 30;
 const SMALL_VALUE: usize = 1 << 20;
 const META_CHECKPOINT: &[u8] = b"m:checkpoint";
 const META_WAITING: &[u8] = b"m:waiting";
+const META_RULES: &[u8] = b"m:rules";
 const META_VERSION: &[u8] = b"v";
 
 /// Why the state store could not be used.
@@ -103,6 +107,9 @@ pub struct Restored {
     pub meta: CheckpointMeta,
     pub subscribers: Vec<(Msisdn, SubscriberState)>,
     pub waiting: Vec<Event>,
+    /// The rules the checkpoint recorded (none from a kairos before 0.1's rule history, or
+    /// when the record does not decode: then the folder's rules are used, with a warning).
+    pub rules: Option<RulesRecord>,
     /// Subscriber values that did not decode and were quarantined by this load.
     pub quarantined: usize,
 }
@@ -113,6 +120,7 @@ pub struct CheckpointWrite<'a> {
     pub meta: CheckpointMeta,
     pub subscribers: Vec<(Msisdn, &'a SubscriberState)>,
     pub waiting: &'a [Event],
+    pub rules: Option<RulesRecord>,
 }
 
 /// The RocksDB store: a narrow, batched wrapper.
@@ -303,6 +311,17 @@ impl StateStore {
             Some(bytes) => self.checkpoint_record("m:waiting", &bytes)?,
             None => Vec::new(),
         };
+        // Not a record start depends on: one that does not decode leaves the folder's rules.
+        let rules = match self.db.get(META_RULES)? {
+            Some(bytes) => match decode::<RulesRecord>("m:rules", &bytes, Limit::Checkpoint) {
+                Ok(rules) => Some(rules),
+                Err(error) => {
+                    tracing::warn!(%error, "the checkpoint's rule record does not decode: the rules folder's set is in force");
+                    None
+                }
+            },
+            None => None,
+        };
         // Values are read in key order and decoded in chunks on every core: decoding a
         // million states took 8.9 s on one (loadtest/results, restart).
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -338,6 +357,7 @@ impl StateStore {
             meta,
             subscribers,
             waiting,
+            rules,
             quarantined: bad.len(),
         }))
     }
@@ -349,6 +369,9 @@ impl StateStore {
             batch.put(subscriber_key(*msisdn), encode(state));
         }
         batch.put(META_WAITING, encode(&checkpoint.waiting));
+        if let Some(rules) = &checkpoint.rules {
+            batch.put(META_RULES, encode(rules));
+        }
         batch.put(META_CHECKPOINT, encode(&checkpoint.meta));
         let bytes = batch.size_in_bytes();
         let mut options = WriteOptions::default();
@@ -396,21 +419,33 @@ mod tests {
                 meta: meta.clone(),
                 subscribers: vec![(a, &state), (b, &state)],
                 waiting: &[],
+                rules: None,
             })
             .unwrap();
         state.unassigned_data.push((1, 2));
         let later = CheckpointMeta { at: 200, ..meta };
+        let in_force = |at, text: &str| crate::rules::history::RulesAt {
+            at,
+            version: format!("v{at}"),
+            files: [("a.toml".to_string(), text.to_string())].into(),
+        };
+        let rules = RulesRecord {
+            in_force: in_force(150, "x"),
+            later: vec![in_force(250, "y")],
+        };
         store
             .write(&CheckpointWrite {
                 meta: later.clone(),
                 subscribers: vec![(b, &state)],
                 waiting: &[],
+                rules: Some(rules.clone()),
             })
             .unwrap();
         drop(store);
 
         let restored = StateStore::open(dir.path()).unwrap().load().unwrap().unwrap();
         assert_eq!(restored.meta, later);
+        assert_eq!(restored.rules, Some(rules));
         assert_eq!(restored.subscribers.len(), 2);
         assert_eq!(restored.subscribers[0].1.unassigned_data, vec![]);
         assert_eq!(restored.subscribers[1].1.unassigned_data, vec![(1, 2)]);
@@ -463,6 +498,7 @@ mod tests {
                 },
                 subscribers: vec![(number(1), &state), (number(2), &state), (number(3), &state)],
                 waiting: &[],
+                rules: None,
             })
             .unwrap();
         state

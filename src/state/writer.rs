@@ -12,6 +12,7 @@ use kairos_model::{Event, Millis, Msisdn};
 
 use super::coordinator::Coordinator;
 use super::{CheckpointMeta, CheckpointWrite, Position, StateStore};
+use crate::rules::history::RulesHistory;
 use crate::sinks::kafka::KafkaSink;
 use crate::telemetry;
 
@@ -109,12 +110,14 @@ const FLUSH_RETRY: Duration = Duration::from_millis(500);
 
 impl BackgroundWriter {
     /// Starts the writer thread; `outputs_at_last` is where the outputs ended at the restored
-    /// checkpoint (or when the engine started).
+    /// checkpoint (or when the engine started); each checkpoint records the rules of
+    /// `rules` from its instant on.
     pub fn start(
         sink: Arc<KafkaSink>,
         store: Arc<StateStore>,
         coordinator: Arc<Coordinator>,
         outputs_at_last: Vec<Position>,
+        rules: Arc<RulesHistory>,
     ) -> std::io::Result<BackgroundWriter> {
         let (jobs, queue) = std::sync::mpsc::channel::<Ready>();
         let busy = Arc::new(AtomicU64::new(0));
@@ -126,7 +129,7 @@ impl BackgroundWriter {
             .spawn(move || {
                 let mut outputs_at_last = outputs_at_last;
                 for ready in queue {
-                    match write_until_done(&ready, &mut outputs_at_last, &sink, &store) {
+                    match write_until_done(&ready, &mut outputs_at_last, &sink, &store, &rules) {
                         Ok(()) => {
                             done.store(0, Ordering::SeqCst);
                             coordinator.complete(ready.at);
@@ -171,10 +174,11 @@ fn write_until_done(
     outputs_at_last: &mut Vec<Position>,
     sink: &KafkaSink,
     store: &StateStore,
+    rules: &RulesHistory,
 ) -> Result<(), WriterFailure> {
     let mut store_failures = 0;
     loop {
-        match write(ready, outputs_at_last, sink, store) {
+        match write(ready, outputs_at_last, sink, store, rules) {
             Ok(()) => return Ok(()),
             Err(WriteError::Delivery(reason)) => return Err(WriterFailure::Delivery(reason)),
             Err(WriteError::Flush(error)) => {
@@ -216,6 +220,7 @@ fn write(
     outputs_at_last: &mut Vec<Position>,
     sink: &KafkaSink,
     store: &StateStore,
+    rules: &RulesHistory,
 ) -> Result<(), WriteError> {
     let started = Instant::now();
     sink.flush(Duration::from_secs(30))?;
@@ -235,6 +240,7 @@ fn write(
         meta,
         subscribers: ready.subscribers.iter().map(|(m, s)| (*m, s)).collect(),
         waiting: &ready.waiting,
+        rules: Some(rules.record_at(ready.at)),
     };
     store.write(&checkpoint)?;
     telemetry::checkpoint_written(started.elapsed().as_secs_f64(), ready.subscribers.len());
