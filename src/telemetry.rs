@@ -37,6 +37,10 @@ pub const SINK_ERRORS: &str = "kairos_sink_delivery_errors_total";
 pub const MOMENTS: &str = "kairos_dataflow_moments_total";
 /// Events about subscribers without a customer record.
 pub const WITHOUT_CUSTOMER: &str = "kairos_dataflow_events_without_customer_total";
+/// Events about erased subscribers (they build no state).
+pub const FOR_ERASED: &str = "kairos_dataflow_events_for_erased_total";
+/// Erasures applied (their traces removed from every other subscriber's state).
+pub const ERASURES: &str = "kairos_dataflow_erasures_total";
 /// Customer records older than the one in force (ignored, contract §1).
 pub const STALE_CUSTOMER_RECORDS: &str = "kairos_dataflow_stale_customer_records_total";
 /// Rule conditions that failed to evaluate (counted as not holding).
@@ -63,6 +67,8 @@ pub const STATE_WRITE_BYTES: &str = "kairos_state_write_bytes_total";
 /// Stored subscriber values that did not decode at start, moved aside to the quarantine
 /// prefix (`src/state/mod.rs`): those subscribers started from empty state, the rest loaded.
 pub const STATE_QUARANTINED: &str = "kairos_state_quarantined_total";
+/// Compactions of the state store after a checkpoint that erased subscribers.
+pub const STATE_ERASURE_COMPACTIONS: &str = "kairos_state_erasure_compactions_total";
 /// Events applied to subscriber state by the dataflow.
 pub const DATAFLOW_UPDATES: &str = "kairos_dataflow_updates_total";
 /// Actions held for quiet hours right now (decided when they come due).
@@ -173,6 +179,11 @@ fn describe() {
     metrics::describe_gauge!(RULES_IN_FORCE, "Rules in force");
     metrics::describe_counter!(MOMENTS, "Moments detected before policy");
     metrics::describe_counter!(WITHOUT_CUSTOMER, "Events about subscribers without a customer record");
+    metrics::describe_counter!(FOR_ERASED, "Events about erased subscribers (they build no state)");
+    metrics::describe_counter!(
+        ERASURES,
+        "Erasures applied to every worker's states (evidence, keys and views naming the number removed)"
+    );
     metrics::describe_counter!(
         STALE_CUSTOMER_RECORDS,
         "Customer records older than the one in force (ignored)"
@@ -202,6 +213,10 @@ fn describe() {
     metrics::describe_counter!(
         STATE_QUARANTINED,
         "Stored subscriber values that did not decode at start, quarantined (those subscribers started empty)"
+    );
+    metrics::describe_counter!(
+        STATE_ERASURE_COMPACTIONS,
+        "Full compactions of the state store after a checkpoint that erased subscribers"
     );
     metrics::describe_counter!(DATAFLOW_UPDATES, "Events applied to subscriber state");
     metrics::describe_gauge!(HELD_ACTIONS, "Actions held for quiet hours, decided when they come due");
@@ -265,6 +280,8 @@ pub fn worker_position(
 pub fn dataflow_stats(stats: &DataflowStats) {
     metrics::counter!(MOMENTS).absolute(stats.moments.load(Ordering::Relaxed));
     metrics::counter!(WITHOUT_CUSTOMER).absolute(stats.events_without_customer.load(Ordering::Relaxed));
+    metrics::counter!(FOR_ERASED).absolute(stats.events_for_erased.load(Ordering::Relaxed));
+    metrics::counter!(ERASURES).absolute(stats.erasures.load(Ordering::Relaxed));
     metrics::counter!(STALE_CUSTOMER_RECORDS).absolute(stats.stale_customer_records.load(Ordering::Relaxed));
     metrics::counter!(CONDITION_ERRORS).absolute(stats.condition_errors.load(Ordering::Relaxed));
     metrics::counter!(DATAFLOW_UPDATES).absolute(stats.updates.load(Ordering::Relaxed));

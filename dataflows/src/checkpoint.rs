@@ -64,6 +64,8 @@ pub struct Durability {
     pub restored: RestoredShards,
     /// The instant the restored checkpoint was taken at (0 when starting afresh).
     pub restored_at: Millis,
+    /// The numbers erased before it (read by every worker).
+    pub erased: Arc<crate::erased::ErasedIndex>,
 }
 
 impl Durability {

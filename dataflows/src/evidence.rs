@@ -143,6 +143,32 @@ impl HouseholdState {
         }
     }
 
+    /// Forgets the erased numbers at instant `now`: the soft evidence naming them leaves the
+    /// graph now (its later expiry is cancelled), and a household view naming them is
+    /// dropped (the graph sends the new one). Whether anything changed.
+    pub fn forget(&mut self, erased: &[Msisdn], now: Millis, out: &mut Vec<EvidenceUpdate>) -> bool {
+        let before = self.evidence.len();
+        self.evidence.retain(|(expires, evidence), weight| {
+            if !erased.iter().any(|m| evidence.names(*m)) {
+                return true;
+            }
+            if *expires > now {
+                out.push((evidence.clone(), now, -*weight));
+                out.push((evidence.clone(), *expires, *weight));
+            }
+            false
+        });
+        let mut changed = self.evidence.len() != before;
+        if self.view.as_ref().is_some_and(|v| erased.iter().any(|m| v.names(*m))) {
+            self.view = None;
+            changed = true;
+        }
+        let pending = self.pending_views.len();
+        self.pending_views
+            .retain(|(_, view, _)| !erased.iter().any(|m| view.names(*m)));
+        changed || self.pending_views.len() != pending
+    }
+
     /// Everything this subscriber holds in force, again, at instant `at` (a restart: the
     /// graph starts empty).
     pub fn re_emit(&self, msisdn: Msisdn, at: Millis, out: &mut Vec<EvidenceUpdate>) {

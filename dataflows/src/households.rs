@@ -124,6 +124,18 @@ pub enum Evidence {
     Cancel(Msisdn),
 }
 
+impl Evidence {
+    /// Whether this evidence names `msisdn` (as either party).
+    pub fn names(&self, msisdn: Msisdn) -> bool {
+        match self {
+            Evidence::Facts(m, _) | Evidence::Login(m, _) | Evidence::Holder(_, _, m) | Evidence::Cancel(m) => {
+                *m == msisdn
+            }
+            Evidence::Call(a, b) | Evidence::Paid(a, b) => *a == msisdn || *b == msisdn,
+        }
+    }
+}
+
 /// An update of the evidence collection: data, time, diff.
 pub type EvidenceUpdate = (Evidence, Millis, isize);
 
@@ -176,6 +188,14 @@ pub struct HouseholdView {
 }
 
 impl HouseholdView {
+    /// Whether the view names `msisdn` (founder, decision maker, competitor, a link).
+    pub fn names(&self, msisdn: Msisdn) -> bool {
+        self.founder == msisdn
+            || self.decision_maker == msisdn
+            || self.competitor_peer == Some(msisdn)
+            || self.links.iter().any(|(m, _)| *m == msisdn)
+    }
+
     /// The household id: stable while the founder stays (an unrelated member joining later
     /// never changes it).
     pub fn id(&self) -> String {

@@ -24,6 +24,7 @@
 pub mod calendar;
 pub mod checkpoint;
 pub mod condition;
+pub mod erased;
 pub mod evidence;
 pub mod features;
 pub mod households;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
+use kairos_model::event::{Customer, EventBody};
 use kairos_model::{Decision, Event, Millis, RuleSet};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::core::OkErr;
@@ -52,6 +54,11 @@ use crate::households::{HouseholdConfig, ViewUpdate};
 pub struct DataflowStats {
     /// Events about subscribers with no customer record at that time (applied, never acted on).
     pub events_without_customer: AtomicU64,
+    /// Events about erased subscribers (`"deleted": true`, no newer record since): they
+    /// build no state.
+    pub events_for_erased: AtomicU64,
+    /// Erasures whose traces were looked for in the other subscribers' states.
+    pub erasures: AtomicU64,
     /// Customer records older than the one already held (ignored, contract §1).
     pub stale_customer_records: AtomicU64,
     /// Moments detected (before policy).
@@ -95,10 +102,23 @@ pub fn decisions<'scope>(
     let rule_updates = rule_updates
         .unwrap_or_else(|| Vec::<RuleSet>::new().to_stream(scope))
         .broadcast();
+    // An erasure seen by any worker reaches every worker, where other subscribers' states
+    // may name the number.
+    let erasures = events
+        .clone()
+        .flat_map(|event| match event.body {
+            EventBody::Customer(Customer::Deleted) => Some((event.msisdn, event.ts)),
+            _ => None,
+        })
+        .broadcast();
+    let broadcasts = subscriber::Broadcasts {
+        rules: rule_updates,
+        erasures,
+    };
     if !households.enabled {
         let none = Vec::<ViewUpdate>::new().to_stream(scope);
         let (outputs, _) =
-            subscriber::subscriber_state(events, none.clone(), rule_updates, rules, stats, durability, None);
+            subscriber::subscriber_state(events, none.clone(), broadcasts, rules, stats, durability, None);
         let (decisions, state) = outputs.ok_err(|output| output);
         return Outputs {
             decisions,
@@ -110,8 +130,7 @@ pub fn decisions<'scope>(
     // run a step ahead of the graph instead of waiting for it at every step.
     let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
     let config = Some(households.clone());
-    let (outputs, evidence) =
-        subscriber::subscriber_state(events, views, rule_updates, rules, stats, durability, config);
+    let (outputs, evidence) = subscriber::subscriber_state(events, views, broadcasts, rules, stats, durability, config);
     let (decisions, state) = outputs.ok_err(|output| output);
     let households = households::graph(evidence.as_collection(), households)
         .inner

@@ -65,6 +65,9 @@ pub struct Deferred {
     pub moment_key: String,
 }
 
+/// What a dedupe key that named an erased number becomes.
+pub const ERASED_KEY: &str = "erased";
+
 /// When a rule last acted on one subscriber, per dedupe key; which channels they opted out
 /// of, and since when; the marketing actions that count for caps and arbitration; and the
 /// actions waiting for quiet hours to end.
@@ -83,6 +86,23 @@ pub struct ContactHistory {
 }
 
 impl ContactHistory {
+    /// Forgets the dedupe keys that name an erased number (`names`: the numbers' digits):
+    /// the cooldown entries for them go, and an action waiting for quiet hours keeps its
+    /// place with the key redacted. Whether anything changed.
+    pub fn forget(&mut self, names: &[String]) -> bool {
+        let named = |key: &str| names.iter().any(|n| key.contains(n.as_str()));
+        let before = self.sent.len();
+        self.sent.retain(|(_, key, _)| !named(key));
+        let mut changed = self.sent.len() != before;
+        for deferred in &mut self.deferred {
+            if named(&deferred.moment_key) {
+                deferred.moment_key = ERASED_KEY.to_string();
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// The moment time of the last action this rule sent for this key.
     pub fn last_sent(&self, rule: &str, key: &str) -> Option<Millis> {
         self.sent

@@ -3,7 +3,7 @@
 
 use chrono_tz::Tz;
 use kairos_model::event::{Customer, CustomerRecord};
-use kairos_model::{CountryCode, Millis};
+use kairos_model::{CountryCode, Millis, Msisdn};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{cycle_containing, Cycle};
@@ -142,6 +142,24 @@ impl SubscriberState {
         for (ts, bytes) in held {
             self.add_data(ts, bytes, tz, anchor_day);
         }
+    }
+
+    /// Forgets every trace of the erased numbers in this (other) subscriber's state at
+    /// instant `now` (`names`: their digits): household evidence and views, once-only marks
+    /// and contact-history keys that name them. Whether anything changed.
+    pub fn forget(
+        &mut self,
+        erased: &[Msisdn],
+        names: &[String],
+        now: Millis,
+        evidence: &mut Vec<crate::households::EvidenceUpdate>,
+    ) -> bool {
+        let household = self.household.forget(erased, now, evidence);
+        let fired = self.fired.len();
+        self.fired
+            .retain(|(_, key)| !names.iter().any(|n| key.contains(n.as_str())));
+        let contacts = self.contacts.forget(names);
+        household || contacts || self.fired.len() != fired
     }
 
     /// Whether a once-only moment of `rule` already fired for `key`.

@@ -49,6 +49,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
                 requests,
                 restored: Arc::default(),
                 restored_at: 0,
+                erased: Arc::default(),
             }),
             first_workers,
         );
@@ -85,6 +86,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
                 requests: Arc::new(CheckpointRequests::default()),
                 restored: Arc::new(Mutex::new(restored)),
                 restored_at: at,
+                erased: Arc::default(),
             }),
             second_workers,
         );

@@ -149,6 +149,9 @@ pub enum SuppressReason {
     RuleHoldout,
     /// The rule was removed (a live rule change) while the action waited for quiet hours.
     RuleRemoved,
+    /// The subscriber was erased (`"deleted": true`) while the action waited for quiet
+    /// hours: the decision says so without naming them ([`Decision::is_erased`]).
+    Erased,
 }
 
 impl SuppressReason {
@@ -164,6 +167,7 @@ impl SuppressReason {
             SuppressReason::GlobalHoldout => "global_holdout",
             SuppressReason::RuleHoldout => "rule_holdout",
             SuppressReason::RuleRemoved => "rule_removed",
+            SuppressReason::Erased => "erased",
         }
     }
 }
@@ -210,6 +214,12 @@ struct DecisionJson<'a> {
 }
 
 impl Decision {
+    /// A decision about an erased subscriber: written without their number (`"msisdn": ""`)
+    /// and produced without a record key.
+    pub fn is_erased(&self) -> bool {
+        self.verdict == Verdict::Suppressed(SuppressReason::Erased)
+    }
+
     /// The decision as one line of JSON (no trailing newline).
     pub fn to_json(&self) -> String {
         let a = &self.action;
@@ -222,9 +232,13 @@ impl Decision {
             rule: &a.rule,
             rule_version: &a.rule_version,
             moment: &a.moment,
-            msisdn: a.msisdn.to_string(),
+            msisdn: if self.is_erased() {
+                String::new()
+            } else {
+                a.msisdn.to_string()
+            },
             moment_ts: format_rfc3339(a.moment_ts),
-            moment_key: &self.moment_key,
+            moment_key: if self.is_erased() { "" } else { &self.moment_key },
             channel: a.channel.as_str(),
             decision,
             reason,

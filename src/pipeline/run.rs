@@ -209,7 +209,7 @@ fn run_from_checkpoint(
     let sink = Arc::new(sink);
     let partitions = list_partitions(&config.kafka)?;
 
-    let (resume, waiting, shards, subscribers) = match restored {
+    let (resume, waiting, shards, subscribers, erased) = match restored {
         Some(restored) => {
             let mut shards = vec![Vec::new(); workers];
             let subscribers = restored.subscribers.len();
@@ -222,9 +222,15 @@ fn run_from_checkpoint(
                 .iter()
                 .map(|(t, p, o)| ((t.clone(), *p), *o))
                 .collect();
-            (resume, restored.waiting, shards, subscribers)
+            (resume, restored.waiting, shards, subscribers, restored.erased)
         }
-        None => (HashMap::new(), Vec::new(), vec![Vec::new(); workers], 0),
+        None => (
+            HashMap::new(),
+            Vec::new(),
+            vec![Vec::new(); workers],
+            0,
+            Default::default(),
+        ),
     };
     // What each checkpoint records: the set in force now, then the sets still to come that
     // a checkpoint recorded (until they take force again, a later checkpoint must keep them).
@@ -293,6 +299,7 @@ fn run_from_checkpoint(
             requests,
             restored: Arc::new(Mutex::new(shards)),
             restored_at,
+            erased: Arc::new(erased),
         },
         outputs: Outputs {
             sink: Arc::clone(&sink),

@@ -362,7 +362,14 @@ impl KafkaSink {
             telemetry::record_decision(decision);
         }
         if !self.produced.contains(&decision_identity(id)) {
-            self.send(&self.topics.decisions, key.as_bytes(), decision.to_json().as_bytes());
+            let payload = decision.to_json();
+            let record = BaseRecord::to(&self.topics.decisions).payload(payload.as_bytes());
+            // An erased subscriber's decision names nobody, not even in its key.
+            if decision.is_erased() {
+                self.send_record(record);
+            } else {
+                self.send_record(record.key(key.as_bytes()));
+            }
         }
     }
 

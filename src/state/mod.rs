@@ -13,9 +13,15 @@
 //! | `m:waiting` | `0x01` + bincode of the waiting events |
 //! | `m:rules` | `0x01` + bincode of the [`RulesRecord`]: the rule sets in force from the checkpoint's instant on |
 //! | `q` + the rest of a bad `s` key | a subscriber value that did not decode at start, as it was stored |
+//! | `d` + [`ErasedIndex::key`] (16 bytes) | `0x01` + bincode of the `ts` of an erasure |
+//! | `m:salt` | the 32 random bytes the `d` keys are hashed with |
 //!
-//! A deleted subscriber keeps its (tiny) tombstone state, so an older record arriving later
-//! cannot bring it back.
+//! **Erasure.** A subscriber erased by `"deleted": true` leaves no key or value that holds
+//! the number: its `s` key is deleted and its tombstone (the `ts` of the deletion, so that an
+//! older record arriving later cannot bring it back) is kept under `d` and a keyed hash of
+//! the number. A checkpoint that erased anyone is followed by a flush and a full compaction,
+//! so that no file of the folder still holds the old values — the erased subscriber's, and
+//! those of the other subscribers whose evidence named them (see `dataflows/src/erased.rs`).
 //!
 //! **Bad stored values.** Values are decoded with a size limit ([`SUBSCRIBER_VALUE_LIMIT`],
 //! [`CHECKPOINT_VALUE_LIMIT`]): a corrupt length makes the value corrupt instead of making
@@ -34,7 +40,8 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-use kairos_dataflows::state::SubscriberState;
+use kairos_dataflows::erased::{ErasedIndex, ErasedKey};
+use kairos_dataflows::state::{CustomerState, SubscriberState};
 use kairos_model::{Event, Millis, Msisdn};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -47,6 +54,11 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The version byte in front of every value.
 const VALUE_VERSION: u8 = 1;
 const SUBSCRIBER_PREFIX: u8 = b's';
+/// Erased numbers, by keyed hash.
+const ERASED_PREFIX: u8 = b'd';
+const META_SALT: &[u8] = b"m:salt";
+/// When the store last compacted after an erasure (wall clock, ms).
+const META_ERASED_AT: &[u8] = b"m:erased_at";
 /// Where a subscriber value that did not decode is moved (never loaded).
 const QUARANTINE_PREFIX: u8 = b'q';
 /// The most bytes a subscriber value may claim while it decodes. A real state is a few KiB
@@ -112,6 +124,8 @@ pub struct Restored {
     pub rules: Option<RulesRecord>,
     /// Subscriber values that did not decode and were quarantined by this load.
     pub quarantined: usize,
+    /// The numbers erased before the checkpoint (their states are not in `subscribers`).
+    pub erased: ErasedIndex,
 }
 
 /// One checkpoint to write.
@@ -127,6 +141,8 @@ pub struct CheckpointWrite<'a> {
 pub struct StateStore {
     db: DB,
     dir: PathBuf,
+    /// What erased numbers are hashed with (`m:salt`).
+    salt: Vec<u8>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -232,6 +248,20 @@ fn decode_states(
     raw.clear();
 }
 
+/// 32 bytes from the kernel's random source.
+fn random_salt() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut salt = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
+    Ok(salt)
+}
+
+fn erased_key(salt: &[u8], msisdn: Msisdn) -> [u8; 17] {
+    let mut key = [ERASED_PREFIX; 17];
+    key[1..].copy_from_slice(&ErasedIndex::key(salt, msisdn));
+    key
+}
+
 fn subscriber_key(msisdn: Msisdn) -> [u8; 9] {
     let mut key = [SUBSCRIBER_PREFIX; 9];
     key[1..].copy_from_slice(&msisdn.as_u64().to_be_bytes());
@@ -241,7 +271,16 @@ fn subscriber_key(msisdn: Msisdn) -> [u8; 9] {
 impl StateStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        let mut options = Options::default();
+        // The MANIFEST logs every table's first and last key, and an erased subscriber's key
+        // may have been one: a new MANIFEST, listing only the tables in force, is started at
+        // every change of the table set (a flush, a compaction — minutes apart; a MANIFEST
+        // of a few hundred tables is a few KiB), so the old one goes (`write_erasing`).
+        let mut options = Options::default()
+            .get_options_from_string("max_manifest_file_size=1;max_manifest_space_amp_pct=0")
+            .map_err(|source| StateError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         options.create_if_missing(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let db = DB::open(&options, dir).map_err(|source| StateError::Open {
@@ -260,9 +299,21 @@ impl StateStore {
                 }
             }
         }
+        let salt = match db.get(META_SALT)? {
+            Some(salt) => salt,
+            None => {
+                let salt = random_salt().map_err(|e| StateError::Corrupt {
+                    key: "m:salt".into(),
+                    reason: format!("cannot draw a random salt from /dev/urandom: {e}"),
+                })?;
+                db.put(META_SALT, &salt)?;
+                salt
+            }
+        };
         Ok(StateStore {
             db,
             dir: dir.to_path_buf(),
+            salt,
         })
     }
 
@@ -353,20 +404,40 @@ impl StateStore {
         for value in &bad {
             self.quarantine(value)?;
         }
+        // Tombstones an older kairos kept under the number move to their hashed key.
+        let (tombstones, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut subscribers)
+            .into_iter()
+            .partition(|(_, state)| matches!(state.customer, CustomerState::Deleted { .. }));
+        subscribers = kept;
+        if !tombstones.is_empty() {
+            let mut batch = WriteBatch::default();
+            for (msisdn, state) in &tombstones {
+                self.erase(&mut batch, *msisdn, state);
+            }
+            self.write_erasing(batch)?;
+        }
+        let erased = self.erased()?;
         Ok(Some(Restored {
             meta,
             subscribers,
             waiting,
             rules,
             quarantined: bad.len(),
+            erased,
         }))
     }
 
     /// Writes a checkpoint atomically (one `WriteBatch`, synced to disk).
     pub fn write(&self, checkpoint: &CheckpointWrite<'_>) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
+        let mut erasing = false;
         for (msisdn, state) in &checkpoint.subscribers {
-            batch.put(subscriber_key(*msisdn), encode(state));
+            if matches!(state.customer, CustomerState::Deleted { .. }) {
+                self.erase(&mut batch, *msisdn, state);
+                erasing = true;
+            } else {
+                batch.put(subscriber_key(*msisdn), encode(state));
+            }
         }
         batch.put(META_WAITING, encode(&checkpoint.waiting));
         if let Some(rules) = &checkpoint.rules {
@@ -374,12 +445,73 @@ impl StateStore {
         }
         batch.put(META_CHECKPOINT, encode(&checkpoint.meta));
         let bytes = batch.size_in_bytes();
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)?;
+        if erasing {
+            self.write_erasing(batch)?;
+        } else {
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            self.db.write_opt(batch, &options)?;
+        }
         metrics::counter!(crate::telemetry::STATE_WRITE_BATCHES).increment(1);
         metrics::counter!(crate::telemetry::STATE_WRITE_BYTES).increment(bytes as u64);
         Ok(())
+    }
+
+    /// Adds to `batch` the erasure of `msisdn`: its `s` key goes, its tombstone is kept
+    /// under the keyed hash.
+    fn erase(&self, batch: &mut WriteBatch, msisdn: Msisdn, state: &SubscriberState) {
+        if let CustomerState::Deleted { since } = state.customer {
+            batch.delete(subscriber_key(msisdn));
+            batch.put(erased_key(&self.salt, msisdn), encode(&since));
+        }
+    }
+
+    /// Writes a batch that erased someone, then makes the old values unreadable from the
+    /// folder: the memtable and the write-ahead log are flushed into a table, and every
+    /// table is compacted into the bottom level (where deleted keys and overwritten values
+    /// are dropped), so the log and the tables that held them are removed. Erasures are
+    /// rare; the compaction costs about a rewrite of the store.
+    fn write_erasing(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        let started = std::time::Instant::now();
+        self.db.flush()?;
+        let mut compact = rocksdb::CompactOptions::default();
+        compact.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        compact.set_exclusive_manual_compaction(true);
+        self.db.compact_range_opt(None::<&[u8]>, None::<&[u8]>, &compact);
+        // One more change of the table set after the compaction: the MANIFEST it starts
+        // lists only the compacted tables.
+        self.db.put(META_ERASED_AT, encode(&kairos_model::time::now()))?;
+        self.db.flush()?;
+        metrics::counter!(crate::telemetry::STATE_ERASURE_COMPACTIONS).increment(1);
+        tracing::info!(
+            compaction_ms = started.elapsed().as_millis() as u64,
+            "checkpoint erased subscribers: the state store was compacted so that no file keeps their values"
+        );
+        Ok(())
+    }
+
+    /// The erased numbers' tombstones, by keyed hash.
+    fn erased(&self) -> Result<ErasedIndex, StateError> {
+        let mut erased = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&[ERASED_PREFIX], Direction::Forward))
+        {
+            let (key, value) = item?;
+            if key.first() != Some(&ERASED_PREFIX) {
+                break;
+            }
+            let hash: Option<ErasedKey> = key.get(1..).and_then(|k| k.try_into().ok());
+            match (hash, decode::<Millis>("d", &value, Limit::Subscriber)) {
+                (Some(hash), Ok(since)) => erased.push((hash, since)),
+                // A bad tombstone forgets one erasure's instant, never the number: skipped.
+                _ => tracing::warn!("a stored erasure tombstone does not decode: skipped"),
+            }
+        }
+        Ok(ErasedIndex::new(self.salt.clone(), erased))
     }
 
     /// How big the store is: RocksDB's estimate of its keys (about one per subscriber), and
@@ -396,7 +528,6 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kairos_dataflows::state::CustomerState;
 
     #[test]
     fn a_checkpoint_reads_back_as_written_and_later_ones_override() {
@@ -406,7 +537,7 @@ mod tests {
         let a = Msisdn::from_u64(351_910_000_001).unwrap();
         let b = Msisdn::from_u64(351_910_000_002).unwrap();
         let mut state = SubscriberState {
-            customer: CustomerState::Deleted { since: 5 },
+            country: kairos_model::CountryCode::parse("ES").ok(),
             ..Default::default()
         };
         let meta = CheckpointMeta {
@@ -449,6 +580,95 @@ mod tests {
         assert_eq!(restored.subscribers.len(), 2);
         assert_eq!(restored.subscribers[0].1.unassigned_data, vec![]);
         assert_eq!(restored.subscribers[1].1.unassigned_data, vec![(1, 2)]);
+    }
+
+    /// Every file of `dir` (recursively) that holds `msisdn` as its digits or as 8 bytes in
+    /// either order.
+    pub(crate) fn files_naming(dir: &Path, msisdn: Msisdn) -> Vec<PathBuf> {
+        let digits = msisdn.to_string().into_bytes();
+        let (be, le) = (msisdn.as_u64().to_be_bytes(), msisdn.as_u64().to_le_bytes());
+        let mut found = Vec::new();
+        let mut folders = vec![dir.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap().filter_map(Result::ok) {
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+                if holds(&digits) || holds(&be) || holds(&le) {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn an_erasure_leaves_no_file_of_the_store_holding_the_number() {
+        use kairos_dataflows::households::Evidence;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let (s, x) = (
+            Msisdn::from_u64(351_910_000_001).unwrap(),
+            Msisdn::from_u64(351_917_654_321).unwrap(),
+        );
+        let mut other = SubscriberState::default();
+        other.household.evidence.insert((1_000, Evidence::Call(s, x)), 3);
+        other.mark_fired("competitor-member", &x.to_string(), false);
+        let erased = SubscriberState {
+            country: kairos_model::CountryCode::parse("ES").ok(),
+            ..Default::default()
+        };
+        let checkpoint = |at, subscribers| CheckpointWrite {
+            meta: CheckpointMeta {
+                at,
+                ..Default::default()
+            },
+            subscribers,
+            waiting: &[],
+            rules: None,
+        };
+        store.write(&checkpoint(100, vec![(s, &other), (x, &erased)])).unwrap();
+        // Some unrelated subscribers, so that the tables hold more than these two.
+        let filler = SubscriberState::default();
+        let many: Vec<Msisdn> = (0..2_000)
+            .map(|i| Msisdn::from_u64(351_920_000_000 + i).unwrap())
+            .collect();
+        store
+            .write(&checkpoint(150, many.iter().map(|m| (*m, &filler)).collect()))
+            .unwrap();
+        store.db.flush().unwrap();
+        assert!(
+            !files_naming(dir.path(), x).is_empty(),
+            "the test must see the number before"
+        );
+
+        // The erasure: X's tombstone and S forgetting X, in one checkpoint.
+        let forgotten = SubscriberState::default();
+        let tombstone = SubscriberState {
+            customer: CustomerState::Deleted { since: 180 },
+            ..Default::default()
+        };
+        store
+            .write(&checkpoint(200, vec![(s, &forgotten), (x, &tombstone)]))
+            .unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files_naming(dir.path(), x), Vec::<PathBuf>::new(), "{names:?}");
+        drop(store);
+
+        // A restart knows X is erased, by its hash only, and loads S.
+        let restored = StateStore::open(dir.path()).unwrap().load().unwrap().unwrap();
+        assert_eq!(restored.erased.since(x), Some(180));
+        assert_eq!(restored.erased.since(s), None);
+        assert!(restored.subscribers.iter().all(|(m, _)| *m != x));
+        assert_eq!(restored.subscribers.len(), 2_001);
     }
 
     #[test]

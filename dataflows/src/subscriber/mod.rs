@@ -27,13 +27,14 @@ use kairos_model::{Decision, Event, Millis, Msisdn, RuleSet};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
+use crate::erased::ErasedIndex;
 use crate::evidence::call_weight;
 use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
-use crate::state::{CustomerChange, SubscriberState};
+use crate::state::{CustomerChange, CustomerState, SubscriberState};
 use crate::{moments, DataflowStats};
 use detect::{cycle_of, data_pack_check, handset_check, record_imei, roaming_check};
 use judge::{deliver, Judges};
-pub use operator::{subscriber_state, SubscriberOutput};
+pub use operator::{subscriber_state, Broadcasts, SubscriberOutput};
 
 /// An instant in the future at which something about a subscriber must be re-examined.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +66,11 @@ pub struct SubscriberLogic {
     households: Option<HouseholdConfig>,
     /// Household evidence produced and not yet sent to the graph.
     pub evidence: Vec<EvidenceUpdate>,
+    /// Numbers erased before the restored checkpoint (their states are not in `states`).
+    erased: Arc<ErasedIndex>,
+    /// Numbers erased in this run, by the instant: for a few graph steps after it, views
+    /// that name them (computed from evidence before the erasure) are dropped.
+    recently_erased: BTreeMap<Msisdn, Millis>,
 }
 
 impl SubscriberLogic {
@@ -83,6 +89,53 @@ impl SubscriberLogic {
             dirty: track_changes.then(FxHashSet::default),
             households,
             evidence: Vec::new(),
+            erased: Arc::default(),
+            recently_erased: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `view` names a number erased within the last few graph steps before `now`.
+    fn names_erased(&mut self, view: &HouseholdView, now: Millis) -> bool {
+        if self.recently_erased.is_empty() {
+            return false;
+        }
+        // Views computed before an erasure apply at most a step after it: three are plenty.
+        let keep = self.households.as_ref().map_or(0, |h| 3 * h.granularity_ms.max(1));
+        self.recently_erased.retain(|_, at| at.saturating_add(keep) >= now);
+        self.recently_erased.keys().any(|m| view.names(*m))
+    }
+
+    /// The numbers erased before the restored checkpoint.
+    pub fn set_erased(&mut self, erased: Arc<ErasedIndex>) {
+        self.erased = erased;
+    }
+
+    /// Forgets the numbers erased at instant `now` in every other state of this worker:
+    /// household evidence naming them leaves the graph now, views naming them are dropped
+    /// (the graph sends new ones), once-only marks and contact-history keys naming them go.
+    /// One pass over the worker's states for all of an instant's erasures.
+    pub fn forget(&mut self, erased: &[Msisdn], now: Millis) {
+        if erased.is_empty() {
+            return;
+        }
+        self.stats.erasures.fetch_add(erased.len() as u64, Ordering::Relaxed);
+        self.recently_erased.extend(erased.iter().map(|m| (*m, now)));
+        let names: Vec<String> = erased.iter().map(ToString::to_string).collect();
+        let mut changed = Vec::new();
+        for (msisdn, state) in &mut self.states {
+            if erased.contains(msisdn) {
+                continue;
+            }
+            if state.forget(erased, &names, now, &mut self.evidence) {
+                changed.push(*msisdn);
+            }
+        }
+        if self.households.is_none() {
+            // No graph to tell: what would have gone to it is dropped.
+            self.evidence.clear();
+        }
+        for msisdn in changed {
+            self.touch(msisdn);
         }
     }
 
@@ -130,6 +183,9 @@ impl SubscriberLogic {
     pub fn stash_views(&mut self, views: Vec<(Millis, Msisdn, HouseholdView, isize)>) -> Vec<Msisdn> {
         let mut stashed = Vec::new();
         for (at, msisdn, view, diff) in views {
+            if self.names_erased(&view, at) {
+                continue;
+            }
             if let Some(state) = self.states.get_mut(&msisdn) {
                 state.household.pending_views.push((at, view, diff));
                 stashed.push(msisdn);
@@ -177,9 +233,30 @@ impl SubscriberLogic {
     /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
     /// pushes the decisions and timers it causes.
     pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
+        let erased = &self.erased;
+        let state = self.states.entry(event.msisdn).or_insert_with(|| SubscriberState {
+            customer: match erased.since(event.msisdn) {
+                Some(since) => CustomerState::Deleted { since },
+                None => CustomerState::Unknown,
+            },
+            ..SubscriberState::default()
+        });
+        // An erased number's events build no state until a newer customer record arrives.
+        if matches!(state.customer, CustomerState::Deleted { .. }) && !matches!(event.body, EventBody::Customer(_)) {
+            DataflowStats::bump(&self.stats.events_for_erased);
+            return;
+        }
         self.touch(event.msisdn);
-        let state = self.states.entry(event.msisdn).or_default();
+        let Some(state) = self.states.get_mut(&event.msisdn) else {
+            return;
+        };
         let mut found = Vec::new();
+        // The actions held for quiet hours go with the erased state: each is decided
+        // `erased`, without the number.
+        let held_actions = match &event.body {
+            EventBody::Customer(kairos_model::event::Customer::Deleted) => state.contacts.deferred.clone(),
+            _ => Vec::new(),
+        };
         // A deletion erases the household state with the rest; the graph must hear of it.
         let mut erased = match &event.body {
             EventBody::Customer(kairos_model::event::Customer::Deleted) if self.households.is_some() => {
@@ -197,6 +274,13 @@ impl SubscriberLogic {
                 CustomerChange::Deleted => {
                     // Actions held for the erased subscriber go with the rest of the state.
                     self.stats.held.fetch_sub(held, Ordering::Relaxed);
+                    decisions.extend(held_actions.into_iter().map(|deferred| Decision {
+                        action: deferred.action,
+                        verdict: kairos_model::Verdict::Suppressed(kairos_model::SuppressReason::Erased),
+                        moment_key: String::new(),
+                        class: deferred.class,
+                        detail: None,
+                    }));
                     if self.households.is_some() {
                         erased.erase(event.msisdn, now, &mut self.evidence);
                     }
@@ -275,13 +359,18 @@ impl SubscriberLogic {
         decisions: &mut Vec<Decision>,
         timers: &mut Vec<Timer>,
     ) {
+        if !self.states.contains_key(&msisdn) {
+            return;
+        }
+        let mut net: BTreeMap<&HouseholdView, isize> = BTreeMap::new();
+        for (view, diff) in updates {
+            if !self.names_erased(view, now) {
+                *net.entry(view).or_default() += diff;
+            }
+        }
         let Some(state) = self.states.get_mut(&msisdn) else {
             return;
         };
-        let mut net: BTreeMap<&HouseholdView, isize> = BTreeMap::new();
-        for (view, diff) in updates {
-            *net.entry(view).or_default() += diff;
-        }
         let household = &mut state.household;
         let before = household.view.clone();
         if let Some((view, _)) = net.iter().find(|(_, diff)| **diff > 0) {
@@ -449,6 +538,167 @@ mod tests {
             cooldown: 0,
             messages: BTreeMap::from([("en".into(), "m".into())]),
         }
+    }
+
+    #[test]
+    fn an_erasure_forgets_the_number_in_other_states_and_its_events_build_no_state() {
+        let config = HouseholdConfig::default();
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            true,
+            Some(config),
+        );
+        let (s, x) = (
+            Msisdn::from_u64(351_910_000_001).unwrap(),
+            Msisdn::from_u64(351_910_000_002).unwrap(),
+        );
+        let at = |ts, msisdn, body| Event {
+            ts,
+            msisdn,
+            origin: Origin {
+                source: 0,
+                position: ts,
+            },
+            body,
+        };
+        let upsert = |ts, msisdn| {
+            at(
+                ts,
+                msisdn,
+                EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))),
+            )
+        };
+        let call = |ts, from, to| {
+            at(
+                ts,
+                from,
+                EventBody::Network(Network {
+                    event: NetworkKind::Call,
+                    country: CountryCode::parse("PT").ok(),
+                    mcc: None,
+                    mnc: None,
+                    cell: None,
+                    imei: None,
+                    peer: Some(to),
+                }),
+            )
+        };
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        for event in [upsert(1, s), upsert(1, x), call(10, s, x)] {
+            logic.apply(&event, event.ts, &mut decisions, &mut timers);
+        }
+        logic
+            .states
+            .get_mut(&s)
+            .unwrap()
+            .mark_fired("competitor-member", &x.to_string(), false);
+        logic.take_changes();
+        logic.evidence.clear();
+
+        // X is erased at 100: on X's worker its state goes; on every worker, what names X.
+        logic.apply(
+            &at(100, x, EventBody::Customer(Customer::Deleted)),
+            100,
+            &mut decisions,
+            &mut timers,
+        );
+        logic.forget(&[x], 100);
+        let other = &logic.states[&s];
+        assert!(other.household.evidence.keys().all(|(_, e)| !e.names(x)));
+        assert!(!other.has_fired("competitor-member", &x.to_string()));
+        // The graph hears the call leave now, and its expiry is cancelled.
+        let call_evidence = Evidence::Call(s, x);
+        let retracted: isize = logic
+            .evidence
+            .iter()
+            .filter(|(e, _, _)| *e == call_evidence)
+            .map(|(_, t, d)| if *t == 100 { *d } else { 0 })
+            .sum();
+        assert!(retracted < 0, "{:?}", logic.evidence);
+        let net: isize = logic
+            .evidence
+            .iter()
+            .filter(|(e, _, _)| *e == call_evidence)
+            .map(|(_, _, d)| d)
+            .sum();
+        assert_eq!(net, 0, "the expiry's retraction is cancelled: gone for good");
+        let changed: Vec<Msisdn> = logic.take_changes().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(changed, vec![s, x], "both reach the next checkpoint");
+
+        // X's own later events build nothing; a newer record brings X back.
+        let before = logic.states[&x].clone();
+        logic.apply(&call(200, x, s), 200, &mut decisions, &mut timers);
+        assert_eq!(logic.states[&x], before);
+        assert_eq!(logic.stats.events_for_erased.load(Ordering::Relaxed), 1);
+        assert!(logic.take_changes().is_empty());
+        logic.apply(&upsert(300, x), 300, &mut decisions, &mut timers);
+        assert!(logic.states[&x].record().is_some());
+
+        // After a restart the erased number is known only by its hash: still no state.
+        let y = Msisdn::from_u64(351_910_000_003).unwrap();
+        let salt = b"salt".to_vec();
+        logic.set_erased(Arc::new(ErasedIndex::new(
+            salt.clone(),
+            [(ErasedIndex::key(&salt, y), 50)],
+        )));
+        logic.apply(&call(400, y, s), 400, &mut decisions, &mut timers);
+        assert!(matches!(
+            logic.states[&y].customer,
+            CustomerState::Deleted { since: 50 }
+        ));
+        assert!(logic.states[&y].household.evidence.is_empty());
+        logic.apply(&upsert(40, y), 400, &mut decisions, &mut timers);
+        assert!(
+            logic.states[&y].record().is_none(),
+            "an older record does not resurrect it"
+        );
+    }
+
+    #[test]
+    fn an_erased_subscribers_held_actions_are_decided_erased_without_the_number() {
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            true,
+            None,
+        );
+        let x = Msisdn::from_u64(351_910_000_002).unwrap();
+        let action = kairos_model::Action {
+            action_id: "a1".into(),
+            rule: "r".into(),
+            rule_version: "v".into(),
+            moment: "roaming_arrival".into(),
+            msisdn: x,
+            household: None,
+            offer: "O".into(),
+            channel: Channel::Sms,
+            moment_ts: 5,
+            send_at: 1_000,
+            language: "en".into(),
+            message: "m".into(),
+        };
+        let state = logic.states.entry(x).or_default();
+        state.contacts.deferred.push(crate::policy::Deferred {
+            action,
+            class: Default::default(),
+            moment_key: "ES".into(),
+        });
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        let deleted = Event {
+            ts: 10,
+            msisdn: x,
+            origin: Origin { source: 0, position: 1 },
+            body: EventBody::Customer(Customer::Deleted),
+        };
+        logic.apply(&deleted, 10, &mut decisions, &mut timers);
+        assert_eq!(decisions.len(), 1);
+        assert!(decisions[0].is_erased());
+        let json = decisions[0].to_json();
+        assert!(
+            !json.contains(&x.to_string()) && json.contains("\"reason\":\"erased\""),
+            "{json}"
+        );
     }
 
     #[test]

@@ -31,10 +31,19 @@ enum Pending {
     Timer(Timer),
     /// A new rule set, in force from this instant on.
     Rules(Arc<RuleSet>),
+    /// A number erased at this instant (on every worker: its traces in other states go).
+    Erased(Msisdn),
 }
 
 /// The operator's output: decisions, and (with durability) checkpoint records.
 pub type SubscriberOutput = Result<Decision, StateRecord>;
+
+/// What every worker receives whole: rule sets at the instant they take force, and erased
+/// numbers with the `ts` of their deletion.
+pub struct Broadcasts<'scope> {
+    pub rules: StreamVec<'scope, Millis, RuleSet>,
+    pub erasures: StreamVec<'scope, Millis, (Msisdn, Millis)>,
+}
 
 /// Whether every input frontier has passed `instant`.
 fn passed(frontiers: &[MutableAntichain<Millis>], instant: Millis) -> bool {
@@ -59,7 +68,7 @@ fn passed(frontiers: &[MutableAntichain<Millis>], instant: Millis) -> bool {
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     views: StreamVec<'scope, Millis, ViewUpdate>,
-    rule_updates: StreamVec<'scope, Millis, RuleSet>,
+    broadcast: Broadcasts<'scope>,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
@@ -75,7 +84,13 @@ pub fn subscriber_state<'scope>(
     let mut views_in = builder.new_input(views, Exchange::new(|view: &ViewUpdate| subscriber_route(view.0)));
     // Rule sets arrive on every worker (broadcast upstream), each at the instant it takes
     // force.
+    let Broadcasts {
+        rules: rule_updates,
+        erasures,
+    } = broadcast;
     let mut rules_in = builder.new_input(rule_updates, timely::dataflow::channels::pact::Pipeline);
+    // Erasures arrive on every worker too (broadcast upstream): (number, `ts`).
+    let mut erasures_in = builder.new_input(erasures, timely::dataflow::channels::pact::Pipeline);
     let (decisions_out, decisions_stream) = builder.new_output();
     let (evidence_out, evidence_stream) = builder.new_output();
     let mut decisions_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SubscriberOutput>>>::from(decisions_out);
@@ -89,6 +104,9 @@ pub fn subscriber_state<'scope>(
         let initial_evidence = initial.pop().expect("two outputs");
         let initial = initial.pop().expect("two outputs");
         let mut logic = SubscriberLogic::new(rules, stats, durability.is_some(), households);
+        if let Some(durability) = &durability {
+            logic.set_erased(Arc::clone(&durability.erased));
+        }
         // Views, events and timers waiting for the frontier, by the instant they apply at.
         let mut pending: BTreeMap<Millis, Vec<Pending>> = BTreeMap::new();
         // With durability: a capability at or before the next checkpoint instant.
@@ -153,6 +171,14 @@ pub fn subscriber_state<'scope>(
                     }
                 }
             });
+            erasures_in.for_each_stamp(|stamp, data| {
+                let Some(epoch) = hold(&stamp) else { return };
+                for batch in data {
+                    for (msisdn, ts) in batch.drain(..) {
+                        pending.entry(ts.max(epoch)).or_default().push(Pending::Erased(msisdn));
+                    }
+                }
+            });
             views_in.for_each_stamp(|stamp, data| {
                 if hold(&stamp).is_none() {
                     return;
@@ -175,7 +201,8 @@ pub fn subscriber_state<'scope>(
             // for instants up to its step (so a restart can re-apply them at their instants).
             let reached = !frontiers[0].less_than(&requested)
                 && !frontiers[1].less_equal(&round(requested))
-                && !frontiers[2].less_than(&requested);
+                && !frontiers[2].less_than(&requested)
+                && !frontiers[3].less_than(&requested);
             let mut checkpoint = (requested > last_checkpoint).then_some(requested);
             loop {
                 let next = pending.keys().next().copied();
@@ -233,6 +260,7 @@ pub fn subscriber_state<'scope>(
                 let mut events = Vec::new();
                 let mut due = Vec::new();
                 let mut changed: BTreeMap<Msisdn, Vec<(HouseholdView, isize)>> = BTreeMap::new();
+                let mut erased = Vec::new();
                 for item in pending.remove(&instant).unwrap_or_default() {
                     match item {
                         Pending::View(msisdn, view, diff) => changed.entry(msisdn).or_default().push((view, diff)),
@@ -240,6 +268,7 @@ pub fn subscriber_state<'scope>(
                         Pending::Timer(timer) => due.push(timer),
                         // In force for everything at this instant, on every worker.
                         Pending::Rules(rules) => logic.set_rules(rules),
+                        Pending::Erased(msisdn) => erased.push(msisdn),
                     }
                 }
                 if !closed {
@@ -251,6 +280,11 @@ pub fn subscriber_state<'scope>(
                 for event in &events {
                     logic.apply(event, instant, &mut decisions, &mut timers);
                 }
+                // After the instant's events (the erased subscriber's own deletion among them),
+                // in a deterministic order.
+                erased.sort();
+                erased.dedup();
+                logic.forget(&erased, instant);
                 // Once event time has ended, moments no longer fire; actions held for quiet
                 // hours still go, with their `send_at`.
                 if closed {

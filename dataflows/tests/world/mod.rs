@@ -301,6 +301,11 @@ impl Model {
     fn apply(&mut self, event: &Event, now: Millis) {
         let msisdn = event.msisdn;
         let sub = self.subs.entry(msisdn).or_default();
+        // Erased (a deletion and no newer record): the number's events build no state.
+        let erased = sub.since.is_some() && sub.customer.is_none();
+        if erased && !matches!(event.body, EventBody::Customer(_)) {
+            return;
+        }
         match &event.body {
             EventBody::Customer(update) => {
                 if sub.since.is_some_and(|s| event.ts < s) {
