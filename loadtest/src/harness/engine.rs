@@ -102,6 +102,17 @@ pub struct Engine {
 impl Engine {
     /// Starts `kairos run --config CONFIG`, appending its log to `log`.
     pub fn start(binary: &Path, config: &Path, metrics: SocketAddr, log: &Path) -> Result<Engine> {
+        Engine::start_with_env(binary, config, metrics, log, &[])
+    }
+
+    /// [`Engine::start`] with these environment variables set for the engine.
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Engine> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,6 +121,7 @@ impl Engine {
         let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
