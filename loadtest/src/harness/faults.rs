@@ -1007,6 +1007,9 @@ pub struct Outputs {
 #[derive(Debug, Default)]
 pub struct Replayed {
     pub actions: Vec<Value>,
+    /// How many decisions the replay made for each action id (more than one when two
+    /// moments share an id: see `verify`).
+    pub decisions: HashMap<String, usize>,
     pub households: HashMap<String, String>,
 }
 
@@ -1049,8 +1052,15 @@ fn replay_of(spec: &FaultSpec, events: &Path, out: &Path) -> Result<Replayed> {
         .into_iter()
         .filter_map(|s| Some((s["msisdn"].as_str()?.to_string(), s["household"].as_str()?.to_string())))
         .collect();
+    let mut decisions = HashMap::new();
+    for d in lines("decisions.jsonl")? {
+        if let Some(id) = d["action_id"].as_str() {
+            *decisions.entry(id.to_string()).or_default() += 1;
+        }
+    }
     Ok(Replayed {
         actions: lines("actions.jsonl")?,
+        decisions,
         households,
     })
 }
@@ -1205,7 +1215,22 @@ pub fn verify(inputs: &Inputs) -> Checked {
             None => unreadable += 1,
         }
     }
-    let decisions_duplicated: u64 = decisions.values().map(|(n, _)| (*n as u64).saturating_sub(1)).sum();
+    // The engine makes one decision per moment, and a moment's action id hashes its rule,
+    // subscriber, time and dedupe key — so two moments of one rule, subscriber and key at the
+    // same millisecond (a roaming arrival in the same country twice within one instant) share
+    // an id and give two decisions: the replay has them too. A copy is a duplicate when the
+    // run has more of an id than the replay; fewer (but some) means one was skipped as
+    // already produced after a restart.
+    let in_replay = |id: &str| inputs.replay.decisions.get(id).copied().unwrap_or(0);
+    let decisions_duplicated: u64 = decisions
+        .iter()
+        .map(|(id, (n, _))| (*n as u64).saturating_sub(in_replay(id).max(1) as u64))
+        .sum();
+    let shared_ids = decisions.keys().filter(|id| in_replay(id) > 1).count() as u64;
+    let shared_fewer = decisions
+        .iter()
+        .filter(|(id, (n, _))| in_replay(id) > 1 && *n < in_replay(id))
+        .count() as u64;
     checked.duplicated_ids = actions
         .iter()
         .chain(decisions.iter())
@@ -1376,7 +1401,15 @@ pub fn verify(inputs: &Inputs) -> Checked {
         ("duplicated actions", duplicated),
         ("actions without a sent decision", without_decision),
         ("decisions", outputs.decisions.len() as u64),
-        ("decisions duplicated (by action id)", decisions_duplicated),
+        (
+            "decisions duplicated (by action id, beyond the replay's own)",
+            decisions_duplicated,
+        ),
+        (
+            "action ids the replay also decides more than once (shared by two moments)",
+            shared_ids,
+        ),
+        ("of those, fewer decisions in the run than in the replay", shared_fewer),
         ("dead letters", outputs.dead_letters.len() as u64),
         (
             "dead letters duplicated (by topic, partition, offset)",
@@ -1597,6 +1630,7 @@ mod tests {
     fn a_clean_run_passes_and_every_fault_of_the_outputs_fails_it() {
         let replay = Replayed {
             actions: vec![serde_json::from_str(&action("a", "1")).unwrap()],
+            decisions: HashMap::from([("a".to_string(), 1)]),
             households: HashMap::new(),
         };
         let late = LateEvents::default();
@@ -1624,9 +1658,27 @@ mod tests {
         outputs.dead_letters.push(outputs.dead_letters[1].clone());
         let bad = verify(&inputs(&outputs, &replay, &late));
         assert_eq!(bad.counts["duplicated actions"], 1);
-        assert_eq!(bad.counts["decisions duplicated (by action id)"], 1);
+        assert_eq!(
+            bad.counts["decisions duplicated (by action id, beyond the replay's own)"],
+            1
+        );
         assert_eq!(bad.counts["dead letters duplicated (by topic, partition, offset)"], 1);
         assert_eq!(bad.failures.len(), 3, "{:?}", bad.failures);
+
+        // Two moments sharing an id, decided twice by the replay too: not a duplicate.
+        let replay = Replayed {
+            decisions: HashMap::from([("a".to_string(), 2)]),
+            ..replay
+        };
+        let shared = verify(&inputs(&outputs, &replay, &late));
+        assert_eq!(
+            shared.counts["decisions duplicated (by action id, beyond the replay's own)"],
+            0
+        );
+        assert_eq!(
+            shared.counts["action ids the replay also decides more than once (shared by two moments)"],
+            1
+        );
     }
 
     #[test]
@@ -1636,6 +1688,7 @@ mod tests {
                 serde_json::from_str(&action("a", "1")).unwrap(),
                 serde_json::from_str(&action("b", "2")).unwrap(),
             ],
+            decisions: HashMap::new(),
             households: HashMap::from([("2".to_string(), "H".to_string()), ("3".to_string(), "H".to_string())]),
         };
         let outputs = Outputs {

@@ -203,9 +203,12 @@ impl Feed {
         let mut held = Duration::ZERO;
         loop {
             if counters.hold.load(Ordering::SeqCst) {
+                // The wait for the flush is held time too (a broker already away makes it
+                // last its whole timeout): not counting it once made the feed send a minute
+                // of load at one instant when released.
+                let since = Instant::now();
                 self.flush();
                 counters.holding.store(true, Ordering::SeqCst);
-                let since = Instant::now();
                 while counters.hold.load(Ordering::SeqCst) && !counters.done.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
