@@ -156,6 +156,75 @@ enum Command {
         #[command(flatten)]
         live: Live,
     },
+    /// The fault campaign, against a Kafka broker of its own (`scripts/kafka` on
+    /// `--broker-port`, never the shared one): under load, with the engine's default allowed
+    /// lateness, `kill -9` and restart, broker restarts (short, and one outage longer than the
+    /// delivery timeout), SIGSTOP/SIGCONT pauses, an event stamped in 2999 and a partition of
+    /// garbage, at instants drawn from `--seed` (from the clock when not given; printed).
+    /// Then every output topic is read back: no action lost or repeated, no decision or dead
+    /// letter repeated, every planted moment decided, the actions those of a replay of what
+    /// was sent (except where events were applied late, counted). Exits 1 when a check fails.
+    Faults {
+        /// Events per second of the load.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 40)]
+        events_per_day: u32,
+        /// The world's seed (the faults have their own, `--seed`).
+        #[arg(long, default_value_t = 1)]
+        world_seed: u64,
+        /// The campaign's seed: the order of the faults, the instants between them, the
+        /// pauses' lengths. Default: from the clock.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 50)]
+        kills: usize,
+        /// Broker restarts (stop, start at once: shorter than the delivery timeout).
+        #[arg(long, default_value_t = 2)]
+        short_restarts: usize,
+        /// Seconds the broker stays away in the long outage (0: none). Make it longer than the
+        /// engine's delivery timeout (60 s by default; see --delivery-timeout-ms).
+        #[arg(long, default_value_t = 360.0)]
+        long_outage_secs: f64,
+        /// SIGSTOP/SIGCONT pauses of the engine.
+        #[arg(long, default_value_t = 5)]
+        pauses: usize,
+        /// Shortest and longest pause, seconds.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        pause_secs: Vec<f64>,
+        /// Shortest and longest stretch of load before each fault, seconds.
+        #[arg(long, value_delimiter = ',', default_value = "2,8")]
+        gap_secs: Vec<f64>,
+        /// Garbage messages (not JSON) sent to an input partition of their own (0: none).
+        #[arg(long, default_value_t = 2000)]
+        garbage: usize,
+        /// The engine's `[kafka] delivery_timeout_ms` (default: the engine's own, 60 s).
+        #[arg(long)]
+        delivery_timeout_ms: Option<u64>,
+        /// The campaign's broker's port on 127.0.0.1 (its controller takes the next one).
+        #[arg(long, default_value_t = 19392)]
+        broker_port: u16,
+        /// The broker's data folder (default: `broker` in --out; removed at the end).
+        #[arg(long)]
+        broker_dir: Option<PathBuf>,
+        /// Keep the broker's data folder at the end.
+        #[arg(long)]
+        keep_broker: bool,
+        /// `scripts/kafka`.
+        #[arg(long, default_value = "scripts/kafka")]
+        kafka_script: PathBuf,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        households: bool,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Partitions of the input topic (the garbage partition comes on top).
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Score reconstructed households against the true ones (pairwise precision, recall, F1,
     /// exact households, decision makers).
     ScoreHouseholds {
@@ -528,6 +597,71 @@ fn main() -> Result<()> {
             let mut spec = live.spec("restart", schedule)?;
             spec.kill_at = Some(before);
             finish(&harness::run_live(&spec)?)
+        }
+        Command::Faults {
+            rate,
+            subscribers,
+            events_per_day,
+            world_seed,
+            seed,
+            kills,
+            short_restarts,
+            long_outage_secs,
+            pauses,
+            pause_secs,
+            gap_secs,
+            garbage,
+            delivery_timeout_ms,
+            broker_port,
+            broker_dir,
+            keep_broker,
+            kafka_script,
+            households,
+            workers,
+            partitions,
+            common,
+        } => {
+            let range = |v: &[f64], name: &str| -> Result<(f64, f64)> {
+                match v {
+                    [low, high] if 0.0 <= *low && low <= high => Ok((*low, *high)),
+                    _ => bail!("--{name} is two numbers of seconds, LOW,HIGH"),
+                }
+            };
+            let seed = seed.unwrap_or_else(harness::faults::clock_seed);
+            println!("fault campaign seed: {seed}");
+            let out = common.out("faults");
+            let spec = harness::faults::FaultSpec {
+                command: command_line(),
+                engine: EngineSpec {
+                    binary: common.binary()?,
+                    brokers: String::new(),
+                    workers,
+                    rules: std::path::absolute(&common.rules)?,
+                    households,
+                    engine_extra: String::new(),
+                },
+                broker: harness::faults::BrokerSpec {
+                    script: std::path::absolute(&kafka_script)?,
+                    port: broker_port,
+                    dir: std::path::absolute(broker_dir.unwrap_or_else(|| out.join("broker")))?,
+                    keep: keep_broker,
+                },
+                world: world_spec(subscribers, 1, world_seed, events_per_day, 0.0),
+                households,
+                partitions,
+                out,
+                rate,
+                seed,
+                kills,
+                short_restarts,
+                long_outage_secs,
+                pauses,
+                pause_secs: range(&pause_secs, "pause-secs")?,
+                gap_secs: range(&gap_secs, "gap-secs")?,
+                garbage,
+                delivery_timeout_ms,
+            };
+            finish(&harness::faults::run(&spec)?)
         }
         Command::ScoreHouseholds { truth, got, json } => {
             let truth_lines = score::read_assignments(open(&truth)?, &truth.display().to_string())?;

@@ -120,6 +120,10 @@ pub struct Report {
     /// Whether the run passed its checks (truth, no duplicates), and what failed.
     pub passed: bool,
     pub failures: Vec<String>,
+    /// What the numbers do not say by themselves (a fault campaign's timeline, the
+    /// differences from a replay and why), one paragraph each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,6 +219,14 @@ pub fn markdown(report: &Report) -> String {
 
     let truth: Vec<_> = report.truth.iter().map(|(k, v)| vec![k.clone(), fmt_int(*v)]).collect();
     section(&mut out, "Ground truth", &["Check", "Count"], "lr", &truth);
+
+    if !report.notes.is_empty() {
+        out.push_str("## Notes\n\n");
+        for note in &report.notes {
+            let _ = writeln!(out, "- {}", note.trim());
+        }
+        out.push('\n');
+    }
 
     let _ = writeln!(out, "## Outcome\n\nPassed: {}\n", yes_no(report.passed));
     if !report.failures.is_empty() {
@@ -812,6 +824,7 @@ mod tests {
             truth: BTreeMap::from([("planted".into(), 500), ("missing".into(), 2)]),
             passed: false,
             failures: vec!["2 planted moments missing".into()],
+            notes: vec!["A note.".into()],
         }
     }
 

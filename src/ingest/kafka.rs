@@ -69,7 +69,8 @@ impl ClientContext for IngestContext {
                 if *partition < 0 || p.hi_offset < 0 {
                     continue;
                 }
-                if let Some(lag) = unread(p.hi_offset, p.app_offset, p.lo_offset) {
+                let fetched = p.next_offset.saturating_sub(p.fetchq_cnt.max(0));
+                if let Some(lag) = unread(p.hi_offset, p.app_offset, fetched, p.lo_offset) {
                     metrics::gauge!(telemetry::INPUT_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                         .set(lag as f64);
                 }
@@ -78,12 +79,19 @@ impl ClientContext for IngestContext {
     }
 }
 
-/// Messages not yet handed to the engine: from the next offset to read (or the start of the
-/// log, before the first message) to the high watermark. librdkafka's own `consumer_lag`
-/// counts from the *committed* offset, and kairos never commits to Kafka.
-fn unread(high_watermark: i64, next_to_read: i64, low_watermark: i64) -> Option<i64> {
+/// Messages not yet handed to the engine: from the next offset to read to the high
+/// watermark. librdkafka's own `consumer_lag` counts from the *committed* offset, and kairos
+/// never commits to Kafka. Before this process has handed over a message of the partition,
+/// librdkafka knows no application offset: the next one is then where its fetcher stands
+/// less what it holds fetched (`fetched`: the offset the partition was assigned at, after a
+/// restart), or, before any fetch, the start of the log. (Counting from the start of the log
+/// there showed a partition read to its end before a restart as wholly unread until its next
+/// message arrived; the fault campaign found it.)
+fn unread(high_watermark: i64, next_to_read: i64, fetched: i64, low_watermark: i64) -> Option<i64> {
     let from = if next_to_read >= 0 {
         next_to_read
+    } else if fetched >= 0 {
+        fetched.max(low_watermark)
     } else {
         low_watermark.max(0)
     };
@@ -750,10 +758,15 @@ mod tests {
 
     #[test]
     fn unread_counts_from_the_next_offset_or_the_log_start() {
-        assert_eq!(unread(100, 40, 0), Some(60));
-        assert_eq!(unread(100, -1, 10), Some(90), "nothing read yet");
-        assert_eq!(unread(100, 100, 0), Some(0));
-        assert_eq!(unread(-1, 5, 0), None);
+        assert_eq!(unread(100, 40, -1001, 0), Some(60));
+        assert_eq!(unread(100, 40, 90, 0), Some(60), "the application's offset first");
+        assert_eq!(unread(100, -1, -1001, 10), Some(90), "nothing fetched or read yet");
+        assert_eq!(unread(100, 100, 100, 0), Some(0));
+        assert_eq!(unread(-1, 5, 5, 0), None);
+        // After a restart at offset 100 of a partition that ends there: nothing unread, though
+        // nothing was handed over in this process.
+        assert_eq!(unread(100, -1001, 100, 0), Some(0));
+        assert_eq!(unread(100, -1001, 70, 0), Some(30));
     }
 
     #[test]

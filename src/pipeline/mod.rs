@@ -80,7 +80,15 @@ pub fn enter(
 ) {
     match received {
         Received::Event(event) => {
-            tally.event(event.kind(), event.ts < *input.time());
+            let late = event.ts < *input.time();
+            if late {
+                // For investigations only (it names the subscriber, so never at info): which
+                // events were applied late, e.g. to tell a run that differs from a replay
+                // because of lateness from one that differs because of a bug
+                // (`KAIROS_LOG=info,kairos::late=debug`; the fault campaign reads it).
+                tracing::debug!(target: "kairos::late", msisdn = %event.msisdn, ts = event.ts, epoch = *input.time(), "late event");
+            }
+            tally.event(event.kind(), late);
             input.send(event);
         }
         Received::Invalid(letter, key) => {

@@ -102,6 +102,17 @@ pub struct Engine {
 impl Engine {
     /// Starts `kairos run --config CONFIG`, appending its log to `log`.
     pub fn start(binary: &Path, config: &Path, metrics: SocketAddr, log: &Path) -> Result<Engine> {
+        Engine::start_with_env(binary, config, metrics, log, &[])
+    }
+
+    /// [`Engine::start`] with these environment variables set for the engine.
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Engine> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,6 +121,7 @@ impl Engine {
         let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -201,6 +213,11 @@ pub type Metrics = BTreeMap<String, f64>;
 
 /// Reads `/metrics` (Prometheus text) and sums each metric over its labels.
 pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
+    Ok(parse_metrics(&scrape_text(addr)?))
+}
+
+/// Reads `/metrics` as Prometheus text, labels and all.
+pub fn scrape_text(addr: SocketAddr) -> Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
@@ -210,7 +227,7 @@ pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
     if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
         bail!("metrics answered {}", text.lines().next().unwrap_or(""));
     }
-    Ok(parse_metrics(body))
+    Ok(body.to_string())
 }
 
 /// Sums Prometheus text samples by metric name (labels dropped; histogram parts keep their

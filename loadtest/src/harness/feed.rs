@@ -4,6 +4,7 @@
 //! activity of the world's day is sent round and round; its customer records go first. The
 //! ground truth walks the events as they are sent, with the times they were given.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,12 @@ impl World {
     pub fn activity(&self) -> usize {
         self.activity.len()
     }
+
+    /// The subscriber of the `i`-th customer record (wrapping), when there is one.
+    pub fn msisdn(&self, i: usize) -> Option<&str> {
+        let line = self.customers.get(i % self.customers.len().max(1))?;
+        line.parsed.as_ref().map(|p| p.msisdn.as_str())
+    }
 }
 
 /// A stretch of the load at one rate.
@@ -98,6 +105,13 @@ pub struct FeedCounters {
     /// Microseconds the producer fell behind its schedule, at most (open loop: it never
     /// waits for the engine, only for its own local queue).
     pub behind_us: AtomicU64,
+    /// Set by others to hold the producer (a broker about to go away): it flushes what it
+    /// sent, sets `holding`, and sends nothing until `hold` is cleared. The time held is
+    /// taken out of the schedule (nothing is due for it), as the network elements' own
+    /// buffers would not be emptied faster than event time once the broker is back.
+    pub hold: AtomicBool,
+    /// Set by the producer while it holds, everything sent before delivered.
+    pub holding: AtomicBool,
 }
 
 /// The producer, sending into one topic keyed by msisdn.
@@ -110,21 +124,40 @@ pub struct Feed {
     last_ts: u64,
     stamp: Stamp,
     buffer: Vec<u8>,
+    /// Every line sent, as sent (restamped), one per line: the input of the replay a
+    /// fault campaign compares with.
+    record: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Feed {
     pub fn new(brokers: &str, topic: &str, world: Arc<World>) -> Result<Feed> {
-        let producer: BaseProducer = ClientConfig::new()
+        Feed::with_producer(brokers, topic, world, false)
+    }
+
+    /// A feed whose producer neither loses, repeats nor reorders a record through broker
+    /// restarts (idempotent, `acks=all`, retried without a deadline), so that what it sent is
+    /// exactly what the input topic holds — what a fault campaign needs to compare the run
+    /// with a replay of the same input.
+    pub fn reliable(brokers: &str, topic: &str, world: Arc<World>) -> Result<Feed> {
+        Feed::with_producer(brokers, topic, world, true)
+    }
+
+    fn with_producer(brokers: &str, topic: &str, world: Arc<World>, reliable: bool) -> Result<Feed> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("client.id", "kairos-loadtest")
             .set("linger.ms", "5")
             .set("batch.size", "1000000")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "2000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("acks", "1")
-            .create()
-            .context("cannot create the load producer")?;
+            .set("queue.buffering.max.kbytes", "1048576");
+        if reliable {
+            config.set("enable.idempotence", "true").set("message.timeout.ms", "0");
+        } else {
+            config.set("acks", "1");
+        }
+        let producer: BaseProducer = config.create().context("cannot create the load producer")?;
         Ok(Feed {
             producer,
             topic: topic.to_string(),
@@ -134,7 +167,20 @@ impl Feed {
             last_ts: 0,
             stamp: Stamp::default(),
             buffer: Vec::with_capacity(1024),
+            record: None,
         })
+    }
+
+    /// Writes every line sent from now on into `path` (JSON Lines, as sent).
+    pub fn record_to(&mut self, path: &std::path::Path) -> Result<()> {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        self.record = Some(std::io::BufWriter::new(file));
+        Ok(())
+    }
+
+    /// The newest `ts` sent so far.
+    pub fn newest(&self) -> u64 {
+        self.last_ts
     }
 
     /// Sends every customer record now, as fast as the producer takes them; returns how many.
@@ -154,8 +200,22 @@ impl Feed {
         let begun = Instant::now();
         let mut sent_here = 0u64;
         let total: f64 = schedule.iter().map(|s| s.secs).sum();
+        let mut held = Duration::ZERO;
         loop {
-            let elapsed = begun.elapsed().as_secs_f64();
+            if counters.hold.load(Ordering::SeqCst) {
+                // The wait for the flush is held time too (a broker already away makes it
+                // last its whole timeout): not counting it once made the feed send a minute
+                // of load at one instant when released.
+                let since = Instant::now();
+                self.flush();
+                counters.holding.store(true, Ordering::SeqCst);
+                while counters.hold.load(Ordering::SeqCst) && !counters.done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                held += since.elapsed();
+                counters.holding.store(false, Ordering::SeqCst);
+            }
+            let elapsed = begun.elapsed().saturating_sub(held).as_secs_f64();
             if elapsed >= total || counters.done.load(Ordering::Relaxed) {
                 break;
             }
@@ -179,6 +239,9 @@ impl Feed {
             std::thread::sleep(Duration::from_micros(500));
         }
         self.flush();
+        if let Some(record) = &mut self.record {
+            record.flush().context("cannot write the record of what was sent")?;
+        }
         counters.done.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -194,6 +257,12 @@ impl Feed {
         let key = line.parsed.as_ref().map_or("", |p| p.msisdn.as_str());
         if let Some(p) = &line.parsed {
             self.truth.observe(&p.msisdn, ts, &p.planted);
+        }
+        if let Some(record) = &mut self.record {
+            record
+                .write_all(&self.buffer)
+                .and_then(|()| record.write_all(b"\n"))
+                .context("cannot write the record of what was sent")?;
         }
         loop {
             let record = BaseRecord::<str, [u8]>::to(&self.topic).key(key).payload(&self.buffer);

@@ -4,6 +4,7 @@
 //! ground truth and writes a report (`report.json`, `report.md`, `report.svg`).
 
 pub mod engine;
+pub mod faults;
 pub mod feed;
 pub mod observe;
 pub mod replay;
@@ -597,7 +598,7 @@ fn recovery(ticks: &[Tick], samples: &[Sample], spec: &LiveSpec, since: f64, bas
 
 /// The ids of the rules in `dir` whose actions are marketing (a rule without `class` is), so
 /// may wait for quiet hours.
-fn marketing_rules(dir: &std::path::Path) -> Result<Vec<String>> {
+pub(crate) fn marketing_rules(dir: &std::path::Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
