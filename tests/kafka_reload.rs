@@ -71,45 +71,82 @@ fn send(producer: &BaseProducer, topic: &str, key: &str, line: &str) {
     }
 }
 
+/// A run of the engine over topics of its own and a rules folder holding [`rule`]`("v1")`,
+/// looked at every 100 ms; `state` are extra lines for the `[state]` section.
+struct Setup {
+    brokers: String,
+    topics: std::collections::BTreeMap<&'static str, String>,
+    /// Holds the folder for as long as the test runs.
+    _dir: tempfile::TempDir,
+    rules: std::path::PathBuf,
+    config: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str, state: &str) -> Setup {
+        let brokers = common::kafka_brokers();
+        let topics = common::kafka_topics(tag);
+        let names: Vec<&str> = topics.values().map(String::as_str).collect();
+        common::create_topics(&brokers, &names, PARTITIONS);
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(rules.join("travel-tips.toml"), rule("v1")).unwrap();
+        let config = dir.path().join("kairos.toml");
+        common::write_run_config(
+            &config,
+            &brokers,
+            &topics,
+            &dir.path().join("state"),
+            &format!("rules = \"{}\"\nrules_poll_ms = 100", rules.display()),
+            state,
+        );
+        let log_path = dir.path().join("kairos.log");
+        Setup {
+            brokers,
+            topics,
+            _dir: dir,
+            rules,
+            config,
+            log_path,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A consumer of the SMS actions topic from its beginning.
+    fn actions(&self, group: &str) -> BaseConsumer {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            assignment
+                .add_partition_offset(&self.topics["actions.sms"], partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        consumer
+    }
+}
+
 #[test]
 fn a_saved_rule_change_takes_force_at_one_event_time_without_losing_or_repeating_an_event() {
-    let brokers = common::kafka_brokers();
-    let topics = common::kafka_topics("r");
-    let names: Vec<&str> = topics.values().map(String::as_str).collect();
-    common::create_topics(&brokers, &names, PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("travel-tips.toml"), rule("v1")).unwrap();
-    let config = dir.path().join("kairos.toml");
-    common::write_run_config(
-        &config,
-        &brokers,
-        &topics,
-        &dir.path().join("state"),
-        &format!("rules = \"{}\"\nrules_poll_ms = 100", rules.display()),
-        "",
-    );
-    let log_path = dir.path().join("kairos.log");
-    let _engine = common::start_engine(&config, &log_path);
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let setup = Setup::new("r", "");
+    let (brokers, topics, rules) = (&setup.brokers, &setup.topics, &setup.rules);
+    let _engine = common::start_engine(&setup.config, &setup.log_path);
+    let log = || setup.log();
 
-    let producer = customers(&brokers, &topics["customers"]);
+    let producer = customers(brokers, &topics["customers"]);
 
     // Every network event is an arrival in a new country: one moment, one decision each.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "kairos-reload-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(&topics["actions.sms"], partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = setup.actions("kairos-reload-test");
     let mut actions: Vec<serde_json::Value> = Vec::new();
     let read = |actions: &mut Vec<serde_json::Value>| {
         while let Some(Ok(message)) = consumer.poll(Duration::from_millis(5)) {
@@ -386,40 +423,18 @@ fn read_until(consumer: &BaseConsumer, actions: &mut Vec<serde_json::Value>, wan
 
 #[test]
 fn a_restart_resumes_with_the_checkpointed_rules_and_a_broken_folder_does_not_stop_it() {
-    let brokers = common::kafka_brokers();
-    let topics = common::kafka_topics("rc");
-    let names: Vec<&str> = topics.values().map(String::as_str).collect();
-    common::create_topics(&brokers, &names, PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("travel-tips.toml"), rule("v1")).unwrap();
-    let config = dir.path().join("kairos.toml");
-    common::write_run_config(
-        &config,
-        &brokers,
-        &topics,
-        &dir.path().join("state"),
-        &format!("rules = \"{}\"\nrules_poll_ms = 100", rules.display()),
-        "checkpoint_interval_ms = 200",
+    let setup = Setup::new("rc", "checkpoint_interval_ms = 200");
+    let (brokers, topics, rules, config, log_path) = (
+        &setup.brokers,
+        &setup.topics,
+        &setup.rules,
+        &setup.config,
+        &setup.log_path,
     );
-    let log_path = dir.path().join("kairos.log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mut engine = common::start_engine(&config, &log_path);
-    let producer = customers(&brokers, &topics["customers"]);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "kairos-rules-checkpoint-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(&topics["actions.sms"], partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let log = || setup.log();
+    let mut engine = common::start_engine(config, log_path);
+    let producer = customers(brokers, &topics["customers"]);
+    let consumer = setup.actions("kairos-rules-checkpoint-test");
     let mut actions: Vec<serde_json::Value> = Vec::new();
     let mut produced = 0u64;
     let mut produce = |n: u64| {
@@ -454,7 +469,7 @@ fn a_restart_resumes_with_the_checkpointed_rules_and_a_broken_folder_does_not_st
 
     // The folder is broken while the engine is down: it starts anyway, with v2.
     std::fs::write(rules.join("travel-tips.toml"), "id = \"travel-tips\"\nmoment = ").unwrap();
-    let _engine = common::start_engine(&config, &log_path);
+    let _engine = common::start_engine(config, log_path);
     let upto = produce(60);
     read_until(&consumer, &mut actions, upto, &log);
     let text = log();

@@ -6,11 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kafka_brokers, replay, roaming_scenario, write_jsonl, ANA, EXPECTED_ACTIONS};
+use common::{free_port, kafka_brokers, replay, roaming_scenario, write_jsonl, ANA, EXPECTED_ACTIONS};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -109,10 +109,6 @@ fn consume(brokers: &str, topic: &str, want: usize, deadline: Duration, settle: 
         }
     }
     records
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn scrape(port: u16) -> String {

@@ -12,32 +12,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_topics, input_topic, kafka_brokers, kafka_topics, root, start_engine, write_run_config, Engine};
+use common::{
+    create_topics, free_port, http_get, input_topic, kafka_brokers, kafka_topics, root, start_engine, write_run_config,
+    Engine,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// GET `path` from 127.0.0.1:`port`: the status code and the body, or `None` when nothing
-/// answers.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Some((status, body))
-}
 
 fn percent_encode(text: &str) -> String {
     text.bytes()
@@ -50,7 +34,7 @@ fn percent_encode(text: &str) -> String {
 
 /// The series an instant query returns (the `result` array), or the error Prometheus gave.
 fn query(port: u16, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-    let (status, body) = get(port, &format!("/api/v1/query?query={}", percent_encode(promql)))
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={}", percent_encode(promql)))
         .ok_or_else(|| "Prometheus did not answer".to_string())?;
     let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
     if value["status"] != "success" {
@@ -206,7 +190,7 @@ fn start_prometheus(dir: &Path, port: u16, kairos_port: u16) -> Prometheus {
         .expect("prometheus (Debian's prometheus package; scripts/setup installs it)");
     let prometheus = Prometheus(child);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while get(port, "/-/ready").is_none_or(|(status, _)| status != 200) {
+    while http_get(port, "/-/ready").is_none_or(|(status, _)| status != 200) {
         assert!(
             Instant::now() < deadline,
             "Prometheus did not get ready on 127.0.0.1:{port}"
@@ -222,7 +206,7 @@ fn wait_ready(port: u16, since: Instant) -> Vec<(u128, String)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen: Vec<(u128, String)> = Vec::new();
     loop {
-        let answer = match get(port, "/readyz") {
+        let answer = match http_get(port, "/readyz") {
             None => "no answer".to_string(),
             Some((status, body)) => format!("{status} {}", body.trim()),
         };
@@ -287,7 +271,7 @@ fn every_panel_and_alert_returns_data_from_a_real_prometheus_scraping_a_live_eng
     let engine = start_engine(&config, &log);
     let first_start = wait_ready(kairos_port, started);
     println!("readiness at the first start (ms since spawn): {first_start:?}");
-    assert_eq!(get(kairos_port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(kairos_port, "/healthz").map(|(s, _)| s), Some(200));
 
     // A day of a small generated world: roaming arrivals, data packs, handsets, households,
     // policy suppressions and a share of invalid lines.
@@ -315,7 +299,7 @@ fn every_panel_and_alert_returns_data_from_a_real_prometheus_scraping_a_live_eng
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(500));
-        metrics = get(kairos_port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        metrics = http_get(kairos_port, "/metrics").map(|(_, b)| b).unwrap_or_default();
     }
     let lint_input = dir.path().join("metrics.txt");
     std::fs::write(&lint_input, &metrics).unwrap();
@@ -372,7 +356,7 @@ fn every_panel_and_alert_returns_data_from_a_real_prometheus_scraping_a_live_eng
     assert_eq!(ready["state_restored"], true);
     assert_eq!(ready["outputs_recalled"], true);
     assert_eq!(ready["workers_assigned"], 2);
-    let metrics = get(kairos_port, "/metrics").unwrap().1;
+    let metrics = http_get(kairos_port, "/metrics").unwrap().1;
     let restored = metrics
         .lines()
         .find_map(|l| l.strip_prefix("kairos_state_restored_subscribers "))

@@ -76,8 +76,9 @@ impl Pending {
     }
 }
 
+/// What the errors of a recorded set name as its folder.
 fn checkpointed_dir(version: &str) -> std::path::PathBuf {
-    Path::new(&format!("checkpointed:{version}")).to_path_buf()
+    format!("checkpointed:{version}").into()
 }
 
 /// The sets put in force during this run, for the checkpoint writer: worker 0 adds each

@@ -246,10 +246,10 @@ impl SubscriberLogic {
             DataflowStats::bump(&self.stats.events_for_erased);
             return;
         }
-        self.touch(event.msisdn);
-        let Some(state) = self.states.get_mut(&event.msisdn) else {
-            return;
-        };
+        // `touch`, on the field: `state` borrows `states` (one lookup per event).
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.insert(event.msisdn);
+        }
         let mut found = Vec::new();
         // The actions held for quiet hours go with the erased state: each is decided
         // `erased`, without the number.
