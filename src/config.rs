@@ -175,6 +175,11 @@ pub struct EngineConfig {
     /// published set is in force from start (the folder only when none was published yet),
     /// and the folder is not watched. Default: none.
     pub rules_topic: Option<String>,
+    /// A number with no customer record (an inbound roamer, a number seen only in usage or
+    /// signalling) has its state forgotten this long after the last event about it (event
+    /// time); 0 keeps such states for ever. Default 2,592,000,000 (30 days). `kairos replay
+    /// --forget-non-customers-after-ms` must be given the same to decide the same.
+    pub forget_non_customers_after_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -188,6 +193,7 @@ impl Default for EngineConfig {
             max_waiting_events: 2_000_000,
             rules_poll_ms: 250,
             rules_topic: None,
+            forget_non_customers_after_ms: kairos_dataflows::Retention::DEFAULT_FORGET_AFTER,
         }
     }
 }

@@ -58,6 +58,11 @@ enum Command {
         /// invalid (a dead letter; contract §5.1), in milliseconds.
         #[arg(long, default_value_t = kairos::decode::Horizon::DEFAULT_MAX_FUTURE)]
         max_future_ms: u64,
+        /// The state of a number with no customer record is forgotten this long after its
+        /// last event (event time, milliseconds; 0: never). As `forget_non_customers_after_ms`
+        /// of `kairos run`.
+        #[arg(long, default_value_t = kairos_dataflows::Retention::DEFAULT_FORGET_AFTER)]
+        forget_non_customers_after_ms: u64,
         /// Do not find households (no `households.jsonl`, no `household` in actions).
         #[arg(long)]
         no_households: bool,
@@ -263,6 +268,7 @@ fn main() -> ExitCode {
             workers,
             allowed_lateness_ms,
             max_future_ms,
+            forget_non_customers_after_ms,
             no_households,
             households_config,
         } => {
@@ -283,6 +289,9 @@ fn main() -> ExitCode {
                 households: kairos_dataflows::households::HouseholdConfig {
                     enabled: !no_households && households.enabled,
                     ..households
+                },
+                retention: kairos_dataflows::Retention {
+                    forget_non_customers_after_ms,
                 },
                 progress: reporter.progress(),
             };

@@ -35,6 +35,10 @@ pub const SUPPRESSED: &str = "kairos_policy_suppressed_total";
 pub const SINK_ERRORS: &str = "kairos_sink_delivery_errors_total";
 /// Moments detected (before policy).
 pub const MOMENTS: &str = "kairos_dataflow_moments_total";
+/// Moments found again by a second event (same rule, subscriber, instant, key): judged once.
+pub const MOMENTS_REPEATED: &str = "kairos_dataflow_moments_repeated_total";
+/// States of non-customers forgotten after `forget_non_customers_after_ms` without events.
+pub const FORGOTTEN: &str = "kairos_dataflow_non_customers_forgotten_total";
 /// Events about subscribers without a customer record.
 pub const WITHOUT_CUSTOMER: &str = "kairos_dataflow_events_without_customer_total";
 /// Events about erased subscribers (they build no state).
@@ -279,6 +283,8 @@ pub fn worker_position(
 /// The dataflow's counters, and the process's memory (worker 0, once a second).
 pub fn dataflow_stats(stats: &DataflowStats) {
     metrics::counter!(MOMENTS).absolute(stats.moments.load(Ordering::Relaxed));
+    metrics::counter!(MOMENTS_REPEATED).absolute(stats.moments_repeated.load(Ordering::Relaxed));
+    metrics::counter!(FORGOTTEN).absolute(stats.forgotten.load(Ordering::Relaxed));
     metrics::counter!(WITHOUT_CUSTOMER).absolute(stats.events_without_customer.load(Ordering::Relaxed));
     metrics::counter!(FOR_ERASED).absolute(stats.events_for_erased.load(Ordering::Relaxed));
     metrics::counter!(ERASURES).absolute(stats.erasures.load(Ordering::Relaxed));

@@ -39,10 +39,11 @@ impl CheckpointRequests {
 /// What the subscriber operator emits for a checkpoint, at the checkpoint's instant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StateRecord {
-    /// A subscriber whose state changed since the previous checkpoint.
+    /// A subscriber whose state changed since the previous checkpoint; `None`: a state that
+    /// was forgotten (a non-customer's, after its retention), whose stored copy goes.
     Subscriber {
         msisdn: Msisdn,
-        state: Box<SubscriberState>,
+        state: Option<Box<SubscriberState>>,
     },
     /// Events sent before the checkpoint that wait for a later instant (one record per
     /// worker, possibly empty, so the writer knows every worker took part).

@@ -63,6 +63,12 @@ pub struct DataflowStats {
     pub stale_customer_records: AtomicU64,
     /// Moments detected (before policy).
     pub moments: AtomicU64,
+    /// Moments found again for a rule, subscriber, instant and key already judged (two
+    /// events that tell of one moment): not judged again.
+    pub moments_repeated: AtomicU64,
+    /// States of numbers that are not customers (no customer record), forgotten after
+    /// [`Retention::forget_non_customers_after_ms`] without an event.
+    pub forgotten: AtomicU64,
     /// Rule conditions that failed to evaluate (counted as not holding).
     pub condition_errors: AtomicU64,
     /// Events applied to subscriber state (the dataflow's updates).
@@ -74,6 +80,28 @@ pub struct DataflowStats {
 impl DataflowStats {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long what is not about a customer is kept (event time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// A state without a customer record — an inbound roamer's, a number seen only in
+    /// usage or signalling — is forgotten this long after the last event about it
+    /// (`TimerKind::Forget`); 0 keeps such states for ever.
+    pub forget_non_customers_after_ms: Millis,
+}
+
+impl Retention {
+    /// 30 days: an inbound roamer's stay, with room; usage windows reach back no further.
+    pub const DEFAULT_FORGET_AFTER: Millis = 30 * 24 * 3_600_000;
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            forget_non_customers_after_ms: Retention::DEFAULT_FORGET_AFTER,
+        }
     }
 }
 
@@ -96,6 +124,7 @@ pub fn decisions<'scope>(
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
     households: &HouseholdConfig,
+    retention: Retention,
 ) -> Outputs<'scope> {
     let scope = events.scope();
     // A rule set sent by any worker at instant `T` is in force on every worker from `T` on.
@@ -117,8 +146,16 @@ pub fn decisions<'scope>(
     };
     if !households.enabled {
         let none = Vec::<ViewUpdate>::new().to_stream(scope);
-        let (outputs, _) =
-            subscriber::subscriber_state(events, none.clone(), broadcasts, rules, stats, durability, None);
+        let (outputs, _) = subscriber::subscriber_state(
+            events,
+            none.clone(),
+            broadcasts,
+            rules,
+            stats,
+            durability,
+            None,
+            retention,
+        );
         let (decisions, state) = outputs.ok_err(|output| output);
         return Outputs {
             decisions,
@@ -130,7 +167,8 @@ pub fn decisions<'scope>(
     // run a step ahead of the graph instead of waiting for it at every step.
     let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
     let config = Some(households.clone());
-    let (outputs, evidence) = subscriber::subscriber_state(events, views, broadcasts, rules, stats, durability, config);
+    let (outputs, evidence) =
+        subscriber::subscriber_state(events, views, broadcasts, rules, stats, durability, config, retention);
     let (decisions, state) = outputs.ok_err(|output| output);
     let households = households::graph(evidence.as_collection(), households)
         .inner

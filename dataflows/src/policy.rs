@@ -39,6 +39,11 @@ pub fn reachable(customer: &CustomerRecord, channel: Channel) -> bool {
 /// How many sent actions are remembered with their channel, for opt-outs that name them.
 pub const REMEMBERED_ACTIONS: usize = 64;
 
+/// How many (rule, dedupe key) cooldown entries a subscriber keeps, at most: the one sent
+/// longest ago goes first. Keys are few in practice (a rule's key is a country, a billing
+/// cycle, a handset), so this only bounds a rule whose `dedupe_key` never repeats.
+pub const COOLDOWNS_KEPT: usize = 256;
+
 /// How many marketing actions are kept for caps and arbitration, at most.
 pub const EXPOSURES_KEPT: usize = 256;
 
@@ -112,12 +117,20 @@ impl ContactHistory {
     }
 
     /// Records a sent action; only the latest per rule and key is kept. Nothing is
-    /// forgotten by age: a late event may still need an old entry (it is applied after
-    /// newer ones), and the entries are bounded by the distinct keys of a subscriber.
+    /// forgotten by age (a late event may still need an old entry: it is applied after
+    /// newer ones), only by number: at most [`COOLDOWNS_KEPT`] keys, the oldest going first.
     pub fn record(&mut self, rule: &str, key: &str, at: Millis) {
         match self.sent.iter_mut().find(|(r, k, _)| r == rule && k == key) {
             Some(entry) => entry.2 = at,
-            None => self.sent.push((rule.to_string(), key.to_string(), at)),
+            None => {
+                if self.sent.len() >= COOLDOWNS_KEPT {
+                    let oldest = (0..self.sent.len()).min_by_key(|i| (self.sent[*i].2, *i));
+                    if let Some(oldest) = oldest {
+                        self.sent.remove(oldest);
+                    }
+                }
+                self.sent.push((rule.to_string(), key.to_string(), at));
+            }
         }
     }
 

@@ -32,6 +32,73 @@ pub struct SubscriberState {
     pub activity: Activity,
     /// The subscriber's part in the household graph, and their household.
     pub household: HouseholdState,
+    /// When the subscriber was last heard of, and the moments judged lately.
+    pub recent: Recent,
+}
+
+/// How long (event time) a judged moment is remembered, so that the same moment found again
+/// within it is not judged again: measured back from the newest moment the subscriber had
+/// judged (see [`Recent`]).
+pub const JUDGED_WINDOW: Millis = 7 * 24 * 3_600_000;
+
+/// How many judged moments a state remembers at most, whatever their age (a bound, far above
+/// a week of a subscriber's moments).
+pub const RECENT_MOMENTS: usize = 64;
+
+/// How many handsets' once-only marks (`handset_ageing`) a state keeps; the oldest go first.
+pub const HANDSETS_KEPT: usize = 16;
+
+/// What a state remembers of its latest activity.
+///
+/// `judged` makes a moment found twice a single decision. Two events can find the same
+/// moment — two arrivals in one country stamped in the same millisecond (a hand-over
+/// ES→IT→ES→IT within 1 ms), an event delivered again later: same rule, subscriber,
+/// instant and key, hence the same `action_id` (contract §2), and one id must have one
+/// decision. The moments judged within [`JUDGED_WINDOW`] of the newest are remembered (at
+/// most [`RECENT_MOMENTS`]); a repeat older than that is judged again (a cooldown then
+/// usually suppresses it, under the same id).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    /// `ts` of the newest event about the subscriber (0 when not known: a state stored by
+    /// a kairos before this field; restore counts it from the checkpoint instead).
+    pub last_event: Millis,
+    /// (moment instant, [`moment_tag`]) of the moments judged lately, in the order judged.
+    pub judged: Vec<(Millis, u64)>,
+}
+
+impl Recent {
+    /// The oldest instant still remembered: [`JUDGED_WINDOW`] before the newest.
+    fn horizon(&self) -> Millis {
+        let newest = self.judged.iter().map(|(at, _)| *at).max().unwrap_or(0);
+        newest.saturating_sub(JUDGED_WINDOW)
+    }
+
+    /// Whether the moment with this instant and tag was judged already (within the window).
+    pub fn judged(&self, at: Millis, tag: u64) -> bool {
+        at >= self.horizon() && self.judged.contains(&(at, tag))
+    }
+
+    /// Remembers a judged moment; those that fell out of the window are forgotten (and the
+    /// first judged, beyond [`RECENT_MOMENTS`]).
+    pub fn remember(&mut self, at: Millis, tag: u64) {
+        self.judged.push((at, tag));
+        let horizon = self.horizon();
+        self.judged.retain(|(at, _)| *at >= horizon);
+        if self.judged.len() > RECENT_MOMENTS {
+            self.judged.remove(0);
+        }
+    }
+}
+
+/// A stable 64-bit tag of a rule's moment (rule id, key; the instant is kept beside it):
+/// FNV-1a, the same in every process and release, as a checkpoint needs.
+pub fn moment_tag(rule: &str, key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in rule.bytes().chain([0xff]).chain(key.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// The customer record in force.
@@ -183,9 +250,15 @@ impl SubscriberState {
 
     /// Records that a once-only moment fired. With `replaces`, the rule's earlier keys are
     /// forgotten (a new billing cycle makes the old one's irrelevant).
+    /// Of a rule without `replaces` (one mark per handset), at most [`HANDSETS_KEPT`] marks
+    /// are kept: a subscriber's sixteenth-last handset will not come back.
     pub fn mark_fired(&mut self, rule: &str, key: &str, replaces: bool) {
         if replaces {
             self.fired.retain(|(r, _)| r != rule);
+        } else if self.fired.iter().filter(|(r, _)| r == rule).count() >= HANDSETS_KEPT {
+            if let Some(oldest) = self.fired.iter().position(|(r, _)| r == rule) {
+                self.fired.remove(oldest);
+            }
         }
         self.fired.push((rule.to_string(), key.to_string()));
     }

@@ -65,9 +65,14 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
         let mut waiting = Vec::new();
         for (_, record) in first.records {
             match record {
-                StateRecord::Subscriber { msisdn, state } => {
-                    states.insert(msisdn, *state);
-                }
+                StateRecord::Subscriber { msisdn, state } => match state {
+                    Some(state) => {
+                        states.insert(msisdn, *state);
+                    }
+                    None => {
+                        states.remove(&msisdn);
+                    }
+                },
                 StateRecord::Pending { events, .. } => waiting.extend(events),
             }
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
 use kairos_dataflows::DataflowStats;
+use kairos_dataflows::Retention;
 use kairos_model::{Decision, Millis, Msisdn, RuleSet};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -36,13 +37,14 @@ pub fn build_dataflow(
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     config: &HouseholdConfig,
+    retention: Retention,
     mut deliver: impl FnMut(&mut Vec<Decision>) + 'static,
     mut households: impl FnMut(&mut Vec<ViewUpdate>) + 'static,
 ) -> (EventInput, ProbeHandle<Millis>) {
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Millis, _, _>(|scope| {
-        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, None, config);
+        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, None, config, retention);
         outputs
             .decisions
             .probe_with(&probe)
@@ -71,6 +73,8 @@ pub struct ReplayOptions {
     /// §5.1); later ones are dead letters.
     pub max_future_ms: Millis,
     pub households: HouseholdConfig,
+    /// How long states of numbers that are not customers are kept without events.
+    pub retention: Retention,
     /// Where the reader counts what it has read, when progress is shown.
     pub progress: Option<crate::progress::Progress>,
 }
@@ -119,6 +123,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let max_future = options.max_future_ms;
     let worker_stats = Arc::clone(&stats);
     let household_config = options.households.clone();
+    let retention = options.retention;
     let epochs: Arc<Vec<AtomicU64>> = Arc::new((0..options.workers).map(|_| AtomicU64::new(0)).collect());
     let slack = household_config
         .enabled
@@ -138,6 +143,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             Arc::clone(&rules),
             Arc::clone(&worker_stats),
             &household_config,
+            retention,
             move |decisions| sink.borrow_mut().append(decisions),
             move |updates| {
                 let mut current = household_sink.borrow_mut();

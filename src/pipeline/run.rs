@@ -320,6 +320,9 @@ fn run_from_checkpoint(
         kafka: config.kafka.clone(),
         range: range.clone(),
         households: config.households.clone(),
+        retention: kairos_dataflows::Retention {
+            forget_non_customers_after_ms: config.engine.forget_non_customers_after_ms,
+        },
         max_waiting_events: config.engine.max_waiting_events,
         through: AtomicUsize::new(0),
         shutdown: Arc::clone(shutdown),
@@ -395,6 +398,7 @@ struct Shared {
     kafka: crate::config::KafkaConfig,
     range: Range,
     households: HouseholdConfig,
+    retention: kairos_dataflows::Retention,
     max_waiting_events: u64,
     /// Workers whose partitions are all read to the end of a bounded range.
     through: AtomicUsize,
@@ -564,6 +568,7 @@ impl RunWorker {
                 Arc::clone(&shared.stats),
                 Some(shared.durability.clone()),
                 &shared.households,
+                shared.retention,
             );
             sink_and_checkpoint(outputs.decisions, outputs.state, &probe, shared.outputs.clone(), index);
         });

@@ -134,6 +134,7 @@ fn replay_with(
         allowed_lateness_ms: 0,
         max_future_ms: crate::decode::Horizon::DEFAULT_MAX_FUTURE,
         households: Default::default(),
+        retention: Default::default(),
         progress: options.progress.clone(),
     };
     let summary = pipeline::replay(&replay).map_err(|e| e.to_string())?;

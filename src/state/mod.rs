@@ -36,7 +36,10 @@
 
 pub mod coordinator;
 pub mod stored;
+mod versions;
 pub mod writer;
+
+use versions::encode_subscriber;
 
 use std::path::{Path, PathBuf};
 
@@ -49,9 +52,14 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::rules::history::RulesRecord;
 
 /// The version of the on-disk layout, raised whenever a stored type changes. 2:
-/// `SubscriberState` gained `previous_country`; 3: its contact history (held actions, caps).
-pub const FORMAT_VERSION: u32 = 3;
-/// The version byte in front of every value.
+/// `SubscriberState` gained `previous_country`; 3: its contact history (held actions, caps);
+/// 4: subscriber values of version 2 (`recent`, see `versions.rs`). A store of version 3 is
+/// read (its values are upgraded as they are written again) and marked 4, so that an older
+/// kairos refuses it instead of quarantining the values it cannot read.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest layout this kairos reads.
+const OLDEST_FORMAT_VERSION: u32 = 3;
+/// The version byte in front of every value but a subscriber's (`versions.rs`).
 const VALUE_VERSION: u8 = 1;
 const SUBSCRIBER_PREFIX: u8 = b's';
 /// Erased numbers, by keyed hash.
@@ -132,7 +140,8 @@ pub struct Restored {
 #[derive(Debug, Default)]
 pub struct CheckpointWrite<'a> {
     pub meta: CheckpointMeta,
-    pub subscribers: Vec<(Msisdn, &'a SubscriberState)>,
+    /// The states changed since the last checkpoint; `None`: forgotten, the key goes.
+    pub subscribers: Vec<(Msisdn, Option<&'a SubscriberState>)>,
     pub waiting: &'a [Event],
     pub rules: Option<RulesRecord>,
 }
@@ -165,11 +174,22 @@ enum Limit {
 
 /// [`decode`], naming the key only when the value is corrupt.
 fn decode_as<T: DeserializeOwned>(key: impl Fn() -> String, bytes: &[u8], limit: Limit) -> Result<T, StateError> {
-    let corrupt = |reason: String| StateError::Corrupt { key: key(), reason };
-    let (version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty value".into()))?;
+    let (version, rest) = bytes.split_first().ok_or_else(|| StateError::Corrupt {
+        key: key(),
+        reason: "empty value".into(),
+    })?;
     if *version != VALUE_VERSION {
-        return Err(corrupt(format!("unknown value version {version}")));
+        return Err(StateError::Corrupt {
+            key: key(),
+            reason: format!("unknown value version {version}"),
+        });
     }
+    decode_body(key, rest, limit)
+}
+
+/// Decodes the bincode after a value's version byte.
+fn decode_body<T: DeserializeOwned>(key: impl Fn() -> String, rest: &[u8], limit: Limit) -> Result<T, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt { key: key(), reason };
     let config = bincode::config::standard();
     let decoded = match limit {
         Limit::Subscriber => bincode::serde::decode_from_slice(rest, config.with_limit::<SUBSCRIBER_VALUE_LIMIT>()),
@@ -215,7 +235,7 @@ fn decode_states(
                     let states = part
                         .iter()
                         .filter_map(
-                            |(msisdn, value)| match decode_as(String::new, value, Limit::Subscriber) {
+                            |(msisdn, value)| match versions::decode_subscriber(String::new, value) {
                                 Ok(state) => Some((*msisdn, state)),
                                 Err(error) => {
                                     let reason = match error {
@@ -291,11 +311,15 @@ impl StateStore {
             None => db.put(META_VERSION, FORMAT_VERSION.to_be_bytes())?,
             Some(bytes) => {
                 let found = bytes.try_into().map(u32::from_be_bytes).unwrap_or(0);
-                if found != FORMAT_VERSION {
+                if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
                     return Err(StateError::Version {
                         path: dir.to_path_buf(),
                         found,
                     });
+                }
+                if found != FORMAT_VERSION {
+                    tracing::info!(from = found, to = FORMAT_VERSION, "state store layout upgraded");
+                    db.put(META_VERSION, FORMAT_VERSION.to_be_bytes())?;
                 }
             }
         }
@@ -432,11 +456,13 @@ impl StateStore {
         let mut batch = WriteBatch::default();
         let mut erasing = false;
         for (msisdn, state) in &checkpoint.subscribers {
-            if matches!(state.customer, CustomerState::Deleted { .. }) {
-                self.erase(&mut batch, *msisdn, state);
-                erasing = true;
-            } else {
-                batch.put(subscriber_key(*msisdn), encode(state));
+            match state {
+                None => batch.delete(subscriber_key(*msisdn)),
+                Some(state) if matches!(state.customer, CustomerState::Deleted { .. }) => {
+                    self.erase(&mut batch, *msisdn, state);
+                    erasing = true;
+                }
+                Some(state) => batch.put(subscriber_key(*msisdn), encode_subscriber(state)),
             }
         }
         batch.put(META_WAITING, encode(&checkpoint.waiting));
@@ -548,7 +574,7 @@ mod tests {
         store
             .write(&CheckpointWrite {
                 meta: meta.clone(),
-                subscribers: vec![(a, &state), (b, &state)],
+                subscribers: vec![(a, Some(&state)), (b, Some(&state))],
                 waiting: &[],
                 rules: None,
             })
@@ -567,7 +593,7 @@ mod tests {
         store
             .write(&CheckpointWrite {
                 meta: later.clone(),
-                subscribers: vec![(b, &state)],
+                subscribers: vec![(b, Some(&state))],
                 waiting: &[],
                 rules: Some(rules.clone()),
             })
@@ -580,6 +606,37 @@ mod tests {
         assert_eq!(restored.subscribers.len(), 2);
         assert_eq!(restored.subscribers[0].1.unassigned_data, vec![]);
         assert_eq!(restored.subscribers[1].1.unassigned_data, vec![(1, 2)]);
+
+        // A forgotten state (no state in the checkpoint) loses its key; the other stays.
+        let store = StateStore::open(dir.path()).unwrap();
+        store
+            .write(&CheckpointWrite {
+                meta: CheckpointMeta { at: 300, ..later },
+                subscribers: vec![(a, None)],
+                waiting: &[],
+                rules: None,
+            })
+            .unwrap();
+        assert!(store.db.get(subscriber_key(a)).unwrap().is_none());
+        let restored = store.load().unwrap().unwrap();
+        assert_eq!(
+            restored.subscribers.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            vec![b]
+        );
+    }
+
+    #[test]
+    fn a_store_of_the_previous_layout_opens_and_is_marked_with_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateStore::open(dir.path()).unwrap());
+        let db = DB::open_default(dir.path()).unwrap();
+        db.put(META_VERSION, OLDEST_FORMAT_VERSION.to_be_bytes()).unwrap();
+        drop(db);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.db.get(META_VERSION).unwrap().as_deref(),
+            Some(&FORMAT_VERSION.to_be_bytes()[..])
+        );
     }
 
     /// Every file of `dir` (recursively) that holds `msisdn` as its digits or as 8 bytes in
@@ -631,14 +688,16 @@ mod tests {
             waiting: &[],
             rules: None,
         };
-        store.write(&checkpoint(100, vec![(s, &other), (x, &erased)])).unwrap();
+        store
+            .write(&checkpoint(100, vec![(s, Some(&other)), (x, Some(&erased))]))
+            .unwrap();
         // Some unrelated subscribers, so that the tables hold more than these two.
         let filler = SubscriberState::default();
         let many: Vec<Msisdn> = (0..2_000)
             .map(|i| Msisdn::from_u64(351_920_000_000 + i).unwrap())
             .collect();
         store
-            .write(&checkpoint(150, many.iter().map(|m| (*m, &filler)).collect()))
+            .write(&checkpoint(150, many.iter().map(|m| (*m, Some(&filler))).collect()))
             .unwrap();
         store.db.flush().unwrap();
         assert!(
@@ -653,7 +712,7 @@ mod tests {
             ..Default::default()
         };
         store
-            .write(&checkpoint(200, vec![(s, &forgotten), (x, &tombstone)]))
+            .write(&checkpoint(200, vec![(s, Some(&forgotten)), (x, Some(&tombstone))]))
             .unwrap();
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -716,7 +775,11 @@ mod tests {
                     at: 100,
                     ..Default::default()
                 },
-                subscribers: vec![(number(1), &state), (number(2), &state), (number(3), &state)],
+                subscribers: vec![
+                    (number(1), Some(&state)),
+                    (number(2), Some(&state)),
+                    (number(3), Some(&state)),
+                ],
                 waiting: &[],
                 rules: None,
             })
@@ -750,21 +813,18 @@ mod tests {
         // 2^62 bytes: without a limit bincode would allocate them before reading, and the
         // process would abort (a test process included).
         let corrupt = with_corrupt_length(&store, number(2), 1 << 62);
-        let error = decode_as::<SubscriberState>(|| "s2".into(), &corrupt, Limit::Subscriber).unwrap_err();
+        let error = versions::decode_subscriber(|| "s2".into(), &corrupt).unwrap_err();
         assert!(error.to_string().contains("s2 is corrupt"), "{error}");
         assert!(error.to_string().to_lowercase().contains("limit"), "{error}");
         // Just above the limit is refused too; a real value's lengths decode.
         let corrupt = with_corrupt_length(&store, number(2), SUBSCRIBER_VALUE_LIMIT as u64 + 1);
-        assert!(decode_as::<SubscriberState>(|| "s2".into(), &corrupt, Limit::Subscriber).is_err());
+        assert!(versions::decode_subscriber(|| "s2".into(), &corrupt).is_err());
         let good = store.db.get(subscriber_key(number(2))).unwrap().unwrap();
-        assert_eq!(
-            decode_as::<SubscriberState>(|| "s2".into(), &good, Limit::Subscriber).unwrap(),
-            state
-        );
+        assert_eq!(versions::decode_subscriber(|| "s2".into(), &good).unwrap(), state);
         // Bytes after a whole value are corruption too.
         let mut longer = good.clone();
         longer.push(0);
-        let error = decode_as::<SubscriberState>(|| "s2".into(), &longer, Limit::Subscriber).unwrap_err();
+        let error = versions::decode_subscriber(|| "s2".into(), &longer).unwrap_err();
         assert!(error.to_string().contains("1 bytes after the value"), "{error}");
     }
 

@@ -4,6 +4,7 @@
 use kairos_dataflows::state::SubscriberState;
 use kairos_model::Event;
 
+use super::versions::{decode_subscriber, encode_subscriber};
 use super::{decode, encode, CheckpointMeta, Limit, StateError};
 
 /// Which kind of value a key holds.
@@ -43,7 +44,7 @@ impl Stored {
     pub fn decode(kind: StoredKind, bytes: &[u8]) -> Result<Stored, StateError> {
         let key = kind.key();
         Ok(match kind {
-            StoredKind::Subscriber => Stored::Subscriber(Box::new(decode(key, bytes, Limit::Subscriber)?)),
+            StoredKind::Subscriber => Stored::Subscriber(Box::new(decode_subscriber(|| key.to_string(), bytes)?)),
             StoredKind::Checkpoint => Stored::Checkpoint(decode(key, bytes, Limit::Checkpoint)?),
             StoredKind::Waiting => Stored::Waiting(decode(key, bytes, Limit::Checkpoint)?),
         })
@@ -52,7 +53,7 @@ impl Stored {
     /// The bytes the store keeps for this value.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Stored::Subscriber(state) => encode(state.as_ref()),
+            Stored::Subscriber(state) => encode_subscriber(state.as_ref()),
             Stored::Checkpoint(meta) => encode(meta),
             Stored::Waiting(events) => encode(events),
         }

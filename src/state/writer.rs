@@ -19,8 +19,9 @@ use crate::telemetry;
 /// Accumulates checkpoint records until a checkpoint can be written.
 pub struct CheckpointWriter {
     workers: usize,
-    /// Changed states not yet written (a later record of the same subscriber wins).
-    subscribers: BTreeMap<Msisdn, SubscriberState>,
+    /// Changed states not yet written (a later record of the same subscriber wins); `None`
+    /// for a state forgotten since.
+    subscribers: BTreeMap<Msisdn, Option<SubscriberState>>,
     /// Per worker: the instant of its last checkpoint marker and its waiting events.
     markers: BTreeMap<usize, (Millis, Vec<Event>)>,
 }
@@ -39,7 +40,7 @@ impl CheckpointWriter {
     pub fn absorb(&mut self, record: StateRecord) {
         match record {
             StateRecord::Subscriber { msisdn, state } => {
-                self.subscribers.insert(msisdn, *state);
+                self.subscribers.insert(msisdn, state.map(|s| *s));
             }
             StateRecord::Pending { worker, at, events } => {
                 self.markers.insert(worker, (at, events));
@@ -72,7 +73,7 @@ impl CheckpointWriter {
 pub struct Ready {
     at: Millis,
     inputs: Vec<Position>,
-    subscribers: BTreeMap<Msisdn, SubscriberState>,
+    subscribers: BTreeMap<Msisdn, Option<SubscriberState>>,
     waiting: Vec<Event>,
 }
 
@@ -238,7 +239,7 @@ fn write(
     };
     let checkpoint = CheckpointWrite {
         meta,
-        subscribers: ready.subscribers.iter().map(|(m, s)| (*m, s)).collect(),
+        subscribers: ready.subscribers.iter().map(|(m, s)| (*m, s.as_ref())).collect(),
         waiting: &ready.waiting,
         rules: Some(rules.record_at(ready.at)),
     };

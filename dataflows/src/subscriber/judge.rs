@@ -18,7 +18,7 @@ use super::{Timer, TimerKind};
 use crate::condition::{self, Expression, FieldSource, MomentFields, Reads};
 use crate::households::HouseholdView;
 use crate::policy::{admit, Deferred, Exposure, Subject};
-use crate::state::SubscriberState;
+use crate::state::{moment_tag, SubscriberState};
 use crate::DataflowStats;
 
 /// What judges moments: the rules in force, compiled once per worker, and the counters.
@@ -121,9 +121,20 @@ impl Judges {
         };
         candidates.sort_by(|(a, _), (b, _)| score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id)));
         for (rule, moment) in candidates {
+            // The same rule's moment at the same instant with the same key is one moment
+            // (one `action_id`), however many events found it: it is judged once.
+            let tag = moment_tag(&rule.id, &moment.key);
+            if state.recent.judged(moment.at, tag) {
+                DataflowStats::bump(&self.stats.moments_repeated);
+                continue;
+            }
             match judge(policy, self.horizon, rule, state, msisdn, moment, timers) {
-                Judged::Decided(decision) => decisions.push(decision),
+                Judged::Decided(decision) => {
+                    state.recent.remember(moment.at, tag);
+                    decisions.push(decision);
+                }
                 Judged::Held => {
+                    state.recent.remember(moment.at, tag);
                     self.stats.held.fetch_add(1, Ordering::Relaxed);
                 }
                 Judged::Nobody => {}

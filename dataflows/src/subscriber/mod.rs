@@ -31,7 +31,7 @@ use crate::erased::ErasedIndex;
 use crate::evidence::call_weight;
 use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
 use crate::state::{CustomerChange, CustomerState, SubscriberState};
-use crate::{moments, DataflowStats};
+use crate::{moments, DataflowStats, Retention};
 use detect::{cycle_of, data_pack_check, handset_check, record_imei, roaming_check};
 use judge::{deliver, Judges};
 pub use operator::{subscriber_state, Broadcasts, SubscriberOutput};
@@ -51,6 +51,9 @@ pub enum TimerKind {
     HandsetAgeing { imei: String },
     /// Quiet hours end for an action held until then (`send_at`).
     Deliver { action_id: String },
+    /// A state without a customer record may have gone without events for
+    /// [`Retention::forget_non_customers_after_ms`]: then it is forgotten.
+    Forget,
 }
 
 /// One worker's share of subscribers, and the rules they are judged by.
@@ -71,6 +74,8 @@ pub struct SubscriberLogic {
     /// Numbers erased in this run, by the instant: for a few graph steps after it, views
     /// that name them (computed from evidence before the erasure) are dropped.
     recently_erased: BTreeMap<Msisdn, Millis>,
+    /// How long states that are not customers' are kept without events.
+    retention: Retention,
 }
 
 impl SubscriberLogic {
@@ -91,7 +96,25 @@ impl SubscriberLogic {
             evidence: Vec::new(),
             erased: Arc::default(),
             recently_erased: BTreeMap::new(),
+            retention: Retention::default(),
         }
+    }
+
+    /// Keeps states that are not customers' as `retention` says.
+    pub fn with_retention(mut self, retention: Retention) -> SubscriberLogic {
+        self.retention = retention;
+        self
+    }
+
+    /// The timer that forgets a non-customer's state, if it is one and forgetting is on:
+    /// due `forget_non_customers_after_ms` after its last event, not before `from`.
+    fn forget_timer(&self, msisdn: Msisdn, state: &SubscriberState, from: Millis) -> Option<Timer> {
+        let after = self.retention.forget_non_customers_after_ms;
+        (after > 0 && matches!(state.customer, CustomerState::Unknown)).then(|| Timer {
+            due: state.recent.last_event.saturating_add(after).max(from),
+            msisdn,
+            kind: TimerKind::Forget,
+        })
     }
 
     /// Whether `view` names a number erased within the last few graph steps before `now`.
@@ -153,6 +176,11 @@ impl SubscriberLogic {
         let mut timers = Vec::new();
         let mut views = Vec::new();
         for (msisdn, mut state) in restored {
+            // A state stored before `recent` was: its last event is taken as the checkpoint's.
+            if state.recent.last_event == 0 {
+                state.recent.last_event = from;
+            }
+            timers.extend(self.forget_timer(msisdn, &state, from));
             for (at, view, diff) in std::mem::take(&mut state.household.pending_views) {
                 views.push((msisdn, view, at, diff));
             }
@@ -220,31 +248,45 @@ impl SubscriberLogic {
         }
     }
 
-    /// The states changed since the last call, for a checkpoint.
-    pub fn take_changes(&mut self) -> Vec<(Msisdn, SubscriberState)> {
+    /// The states changed since the last call, for a checkpoint: `None` for a state that
+    /// was forgotten (its stored copy goes).
+    pub fn take_changes(&mut self) -> Vec<(Msisdn, Option<SubscriberState>)> {
         let mut changed: Vec<Msisdn> = self.dirty.as_mut().map(|d| d.drain().collect()).unwrap_or_default();
         changed.sort();
-        changed
-            .into_iter()
-            .filter_map(|m| self.states.get(&m).map(|s| (m, s.clone())))
-            .collect()
+        changed.into_iter().map(|m| (m, self.states.get(&m).cloned())).collect()
     }
 
     /// Applies one event at instant `now` (`now ≥ event.ts`; greater for a late event) and
     /// pushes the decisions and timers it causes.
     pub fn apply(&mut self, event: &Event, now: Millis, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
         let erased = &self.erased;
-        let state = self.states.entry(event.msisdn).or_insert_with(|| SubscriberState {
-            customer: match erased.since(event.msisdn) {
-                Some(since) => CustomerState::Deleted { since },
-                None => CustomerState::Unknown,
-            },
-            ..SubscriberState::default()
+        let mut created = false;
+        let state = self.states.entry(event.msisdn).or_insert_with(|| {
+            created = true;
+            SubscriberState {
+                customer: match erased.since(event.msisdn) {
+                    Some(since) => CustomerState::Deleted { since },
+                    None => CustomerState::Unknown,
+                },
+                ..SubscriberState::default()
+            }
         });
         // An erased number's events build no state until a newer customer record arrives.
         if matches!(state.customer, CustomerState::Deleted { .. }) && !matches!(event.body, EventBody::Customer(_)) {
             DataflowStats::bump(&self.stats.events_for_erased);
             return;
+        }
+        state.recent.last_event = state.recent.last_event.max(event.ts);
+        // A new state without a customer record (one that this event, a record, does not
+        // give it) is forgotten after a while without events (the timer looks again when it
+        // fires; one per state is enough).
+        let after = self.retention.forget_non_customers_after_ms;
+        if created && after > 0 && !matches!(event.body, EventBody::Customer(_)) {
+            timers.push(Timer {
+                due: event.ts.saturating_add(after),
+                msisdn: event.msisdn,
+                kind: TimerKind::Forget,
+            });
         }
         // `touch`, on the field: `state` borrows `states` (one lookup per event).
         if let Some(dirty) = self.dirty.as_mut() {
@@ -396,7 +438,17 @@ impl SubscriberLogic {
 
     /// Fires a timer whose instant event time has passed, if it still holds.
     pub fn fire(&mut self, timer: &Timer, decisions: &mut Vec<Decision>, timers: &mut Vec<Timer>) {
-        if !self.states.contains_key(&timer.msisdn) {
+        let Some(state) = self.states.get(&timer.msisdn) else {
+            return;
+        };
+        if timer.kind == TimerKind::Forget {
+            match self.forget_timer(timer.msisdn, state, timer.due) {
+                // Heard of since: looked at again then.
+                Some(later) if later.due > timer.due => timers.push(later),
+                Some(_) => self.forget_non_customer(timer.msisdn, timer.due),
+                // A customer now (or forgetting was turned off): kept.
+                None => {}
+            }
             return;
         }
         // Firing changes state too (the once-only mark, the contact history).
@@ -423,8 +475,25 @@ impl SubscriberLogic {
                 }
                 return;
             }
+            TimerKind::Forget => return,
         }
         self.judges.decide(state, timer.msisdn, found, decisions, timers);
+    }
+}
+
+impl SubscriberLogic {
+    /// Forgets the state of a number that is not a customer, at instant `now`: its
+    /// household evidence leaves the graph, and the next checkpoint deletes its stored copy.
+    /// The number is not erased: a later event about it starts a new state.
+    fn forget_non_customer(&mut self, msisdn: Msisdn, now: Millis) {
+        let Some(mut state) = self.states.remove(&msisdn) else {
+            return;
+        };
+        if self.households.is_some() {
+            state.household.erase(msisdn, now, &mut self.evidence);
+        }
+        DataflowStats::bump(&self.stats.forgotten);
+        self.touch(msisdn);
     }
 }
 
@@ -730,7 +799,7 @@ mod tests {
         assert_eq!(decisions.len(), 1);
         let changes = logic.take_changes();
         assert_eq!(changes.len(), 1, "the fired mark must reach the next checkpoint");
-        assert!(changes[0].1.has_fired(HANDSET_ONCE, "1"));
+        assert!(changes[0].1.as_ref().unwrap().has_fired(HANDSET_ONCE, "1"));
         // Without change tracking (a replay) nothing is remembered.
         let mut replay = SubscriberLogic::new(
             Arc::new(RuleSet::default()),
@@ -918,5 +987,185 @@ mod tests {
             .collect();
         assert_eq!(moments, [(4, "FR")], "only the arrival in FR from ES fires");
         assert_eq!(logic.states[&msisdn].previous_country, CountryCode::parse("ES").ok());
+    }
+
+    fn event_at(ts: Millis, msisdn: Msisdn, body: EventBody) -> Event {
+        Event {
+            ts,
+            msisdn,
+            origin: Origin {
+                source: 0,
+                position: ts,
+            },
+            body,
+        }
+    }
+
+    fn attach(ts: Millis, msisdn: Msisdn, country: &str) -> Event {
+        event_at(
+            ts,
+            msisdn,
+            EventBody::Network(Network {
+                event: NetworkKind::Attach,
+                country: CountryCode::parse(country).ok(),
+                mcc: None,
+                mnc: None,
+                cell: None,
+                imei: None,
+                peer: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn the_same_moment_found_by_two_events_is_decided_once() {
+        let rules = RuleSet {
+            rules: vec![rule("roaming-welcome", MomentKind::RoamingArrival, None)],
+            policy: Default::default(),
+        };
+        let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let upsert = event_at(
+            1,
+            msisdn,
+            EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))),
+        );
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        logic.apply(&upsert, 1, &mut decisions, &mut timers);
+        // ES, back home, ES again: all within one millisecond, two arrivals in ES at 100.
+        for event in [
+            attach(100, msisdn, "ES"),
+            attach(100, msisdn, "PT"),
+            attach(100, msisdn, "ES"),
+        ] {
+            logic.apply(&event, 100, &mut decisions, &mut timers);
+        }
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        assert_eq!(decisions[0].verdict, Verdict::Sent);
+        assert_eq!(logic.stats.moments_repeated.load(Ordering::Relaxed), 1);
+        // What was judged is part of the state: a restart from a checkpoint between the two
+        // events judges the second no more than the run without one.
+        let (_, state) = logic.take_changes().pop().unwrap();
+        let mut restarted = SubscriberLogic::new(
+            Arc::clone(&logic.judges.rules),
+            Arc::new(DataflowStats::default()),
+            true,
+            None,
+        );
+        restarted.restore(vec![(msisdn, state.unwrap())], 100);
+        restarted.apply(&attach(100, msisdn, "PT"), 100, &mut decisions, &mut timers);
+        restarted.apply(&attach(100, msisdn, "ES"), 100, &mut decisions, &mut timers);
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        // Another arrival at another instant is another moment.
+        for event in [attach(200, msisdn, "PT"), attach(300, msisdn, "ES")] {
+            restarted.apply(&event, event.ts, &mut decisions, &mut timers);
+        }
+        assert_eq!(decisions.len(), 2, "{decisions:?}");
+        assert_ne!(decisions[0].action.action_id, decisions[1].action.action_id);
+    }
+
+    #[test]
+    fn a_non_customers_state_is_forgotten_after_its_retention_and_a_customers_is_kept() {
+        let mut logic = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            true,
+            Some(HouseholdConfig::default()),
+        )
+        .with_retention(Retention {
+            forget_non_customers_after_ms: 1_000,
+        });
+        let (roamer, customer_number) = (
+            Msisdn::from_u64(34_600_000_001).unwrap(),
+            Msisdn::from_u64(351_910_000_001).unwrap(),
+        );
+        let call = |ts, from, to| {
+            event_at(
+                ts,
+                from,
+                EventBody::Network(Network {
+                    event: NetworkKind::Call,
+                    country: CountryCode::parse("PT").ok(),
+                    mcc: None,
+                    mnc: None,
+                    cell: None,
+                    // A handset's holder is evidence the graph hears at once.
+                    imei: Some(format!("{}", from.as_u64() % 1000)),
+                    peer: Some(to),
+                }),
+            )
+        };
+        let upsert = event_at(
+            0,
+            customer_number,
+            EventBody::Customer(Customer::Upsert(Box::new(customer(None, None)))),
+        );
+        let (mut decisions, mut timers) = (Vec::new(), Vec::new());
+        for event in [
+            upsert,
+            call(10, roamer, customer_number),
+            call(10, customer_number, roamer),
+        ] {
+            logic.apply(&event, event.ts, &mut decisions, &mut timers);
+        }
+        let forget: Vec<Timer> = std::mem::take(&mut timers);
+        assert_eq!(
+            forget,
+            vec![Timer {
+                due: 1_010,
+                msisdn: roamer,
+                kind: TimerKind::Forget
+            }],
+            "one timer, for the number without a record"
+        );
+        logic.apply(&call(500, roamer, customer_number), 500, &mut decisions, &mut timers);
+        assert!(timers.is_empty(), "the state's timer is already set");
+        logic.take_changes();
+        logic.evidence.clear();
+
+        // At 1,010 the roamer was heard of 510 ms ago: looked at again at 1,500.
+        logic.fire(&forget[0], &mut decisions, &mut timers);
+        assert!(logic.states.contains_key(&roamer));
+        let again = std::mem::take(&mut timers);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].due, 1_500);
+        // At 1,500, a thousand milliseconds without events: forgotten, evidence and all.
+        logic.fire(&again[0], &mut decisions, &mut timers);
+        assert!(!logic.states.contains_key(&roamer));
+        assert!(
+            logic.states.contains_key(&customer_number),
+            "a customer's state is kept"
+        );
+        assert!(timers.is_empty());
+        assert_eq!(logic.stats.forgotten.load(Ordering::Relaxed), 1);
+        assert!(
+            logic.evidence.iter().all(|(_, t, d)| *t == 1_500 && *d < 0) && !logic.evidence.is_empty(),
+            "the roamer's evidence leaves the graph: {:?}",
+            logic.evidence
+        );
+        // The next checkpoint deletes the stored copy.
+        assert_eq!(logic.take_changes(), vec![(roamer, None)]);
+        // A state restored from a checkpoint gets its timer back; a customer's gets none.
+        let mut restarted = SubscriberLogic::new(
+            Arc::new(RuleSet::default()),
+            Arc::new(DataflowStats::default()),
+            true,
+            None,
+        )
+        .with_retention(Retention {
+            forget_non_customers_after_ms: 1_000,
+        });
+        let mut unknown = SubscriberState::default();
+        unknown.recent.last_event = 700;
+        let known = logic.states[&customer_number].clone();
+        let (restored, _) = restarted.restore(vec![(roamer, unknown), (customer_number, known)], 1_200);
+        assert_eq!(
+            restored,
+            vec![Timer {
+                due: 1_700,
+                msisdn: roamer,
+                kind: TimerKind::Forget
+            }]
+        );
     }
 }

@@ -20,7 +20,7 @@ use timely::progress::frontier::MutableAntichain;
 use super::{SubscriberLogic, Timer, TimerKind};
 use crate::checkpoint::{Durability, StateRecord};
 use crate::households::{EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
-use crate::{subscriber_route, DataflowStats};
+use crate::{subscriber_route, DataflowStats, Retention};
 
 /// What waits in the operator for the frontier to pass its instant.
 enum Pending {
@@ -65,6 +65,8 @@ fn passed(frontiers: &[MutableAntichain<Millis>], instant: Millis) -> bool {
 /// With `durability`, it starts from the restored states and, when the frontier reaches a
 /// requested checkpoint instant `R`, emits at `R` the states changed since the previous
 /// checkpoint and the events sent before `R` that still wait (see [`crate::checkpoint`]).
+// The streams in and the settings of one operator: grouping them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn subscriber_state<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     views: StreamVec<'scope, Millis, ViewUpdate>,
@@ -73,6 +75,7 @@ pub fn subscriber_state<'scope>(
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
     households: Option<HouseholdConfig>,
+    retention: Retention,
 ) -> (
     StreamVec<'scope, Millis, SubscriberOutput>,
     StreamVec<'scope, Millis, EvidenceUpdate>,
@@ -103,7 +106,7 @@ pub fn subscriber_state<'scope>(
     builder.build(move |mut initial| {
         let initial_evidence = initial.pop().expect("two outputs");
         let initial = initial.pop().expect("two outputs");
-        let mut logic = SubscriberLogic::new(rules, stats, durability.is_some(), households);
+        let mut logic = SubscriberLogic::new(rules, stats, durability.is_some(), households).with_retention(retention);
         if let Some(durability) = &durability {
             logic.set_erased(Arc::clone(&durability.erased));
         }
@@ -236,7 +239,7 @@ pub fn subscriber_state<'scope>(
                         for (msisdn, state) in logic.take_changes() {
                             session.give(Err(StateRecord::Subscriber {
                                 msisdn,
-                                state: Box::new(state),
+                                state: state.map(Box::new),
                             }));
                         }
                         session.give(Err(StateRecord::Pending {

@@ -226,6 +226,9 @@ struct Sub {
     held: Vec<(Millis, u64)>,
     fired: BTreeSet<(String, String)>,
     last_sent: HashMap<(String, String), Millis>,
+    /// (rule, instant, key) of every moment decided: one moment, one decision (contract §2:
+    /// they make the `action_id`), however many events find it within a week.
+    judged: BTreeSet<(String, Millis, String)>,
 }
 
 /// When the handset condition starts to hold (computed here without the engine's code).
@@ -254,6 +257,13 @@ impl Model {
             .iter()
             .filter(|r| r.moment == kind && only.is_none_or(|o| o == r.id))
         {
+            // Remembered for a week back from the newest moment judged (`JUDGED_WINDOW`).
+            let newest = sub.judged.iter().map(|(_, t, _)| *t).max().unwrap_or(0);
+            let horizon = newest.saturating_sub(kairos_dataflows::state::JUDGED_WINDOW);
+            if at >= horizon && sub.judged.contains(&(rule.id.clone(), at, key.clone())) {
+                continue;
+            }
+            sub.judged.insert((rule.id.clone(), at, key.clone()));
             let reachable = |c: Channel| match c {
                 Channel::Sms => customer.consent.sms,
                 Channel::Email => customer.consent.email && customer.email.is_some(),
@@ -488,7 +498,15 @@ pub fn run(
             let stats = Arc::new(DataflowStats::default());
             // Households on, as in the engine: they must not change the four rules' decisions.
             let config = kairos_dataflows::households::HouseholdConfig::default();
-            let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, durability, &config);
+            let outputs = kairos_dataflows::decisions(
+                input.to_stream(scope),
+                rules,
+                None,
+                stats,
+                durability,
+                &config,
+                kairos_dataflows::Retention::default(),
+            );
             let (out, state) = (outputs.decisions, outputs.state);
             out.probe_with(&probe)
                 .sink(Pipeline, "CollectDecisions", move |(input, _)| {
