@@ -185,6 +185,14 @@ fn describe() {
     metrics::describe_counter!(WITHOUT_CUSTOMER, "Events about subscribers without a customer record");
     metrics::describe_counter!(FOR_ERASED, "Events about erased subscribers (they build no state)");
     metrics::describe_counter!(
+        MOMENTS_REPEATED,
+        "Moments found again by another event (same rule, subscriber, instant and key): judged once"
+    );
+    metrics::describe_counter!(
+        FORGOTTEN,
+        "States of numbers without a customer record forgotten after forget_non_customers_after_ms without events"
+    );
+    metrics::describe_counter!(
         ERASURES,
         "Erasures applied to every worker's states (evidence, keys and views naming the number removed)"
     );

@@ -203,6 +203,10 @@ enum Command {
         /// The engine's `[kafka] delivery_timeout_ms` (default: the engine's own, 60 s).
         #[arg(long)]
         delivery_timeout_ms: Option<u64>,
+        /// Whether actions that differ from the replay without a late event to explain them
+        /// fail the run (`false`: reported as notes; lost or duplicated records always fail).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        fail_on_differences: bool,
         /// The campaign's broker's port on 127.0.0.1 (its controller takes the next one).
         #[arg(long, default_value_t = 19392)]
         broker_port: u16,
@@ -612,6 +616,7 @@ fn main() -> Result<()> {
             gap_secs,
             garbage,
             delivery_timeout_ms,
+            fail_on_differences,
             broker_port,
             broker_dir,
             keep_broker,
@@ -660,6 +665,7 @@ fn main() -> Result<()> {
                 gap_secs: range(&gap_secs, "gap-secs")?,
                 garbage,
                 delivery_timeout_ms,
+                fail_on_differences,
             };
             finish(&harness::faults::run(&spec)?)
         }
