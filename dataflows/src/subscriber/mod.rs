@@ -106,17 +106,6 @@ impl SubscriberLogic {
         self
     }
 
-    /// The timer that forgets a non-customer's state, if it is one and forgetting is on:
-    /// due `forget_non_customers_after_ms` after its last event, not before `from`.
-    fn forget_timer(&self, msisdn: Msisdn, state: &SubscriberState, from: Millis) -> Option<Timer> {
-        let after = self.retention.forget_non_customers_after_ms;
-        (after > 0 && matches!(state.customer, CustomerState::Unknown)).then(|| Timer {
-            due: state.recent.last_event.saturating_add(after).max(from),
-            msisdn,
-            kind: TimerKind::Forget,
-        })
-    }
-
     /// Whether `view` names a number erased within the last few graph steps before `now`.
     fn names_erased(&mut self, view: &HouseholdView, now: Millis) -> bool {
         if self.recently_erased.is_empty() {
@@ -180,7 +169,7 @@ impl SubscriberLogic {
             if state.recent.last_event == 0 {
                 state.recent.last_event = from;
             }
-            timers.extend(self.forget_timer(msisdn, &state, from));
+            timers.extend(forget_timer(&self.retention, msisdn, &state, from));
             for (at, view, diff) in std::mem::take(&mut state.household.pending_views) {
                 views.push((msisdn, view, at, diff));
             }
@@ -280,13 +269,8 @@ impl SubscriberLogic {
         // A new state without a customer record (one that this event, a record, does not
         // give it) is forgotten after a while without events (the timer looks again when it
         // fires; one per state is enough).
-        let after = self.retention.forget_non_customers_after_ms;
-        if created && after > 0 && !matches!(event.body, EventBody::Customer(_)) {
-            timers.push(Timer {
-                due: event.ts.saturating_add(after),
-                msisdn: event.msisdn,
-                kind: TimerKind::Forget,
-            });
+        if created && !matches!(event.body, EventBody::Customer(_)) {
+            timers.extend(forget_timer(&self.retention, event.msisdn, state, event.ts));
         }
         // `touch`, on the field: `state` borrows `states` (one lookup per event).
         if let Some(dirty) = self.dirty.as_mut() {
@@ -442,7 +426,7 @@ impl SubscriberLogic {
             return;
         };
         if timer.kind == TimerKind::Forget {
-            match self.forget_timer(timer.msisdn, state, timer.due) {
+            match forget_timer(&self.retention, timer.msisdn, state, timer.due) {
                 // Heard of since: looked at again then.
                 Some(later) if later.due > timer.due => timers.push(later),
                 Some(_) => self.forget_non_customer(timer.msisdn, timer.due),
@@ -495,6 +479,17 @@ impl SubscriberLogic {
         DataflowStats::bump(&self.stats.forgotten);
         self.touch(msisdn);
     }
+}
+
+/// The timer that forgets a non-customer's state, if it is one and forgetting is on: due
+/// `forget_non_customers_after_ms` after its last event, not before `from`.
+fn forget_timer(retention: &Retention, msisdn: Msisdn, state: &SubscriberState, from: Millis) -> Option<Timer> {
+    let after = retention.forget_non_customers_after_ms;
+    (after > 0 && matches!(state.customer, CustomerState::Unknown)).then(|| Timer {
+        due: state.recent.last_event.saturating_add(after).max(from),
+        msisdn,
+        kind: TimerKind::Forget,
+    })
 }
 
 /// What an activity event says about the subscriber's household (customer records are
