@@ -129,3 +129,203 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
         got.len()
     );
 }
+
+/// Writes the configuration of one process of [`a_restart_after_a_restart_recalls_what_the_first_killed_process_decided`]:
+/// its idleness, checkpoint interval and metrics port (same topics, same state folder).
+fn write_config(
+    path: &std::path::Path,
+    (brokers, topics, state): (
+        &str,
+        &std::collections::BTreeMap<&'static str, String>,
+        &std::path::Path,
+    ),
+    (lateness_ms, idle_after_ms): (u64, u64),
+    checkpoint_interval_ms: u64,
+    metrics_port: u16,
+) {
+    common::write_run_config(
+        path,
+        brokers,
+        topics,
+        state,
+        &format!("allowed_lateness_ms = {lateness_ms}\nidle_after_ms = {idle_after_ms}"),
+        &format!("checkpoint_interval_ms = {checkpoint_interval_ms}"),
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, text.replace("127.0.0.1:0", &format!("127.0.0.1:{metrics_port}"))).unwrap();
+}
+
+/// Polls `/metrics` on `port` until `ready` says so of the page (or `patience` passes).
+fn wait_for_metrics(port: u16, patience: Duration, ready: impl Fn(&str) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
+        if common::http_get(port, "/metrics").is_some_and(|(_, page)| ready(&page)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The sum of a counter's series on a metrics page.
+fn counter(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                rest.rsplit_once(' ')?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum::<f64>() as u64
+}
+
+/// The recall gap: process A decides far past its last checkpoint and is killed; B restores
+/// that checkpoint, recalls A's actions, and writes a checkpoint before it has decided them
+/// again (its event time held back a day, it is stopped); C restores B's checkpoint. C must
+/// still know A's actions — B's checkpoint recalls from the point B restored, not from B's
+/// start — and produce none of them again.
+#[test]
+fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
+    let brokers = kafka_brokers();
+    let topics = common::kafka_topics("g");
+    let names: Vec<&str> = topics.values().map(String::as_str).collect();
+    common::create_topics(&brokers, &names, PARTITIONS);
+    let lines = common::world(150, 2, "2026-07-01", 23, 25, 0.3, 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = common::expected_actions(&lines, dir.path());
+    assert!(expected.len() > 20, "too few actions: {}", expected.len());
+    let state = dir.path().join("state");
+    let log_path = dir.path().join("kairos.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let port = common::free_port();
+    // Decides as soon as the input is quiet; no periodic checkpoint.
+    let deciding = dir.path().join("deciding.toml");
+    write_config(&deciding, (&brokers, &topics, &state), (3_600_000, 100), 600_000, port);
+    // Holds event time a day behind the newest event (for a minute before the input
+    // counts as idle): the second day of the world waits.
+    let holding = dir.path().join("holding.toml");
+    write_config(
+        &holding,
+        (&brokers, &topics, &state),
+        (86_400_000, 60_000),
+        600_000,
+        port,
+    );
+    // Decides at once and checkpoints often.
+    let settling = dir.path().join("settling.toml");
+    write_config(&settling, (&brokers, &topics, &state), (3_600_000, 100), 200, port);
+
+    // A first checkpoint before any input: a clean stop.
+    let mut first = common::start_engine(&deciding, &log_path);
+    assert!(
+        wait_for_metrics(port, Duration::from_secs(60), |_| true),
+        "the engine did not start:\n{}",
+        log()
+    );
+    let pid = first.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(first.0.wait().unwrap().success(), "{}", log());
+    assert!(log().contains("final_checkpoint=true"), "{}", log());
+
+    // A: decides the whole world, then is killed without a checkpoint after the first.
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let send = |line: &str| {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let key = value["msisdn"].as_str().unwrap_or("").to_string();
+        let mut record = BaseRecord::to(common::input_topic(&topics, line))
+            .key(&key)
+            .payload(line);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(10));
+        }
+    };
+    for line in &lines {
+        send(line);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let mut a = common::start_engine(&deciding, &log_path);
+    let decided = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(90));
+    assert_eq!(decided.len(), expected.len(), "A did not decide the world:\n{}", log());
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+
+    // B: recalls A's actions, reads the whole world while its event time is held back a
+    // day, and stops: its final checkpoint lies a day before what A decided last.
+    let mut b = common::start_engine(&holding, &log_path);
+    let valid = lines.len() as u64;
+    assert!(
+        wait_for_metrics(port, Duration::from_secs(60), |page| counter(
+            page,
+            "kairos_ingest_events_total"
+        ) >= valid),
+        "B did not read the world:\n{}",
+        log()
+    );
+    let pid = b.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(b.0.wait().unwrap().success(), "{}", log());
+    assert_eq!(log().matches("final_checkpoint=true").count(), 2, "{}", log());
+    assert!(
+        !log().contains("checkpoints have passed what the process before"),
+        "B's checkpoints cannot have passed what A decided:\n{}",
+        log()
+    );
+
+    // C: restores B's checkpoint and decides everything again; none of it is produced twice.
+    // Only input moves event time: one event of a number that is no customer, a
+    // millisecond after the world's newest, lets it pass what waits.
+    let _c = common::start_engine(&settling, &log_path);
+    let newest = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| kairos_model::time::parse_rfc3339(v["ts"].as_str()?).ok())
+        .max()
+        .unwrap();
+    send(&format!(
+        r#"{{"type":"network","ts":"{}","msisdn":"351919999999","event":"location_update","country":"PT"}}"#,
+        kairos_model::time::format_rfc3339(newest + 1)
+    ));
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !log().contains("checkpoints have passed what the process before") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C's checkpoints did not settle:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = common::read_actions(
+        &brokers,
+        &topics,
+        PARTITIONS,
+        expected.len() + 1,
+        Duration::from_secs(5),
+    );
+    let (twice, missing) = common::compare_actions(&got, &expected);
+    assert!(
+        twice.is_empty() && missing.is_empty(),
+        "{} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nlog:\n{}",
+        expected.len(),
+        got.len(),
+        twice.len(),
+        missing.len(),
+        log()
+    );
+    eprintln!(
+        "recall after a restart after a restart: {} actions, none twice",
+        expected.len()
+    );
+}

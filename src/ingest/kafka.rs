@@ -37,6 +37,7 @@ use crate::config::{KafkaConfig, StartFrom};
 use crate::decode::{decode_within, DecodeError, Horizon};
 use crate::ingest::range::{Bound, Range};
 use crate::ingest::{DeadLetter, Received, SourcePosition};
+use crate::state::inheritance::Inheritance;
 use crate::telemetry;
 
 /// Receives librdkafka's statistics (for the lag gauge) and its errors (for the log).
@@ -194,6 +195,9 @@ struct OwnedPartition {
     /// Without it, a partition quiet since before an outage would count as idle while the
     /// others deliver again, and its own first events after the outage would be late.
     confirmed: bool,
+    /// After a restart: where the partition ended when this process started, until it has
+    /// delivered everything before that (see `crate::state::inheritance`).
+    owed_until: Option<i64>,
 }
 
 /// How long a partition may deliver messages none of which moves its event time forward
@@ -268,6 +272,10 @@ pub struct PartitionIngest {
     last_error_log: Option<Instant>,
     /// When the broker was last asked to confirm an end of partition.
     last_confirm: Instant,
+    /// After a restart: what the killed process may have read, and the newest event time
+    /// read of it since the worker last asked (see [`PartitionIngest::take_inherited_newest`]).
+    inheritance: Option<Arc<Inheritance>>,
+    inherited_newest: Option<Millis>,
 }
 
 /// How often, at most, a worker asks the broker where its unconfirmed partitions end.
@@ -363,13 +371,15 @@ fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
 impl PartitionIngest {
     /// Assigns worker `worker` of `workers` its partitions: the `i`-th input partition
     /// belongs to worker `i % workers`. Each starts at its position in `resume` when there is
-    /// one (a restored checkpoint), else where `start_from` says.
+    /// one (a restored checkpoint), else where `start_from` says. After a restart,
+    /// `inheritance` hears when each partition has delivered what it held at start.
     pub fn assign(
         config: &KafkaConfig,
         all: &[(String, i32)],
         (worker, workers): (usize, usize),
         frontier: FrontierRules,
         resume: &HashMap<(String, i32), i64>,
+        inheritance: Option<Arc<Inheritance>>,
         range: &Range,
     ) -> Result<PartitionIngest, KafkaIngestError> {
         let FrontierRules {
@@ -429,7 +439,29 @@ impl PartitionIngest {
                     topic: topic.clone(),
                     partition: *partition,
                 })?;
+            // What the partition holds now, if a killed process may have read some of it.
+            let owed_until = match &inheritance {
+                None => None,
+                Some(inheritance) => {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                        .map_err(|source| KafkaIngestError::Offsets {
+                            what: "read the end",
+                            topic: topic.clone(),
+                            partition: *partition,
+                            source,
+                        })?;
+                    let from = if start < 0 { low } else { start };
+                    if from >= high {
+                        inheritance.caught_up(topic, *partition, start);
+                        None
+                    } else {
+                        Some(high)
+                    }
+                }
+            };
             partitions.push(OwnedPartition {
+                owed_until,
                 topic: topic.clone(),
                 partition: *partition,
                 next: start,
@@ -456,6 +488,8 @@ impl PartitionIngest {
             max_future,
             last_error_log: None,
             last_confirm: Instant::now(),
+            inheritance,
+            inherited_newest: None,
         })
     }
 
@@ -510,8 +544,18 @@ impl PartitionIngest {
     pub fn poll(&mut self, budget: usize, ahead_of: Option<Millis>, mut deliver: impl FnMut(Received)) -> usize {
         // Serves librdkafka's callbacks (statistics, errors); messages come from the queues.
         while let Some(result) = self.consumer.poll(Duration::ZERO) {
-            if let Err(error) = result {
-                self.log_error(&error);
+            match result {
+                // The end of a partition reached before its queue was split off (one
+                // assigned at its end): it names only the partition's number, so every owned
+                // partition of that number is at its end once the broker confirms it.
+                Err(KafkaError::PartitionEOF(number)) => {
+                    for owned in self.partitions.iter_mut().filter(|p| p.partition == number) {
+                        owned.at_end = true;
+                        owned.confirmed = false;
+                    }
+                }
+                Err(error) => self.log_error(&error),
+                Ok(_) => {}
             }
         }
         if self.consumer.context().disrupted.swap(false, Ordering::AcqRel) {
@@ -534,6 +578,12 @@ impl PartitionIngest {
                     None => break,
                     Some(Err(KafkaError::PartitionEOF(_))) => {
                         owned.at_end = true;
+                        // At its end: whatever it held at start lies before this position.
+                        if owned.owed_until.take().is_some() {
+                            if let Some(inheritance) = &self.inheritance {
+                                inheritance.caught_up(&owned.topic, owned.partition, owned.next);
+                            }
+                        }
                         if let Some(stop) = owned.stop {
                             // Everything up to the end is read; the stop may lie beyond
                             // offsets a compacted topic no longer has.
@@ -562,6 +612,13 @@ impl PartitionIngest {
                         owned.at_end = false;
                         owned.last_message = Instant::now();
                         owned.last_timestamp = message.timestamp().to_millis().and_then(|t| Millis::try_from(t).ok());
+                        let inherited = owned.owed_until.is_some_and(|end| message.offset() < end);
+                        if owned.owed_until.is_some_and(|end| owned.next >= end) {
+                            owned.owed_until = None;
+                            if let Some(inheritance) = &self.inheritance {
+                                inheritance.caught_up(&owned.topic, owned.partition, owned.next);
+                            }
+                        }
                         let origin = Origin {
                             source: owned.source,
                             position: message.offset() as u64,
@@ -587,6 +644,9 @@ impl PartitionIngest {
                             )),
                             Some(payload) => match decode_within(payload, origin, &horizon) {
                                 Ok(event) => {
+                                    if inherited {
+                                        self.inherited_newest = self.inherited_newest.max(Some(event.ts));
+                                    }
                                     if owned.newest < Some(event.ts) {
                                         owned.newest = Some(event.ts);
                                         owned.last_progress = owned.last_message;
@@ -606,6 +666,12 @@ impl PartitionIngest {
             self.log_error(&error);
         }
         read
+    }
+
+    /// The newest event time read, since the last call, of what the partitions held when
+    /// this process started (after a restart; see `crate::state::inheritance`).
+    pub fn take_inherited_newest(&mut self) -> Option<Millis> {
+        self.inherited_newest.take()
     }
 
     /// Asks the broker where each partition whose end is not confirmed ends (at most every

@@ -40,6 +40,7 @@ use crate::rules::publish::{PublishError, PublishedRules};
 use crate::rules::watch::{Change, RulesWatcher};
 use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
 use crate::state::coordinator::Coordinator;
+use crate::state::inheritance::Inheritance;
 use crate::state::writer::{BackgroundWriter, CheckpointWriter, WriterFailure};
 use crate::state::{StateError, StateStore};
 use crate::telemetry::{self, IngestTally};
@@ -208,6 +209,17 @@ fn run_from_checkpoint(
     health.set_recalled();
     let sink = Arc::new(sink);
     let partitions = list_partitions(&config.kafka)?;
+    // A process killed after the restored checkpoint may have decided past it: until this
+    // one's checkpoints pass what it could have decided, they recall from the restored
+    // `scan_from` (see `crate::state::inheritance`).
+    let inheritance = restored.as_ref().map(|restored| {
+        let waiting_through = restored.waiting.iter().map(|e| e.ts).max().unwrap_or(0);
+        Arc::new(Inheritance::new(
+            restored.meta.scan_from.clone(),
+            waiting_through,
+            &partitions,
+        ))
+    });
 
     let (resume, waiting, shards, subscribers, erased) = match restored {
         Some(restored) => {
@@ -281,7 +293,7 @@ fn run_from_checkpoint(
             Arc::clone(&sink),
             Arc::clone(store),
             Arc::clone(&coordinator),
-            sink.ends(),
+            (sink.ends(), inheritance.clone()),
             Arc::clone(&history),
         )
         .map_err(RunError::Writer)?,
@@ -309,6 +321,7 @@ fn run_from_checkpoint(
         },
         waiting: Mutex::new(Some(waiting)),
         resume,
+        inheritance,
         partitions,
         frontier_rules: FrontierRules {
             shared: Arc::new(SharedFrontier::new(workers)),
@@ -392,6 +405,8 @@ struct Shared {
     /// The events that waited at the restored checkpoint; worker 0 sends them again.
     waiting: Mutex<Option<Vec<Event>>>,
     resume: HashMap<(String, i32), i64>,
+    /// After a restart: what the killed process may have decided.
+    inheritance: Option<Arc<Inheritance>>,
     partitions: Vec<(String, i32)>,
     frontier_rules: FrontierRules,
     stats: Arc<DataflowStats>,
@@ -587,6 +602,7 @@ impl RunWorker {
             (index, shared.workers),
             shared.frontier_rules.clone(),
             &shared.resume,
+            shared.inheritance.clone(),
             &shared.range,
         );
         let ingest = match assigned {
@@ -710,7 +726,7 @@ impl RunWorker {
         }
         let (input, tally, sink) = (&mut self.input, &mut self.tally, &self.shared.outputs.sink);
         let (waiting, total) = (&mut self.waiting, &mut self.waiting_total);
-        self.ingest.poll(1024, ahead_of, |received| {
+        let read = self.ingest.poll(1024, ahead_of, |received| {
             if let Received::Event(event) = &received {
                 // Counted by the end of the bucket it is decided in: one entry per second of
                 // event time rather than per instant, drained a little late, never early.
@@ -721,7 +737,13 @@ impl RunWorker {
             enter(received, input, tally, |letter, key| {
                 sink.dead_letter(&letter, key.as_deref())
             })
-        })
+        });
+        // What the killed process may have read too is decided at `max(ts, epoch)`; it may
+        // have decided up to just past its newest event.
+        if let (Some(newest), Some(inheritance)) = (self.ingest.take_inherited_newest(), &self.shared.inheritance) {
+            inheritance.decided_at(newest.saturating_add(1).max(*self.input.time()));
+        }
+        read
     }
 
     /// Forgets the waiting events the dataflow has decided (those before its frontier).

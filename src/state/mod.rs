@@ -35,6 +35,7 @@
 //! inputs resume — so it stops start with an error that says what to do.
 
 pub mod coordinator;
+pub mod inheritance;
 pub mod stored;
 mod versions;
 pub mod writer;

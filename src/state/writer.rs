@@ -11,6 +11,7 @@ use kairos_dataflows::state::SubscriberState;
 use kairos_model::{Event, Millis, Msisdn};
 
 use super::coordinator::Coordinator;
+use super::inheritance::Inheritance;
 use super::{CheckpointMeta, CheckpointWrite, Position, StateStore};
 use crate::rules::history::RulesHistory;
 use crate::sinks::kafka::KafkaSink;
@@ -110,14 +111,15 @@ const STORE_RETRY: Duration = Duration::from_secs(2);
 const FLUSH_RETRY: Duration = Duration::from_millis(500);
 
 impl BackgroundWriter {
-    /// Starts the writer thread; `outputs_at_last` is where the outputs ended at the restored
-    /// checkpoint (or when the engine started); each checkpoint records the rules of
-    /// `rules` from its instant on.
+    /// Starts the writer thread; `outputs_at_last` is where the outputs ended when the engine
+    /// started, `inheritance` what a restart inherits from the process before it (its
+    /// checkpoints recall from the restored `scan_from` until they pass it); each checkpoint
+    /// records the rules of `rules` from its instant on.
     pub fn start(
         sink: Arc<KafkaSink>,
         store: Arc<StateStore>,
         coordinator: Arc<Coordinator>,
-        outputs_at_last: Vec<Position>,
+        (outputs_at_last, inheritance): (Vec<Position>, Option<Arc<Inheritance>>),
         rules: Arc<RulesHistory>,
     ) -> std::io::Result<BackgroundWriter> {
         let (jobs, queue) = std::sync::mpsc::channel::<Ready>();
@@ -128,9 +130,12 @@ impl BackgroundWriter {
         std::thread::Builder::new()
             .name("kairos-checkpoint".into())
             .spawn(move || {
-                let mut outputs_at_last = outputs_at_last;
+                let mut outputs = Recall {
+                    at_last: outputs_at_last,
+                    inheritance,
+                };
                 for ready in queue {
-                    match write_until_done(&ready, &mut outputs_at_last, &sink, &store, &rules) {
+                    match write_until_done(&ready, &mut outputs, &sink, &store, &rules) {
                         Ok(()) => {
                             done.store(0, Ordering::SeqCst);
                             coordinator.complete(ready.at);
@@ -172,14 +177,14 @@ impl BackgroundWriter {
 /// ends the writer at once, a store that refuses the write ends it after [`STORE_ATTEMPTS`].
 fn write_until_done(
     ready: &Ready,
-    outputs_at_last: &mut Vec<Position>,
+    outputs: &mut Recall,
     sink: &KafkaSink,
     store: &StateStore,
     rules: &RulesHistory,
 ) -> Result<(), WriterFailure> {
     let mut store_failures = 0;
     loop {
-        match write(ready, outputs_at_last, sink, store, rules) {
+        match write(ready, outputs, sink, store, rules) {
             Ok(()) => return Ok(()),
             Err(WriteError::Delivery(reason)) => return Err(WriterFailure::Delivery(reason)),
             Err(WriteError::Flush(error)) => {
@@ -218,7 +223,7 @@ enum WriteError {
 /// the output ends.
 fn write(
     ready: &Ready,
-    outputs_at_last: &mut Vec<Position>,
+    recall: &mut Recall,
     sink: &KafkaSink,
     store: &StateStore,
     rules: &RulesHistory,
@@ -235,7 +240,7 @@ fn write(
         at: ready.at,
         inputs: ready.inputs.clone(),
         outputs: outputs.clone(),
-        scan_from: outputs_at_last.clone(),
+        scan_from: recall.scan_from(ready),
     };
     let checkpoint = CheckpointWrite {
         meta,
@@ -248,6 +253,33 @@ fn write(
     let (keys, bytes) = store.size();
     metrics::gauge!(telemetry::STORE_KEYS).set(keys as f64);
     metrics::gauge!(telemetry::STORE_BYTES).set(bytes as f64);
-    *outputs_at_last = outputs;
+    recall.at_last = outputs;
     Ok(())
+}
+
+/// Where a restart from the next checkpoint reads the outputs back from.
+struct Recall {
+    /// The outputs' end at the last checkpoint written (or when the engine started).
+    at_last: Vec<Position>,
+    /// What the process before this one may have decided, until a checkpoint passes it.
+    inheritance: Option<Arc<Inheritance>>,
+}
+
+impl Recall {
+    /// The `scan_from` of the checkpoint `ready`: the end at the last checkpoint, or the
+    /// restored one while the inheritance is not settled.
+    fn scan_from(&mut self, ready: &Ready) -> Vec<Position> {
+        if let Some(inheritance) = &self.inheritance {
+            if !inheritance.settled_by(ready.at, &ready.inputs) {
+                return inheritance.scan_from().to_vec();
+            }
+            tracing::info!(
+                at = %kairos_model::time::format_rfc3339(ready.at),
+                "checkpoints have passed what the process before this one could have decided: \
+                 they recall from this process's own outputs on"
+            );
+            self.inheritance = None;
+        }
+        self.at_last.clone()
+    }
 }
