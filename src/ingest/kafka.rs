@@ -422,24 +422,8 @@ impl PartitionIngest {
                     partition: *partition,
                     source,
                 })?;
-            starts.push((start, stop));
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|source| KafkaIngestError::Assign {
-                topic: "(all owned)".into(),
-                partition: -1,
-                source,
-            })?;
-        let mut partitions = Vec::new();
-        for ((source, (topic, partition)), (start, stop)) in owned.into_iter().zip(starts) {
-            let queue = consumer
-                .split_partition_queue(topic, *partition)
-                .ok_or_else(|| KafkaIngestError::Queue {
-                    topic: topic.clone(),
-                    partition: *partition,
-                })?;
-            // What the partition holds now, if a killed process may have read some of it.
+            // What the partition holds now, if a killed process may have read some of it —
+            // asked before the assignment, so that nothing delays splitting off the queues.
             let owed_until = match &inheritance {
                 None => None,
                 Some(inheritance) => {
@@ -460,6 +444,23 @@ impl PartitionIngest {
                     }
                 }
             };
+            starts.push((start, stop, owed_until));
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|source| KafkaIngestError::Assign {
+                topic: "(all owned)".into(),
+                partition: -1,
+                source,
+            })?;
+        let mut partitions = Vec::new();
+        for ((source, (topic, partition)), (start, stop, owed_until)) in owned.into_iter().zip(starts) {
+            let queue = consumer
+                .split_partition_queue(topic, *partition)
+                .ok_or_else(|| KafkaIngestError::Queue {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })?;
             partitions.push(OwnedPartition {
                 owed_until,
                 topic: topic.clone(),
