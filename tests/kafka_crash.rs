@@ -225,28 +225,12 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
         "the engine did not start:\n{}",
         log()
     );
-    let pid = first.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(first.0.wait().unwrap().success(), "{}", log());
+    common::stop_engine(&mut first, &log());
     assert!(log().contains("final_checkpoint=true"), "{}", log());
 
     // A: decides the whole world, then is killed without a checkpoint after the first.
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let send = |line: &str| {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-        let key = value["msisdn"].as_str().unwrap_or("").to_string();
-        let mut record = BaseRecord::to(common::input_topic(&topics, line))
-            .key(&key)
-            .payload(line);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(10));
-        }
-    };
+    let send = |line: &str| common::send_line(&producer, &topics, line);
     for line in &lines {
         send(line);
     }
@@ -269,13 +253,7 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
         "B did not read the world:\n{}",
         log()
     );
-    let pid = b.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(b.0.wait().unwrap().success(), "{}", log());
+    common::stop_engine(&mut b, &log());
     assert_eq!(log().matches("final_checkpoint=true").count(), 2, "{}", log());
     assert!(
         !log().contains("checkpoints have passed what the process before"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kairos_model::time::{format_rfc3339, parse_rfc3339};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 const PARTITIONS: i32 = 2;
 
@@ -110,15 +110,7 @@ fn an_erased_number_leaves_no_trace_in_the_state_folder() {
     let engine = common::start_engine(&config, &log_path);
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     for line in &lines {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        let key = value["msisdn"].as_str().unwrap_or("").to_string();
-        let mut record = BaseRecord::to(common::input_topic(&topics, line))
-            .key(&key)
-            .payload(line);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(10));
-        }
+        common::send_line(&producer, &topics, line);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 

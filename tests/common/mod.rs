@@ -425,3 +425,28 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     Some((status, body))
 }
+
+/// Produces one input line to its topic (see [`input_topic`]), keyed by its subscriber,
+/// waiting while the producer's queue is full.
+pub fn send_line(
+    producer: &rdkafka::producer::BaseProducer,
+    topics: &std::collections::BTreeMap<&'static str, String>,
+    line: &str,
+) {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let key = value["msisdn"].as_str().unwrap_or("").to_string();
+    let mut record = rdkafka::producer::BaseRecord::to(input_topic(topics, line))
+        .key(&key)
+        .payload(line);
+    while let Err((_, back)) = producer.send(record) {
+        record = back;
+        producer.poll(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Stops `engine` with SIGTERM and waits for it; panics, with `log`, unless it exits cleanly.
+pub fn stop_engine(engine: &mut Engine, log: &str) {
+    let pid = engine.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(engine.0.wait().unwrap().success(), "{log}");
+}
