@@ -925,9 +925,19 @@ fn output_ends(brokers: &str, topics: &Topics) -> Result<Vec<i64>> {
     let mut ends = Vec::new();
     for topic in topics.outputs() {
         for p in 0..2 {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .with_context(|| format!("the end of {topic}/{p}"))?;
+            // On a loaded machine one metadata request can time out (seen in a smoke run
+            // while a build shared the cores): a few more tries before the run fails.
+            let mut tries = 0;
+            let high = loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        log(format!("the end of {topic}/{p}: {e}; asking again ({tries} of 5)"));
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("the end of {topic}/{p}")),
+                }
+            };
             ends.push(high);
         }
     }
