@@ -65,6 +65,12 @@ pub struct HouseholdConfig {
     /// An off-net number strongly tied to at least this many members is a likely member on
     /// a competitor.
     pub competitor_min_members: usize,
+    /// An off-net number that more members than this call or text in the window (strongly or
+    /// not) is a service (a call centre, a taxi line, a bank), never a competitor's member.
+    pub competitor_max_callers: usize,
+    /// An off-net number strongly tied to members of more households than this is a service
+    /// too: a member on a competitor is family to one household (two, with their parents').
+    pub competitor_max_households: usize,
 }
 
 impl Default for HouseholdConfig {
@@ -84,6 +90,8 @@ impl Default for HouseholdConfig {
             max_login_users: 6,
             max_handset_holders: 3,
             competitor_min_members: 2,
+            competitor_max_callers: 10,
+            competitor_max_households: 2,
         }
     }
 }
@@ -271,13 +279,15 @@ pub fn graph<'scope>(
 
     // Calls and SMS: strength in the window, both ends subscribers, hubs dropped.
     let call_threshold = config.call_threshold;
-    let strong_calls = evidence
+    let call_strength = evidence
         .clone()
         .flat_map(|e| match e {
             Evidence::Call(a, b) if a != b => Some((a.min(b), a.max(b))),
             _ => None,
         })
-        .count()
+        .count();
+    let strong_calls = call_strength
+        .clone()
         .filter(move |(_, strength)| *strength >= call_threshold)
         .map(|(pair, _)| pair);
     let on_net = both_members(strong_calls.clone(), members.clone());
@@ -285,20 +295,9 @@ pub fn graph<'scope>(
     let calls = without_nodes(on_net, call_hubs).map(|(a, b)| (a, b, LinkKind::Calls));
     // One end a subscriber, the other off-net: (member, off-net number).
     let keys = members.clone().map(|(m, _)| m);
-    let off_net = strong_calls
-        .clone()
-        .semijoin(keys.clone())
-        .map(|(a, b)| (b, a))
-        .antijoin(keys.clone())
-        .map(|(b, a)| (a, b))
-        .concat(
-            strong_calls
-                .map(|(a, b)| (b, a))
-                .semijoin(keys.clone())
-                .map(|(b, a)| (a, b))
-                .antijoin(keys)
-                .map(|(a, b)| (b, a)),
-        );
+    let off_net = member_and_off_net(strong_calls, keys.clone());
+    // Every member in touch with an off-net number at all in the window, strong or not.
+    let touched = member_and_off_net(call_strength.map(|(pair, _)| pair), keys);
 
     // Top-ups paid for another: payers with many payees are shops.
     let payer_threshold = config.payer_threshold;
@@ -427,9 +426,33 @@ pub fn graph<'scope>(
         .join_map(labels.clone(), |_, _, label| *label)
         .count();
 
+    // A service, not a competitor's member: an off-net number that many members are in touch
+    // with, or that is strongly tied to several households. With the evening weight, a
+    // service line everyone calls now and then passes the call threshold for whole families.
+    let (max_callers, max_households) = (
+        config.competitor_max_callers as isize,
+        config.competitor_max_households as isize,
+    );
+    let called_by_many = touched
+        .map(|(_, peer)| peer)
+        .count()
+        .filter(move |(_, n)| *n > max_callers)
+        .map(|(peer, _)| peer);
+    let tied_to_many = off_net
+        .clone()
+        .join_map(labels.clone(), |_, peer, label| (*peer, *label))
+        .distinct()
+        .map(|(peer, _)| peer)
+        .count()
+        .filter(move |(_, n)| *n > max_households)
+        .map(|(peer, _)| peer);
+    let services = called_by_many.concat(tied_to_many).distinct();
     // A competitor's number: strongly tied to several members of one household.
     let min_members = config.competitor_min_members as isize;
     let competitors = off_net
+        .map(|(member, peer)| (peer, member))
+        .antijoin(services)
+        .map(|(peer, member)| (member, peer))
         .join_map(labels.clone(), |_, peer, label| (*label, *peer))
         .count()
         .filter(move |(_, n)| *n >= min_members)
@@ -516,6 +539,27 @@ fn both_members<'scope>(
         .map(|(a, b)| (b, a))
         .semijoin(keys)
         .map(|(b, a)| (a, b))
+}
+
+/// Of unordered `pairs`, those with one end in `members` and the other not, as (member,
+/// other).
+fn member_and_off_net<'scope>(
+    pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>,
+    members: VecCollection<'scope, Millis, Msisdn, isize>,
+) -> VecCollection<'scope, Millis, (Msisdn, Msisdn), isize> {
+    let first_member = pairs
+        .clone()
+        .semijoin(members.clone())
+        .map(|(a, b)| (b, a))
+        .antijoin(members.clone())
+        .map(|(b, a)| (a, b));
+    let second_member = pairs
+        .map(|(a, b)| (b, a))
+        .semijoin(members.clone())
+        .map(|(b, a)| (a, b))
+        .antijoin(members)
+        .map(|(a, b)| (b, a));
+    first_member.concat(second_member)
 }
 
 /// Nodes with more than `max` distinct partners among `pairs` (either end).

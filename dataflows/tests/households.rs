@@ -258,3 +258,71 @@ fn a_households_value_saturates_instead_of_wrapping() {
     let now: Vec<(Msisdn, u32, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).map(|(v, _)| v).collect();
     assert_eq!(now, vec![(msisdn(1), 2, u64::MAX), (msisdn(2), 2, u64::MAX)]);
 }
+
+/// Every member's `competitor_peer` once all of `updates` are in (one worker).
+fn competitor_peers(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, Option<Msisdn>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&out);
+    timely::execute(timely::Config::process(1), move |worker| {
+        let sink = Arc::clone(&sink);
+        let probe = ProbeHandle::new();
+        let mut input = worker.dataflow::<Millis, _, _>(|scope| {
+            let (input, evidence) = scope.new_collection::<Evidence, isize>();
+            graph(evidence, &HouseholdConfig::default())
+                .map(|(m, view)| (m, view.competitor_peer))
+                .inspect(move |update| sink.lock().unwrap().push(*update))
+                .probe_with(&probe);
+            input
+        });
+        for (evidence, at, diff) in &updates {
+            input.update_at(evidence.clone(), *at, *diff);
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap();
+    let mut counts: BTreeMap<(Msisdn, Option<Msisdn>), isize> = BTreeMap::new();
+    for (view, _, diff) in out.lock().unwrap().iter() {
+        *counts.entry(*view).or_default() += diff;
+    }
+    counts.into_iter().filter(|(_, n)| *n > 0).map(|(view, _)| view).collect()
+}
+
+#[test]
+fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
+    let facts = |i: u64, account: &str| {
+        let facts = Facts {
+            first_seen: MINUTE,
+            account: account.into(),
+            address: None,
+            fee_cents: 1_000,
+            postpaid: true,
+        };
+        (Evidence::Facts(msisdn(i), facts), MINUTE, 1)
+    };
+    // Household A: 1 and 2 (one account); household B: 3 and 4; 5 to 14 alone.
+    let mut updates = vec![facts(1, "A"), facts(2, "A"), facts(3, "B"), facts(4, "B")];
+    updates.extend((5..=14).map(|i| facts(i, &format!("S-{i}"))));
+    let (tied, service, competitor) = (msisdn(899), msisdn(900), msisdn(901));
+    let call = |a: u64, peer: Msisdn, strength: isize| (Evidence::Call(msisdn(a), peer), 2 * MINUTE, strength);
+    // The operator's service line: strongly tied to both members of A and of B (evening calls
+    // add up), and called now and then by everyone else: 14 callers.
+    updates.extend([1, 2, 3, 4].map(|i| call(i, service, 12)));
+    updates.extend((5..=14).map(|i| call(i, service, 1)));
+    // A number strongly tied to both members of A and to members of two more households
+    // (5 and 6): few callers, but three households.
+    updates.extend([1, 2, 5, 6].map(|i| call(i, tied, 12)));
+    // A member on a competitor: strongly tied to both members of A, and to no one else.
+    updates.extend([1, 2].map(|i| call(i, competitor, 12)));
+
+    let peers = competitor_peers(updates);
+    // The lower numbers (the service line, the widely tied one) would win without the
+    // service filter: the most members, then the lowest number.
+    assert_eq!(peers[&msisdn(1)], Some(competitor), "{peers:?}");
+    assert_eq!(peers[&msisdn(2)], Some(competitor), "{peers:?}");
+    assert_eq!(peers[&msisdn(3)], None, "household B's only tie is the service line: {peers:?}");
+    assert_eq!(peers[&msisdn(4)], None, "{peers:?}");
+    assert!(peers.values().all(|p| *p != Some(service) && *p != Some(tied)), "{peers:?}");
+}
