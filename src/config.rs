@@ -335,6 +335,12 @@ fn check_households(h: &kairos_dataflows::households::HouseholdConfig) -> Result
             h.granularity_ms
         ));
     }
+    if h.max_household < 2 || h.max_household > 1_000 {
+        return Err(format!(
+            "households.max_household = {} — use 2 to 1000 members",
+            h.max_household
+        ));
+    }
     if h.evening_hours.0 > 24 || h.evening_hours.1 > 24 {
         return Err("households.evening_hours — hours from 0 to 24, e.g. [18, 23]".into());
     }

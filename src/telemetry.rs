@@ -77,6 +77,7 @@ pub const STATE_ERASURE_COMPACTIONS: &str = "kairos_state_erasure_compactions_to
 pub const DATAFLOW_UPDATES: &str = "kairos_dataflow_updates_total";
 /// Actions held for quiet hours right now (decided when they come due).
 pub const HELD_ACTIONS: &str = "kairos_policy_held_actions";
+pub const HOUSEHOLDS_SPLIT: &str = "kairos_households_split_members";
 /// Records handed to the producer and not yet acknowledged by the brokers.
 pub const SINK_QUEUE: &str = "kairos_sink_queue_depth";
 /// Subscribers restored at start.
@@ -232,6 +233,10 @@ fn describe() {
     );
     metrics::describe_counter!(DATAFLOW_UPDATES, "Events applied to subscriber state");
     metrics::describe_gauge!(HELD_ACTIONS, "Actions held for quiet hours, decided when they come due");
+    metrics::describe_gauge!(
+        HOUSEHOLDS_SPLIT,
+        "Subscribers whose component of household links was above max_household and was split"
+    );
     metrics::describe_gauge!(SINK_QUEUE, "Records handed to the producer, not yet acknowledged");
     metrics::describe_gauge!(
         RESTORED_SUBSCRIBERS,
@@ -300,6 +305,18 @@ pub fn dataflow_stats(stats: &DataflowStats) {
     metrics::counter!(CONDITION_ERRORS).absolute(stats.condition_errors.load(Ordering::Relaxed));
     metrics::counter!(DATAFLOW_UPDATES).absolute(stats.updates.load(Ordering::Relaxed));
     metrics::gauge!(HELD_ACTIONS).set(stats.held.load(Ordering::Relaxed) as f64);
+    let split = stats.households_split.load(Ordering::Relaxed);
+    metrics::gauge!(HOUSEHOLDS_SPLIT).set(split as f64);
+    // Logged when it grows: links that join too many are wrong links worth a look.
+    static SPLIT_LOGGED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let before = SPLIT_LOGGED.swap(split, Ordering::Relaxed);
+    if split > before {
+        tracing::warn!(
+            members = split,
+            before,
+            "households above max_household were split: their call links, then their soft links, dropped"
+        );
+    }
     if let Some(bytes) = resident_bytes() {
         metrics::gauge!(RESIDENT_MEMORY).set(bytes as f64);
     }

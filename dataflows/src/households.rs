@@ -23,7 +23,9 @@
 
 use std::collections::BTreeMap;
 
-use differential_dataflow::algorithms::graphs::propagate::propagate;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use differential_dataflow::VecCollection;
 use kairos_model::time::DAY;
 use kairos_model::{Millis, Msisdn};
@@ -71,6 +73,10 @@ pub struct HouseholdConfig {
     /// An off-net number strongly tied to members of more households than this is a service
     /// too: a member on a competitor is family to one household (two, with their parents').
     pub competitor_max_households: usize,
+    /// The most members a household may have. A component of links above it is a sign of
+    /// wrong links (friends of friends percolating): it is split by dropping its soft links,
+    /// call links first, never accepted (see [`households_within`]).
+    pub max_household: usize,
 }
 
 impl Default for HouseholdConfig {
@@ -92,6 +98,7 @@ impl Default for HouseholdConfig {
             competitor_min_members: 2,
             competitor_max_callers: 10,
             competitor_max_households: 2,
+            max_household: 10,
         }
     }
 }
@@ -249,6 +256,17 @@ pub fn graph<'scope>(
     evidence: VecCollection<'scope, Millis, Evidence, isize>,
     config: &HouseholdConfig,
 ) -> VecCollection<'scope, Millis, (Msisdn, HouseholdView), isize> {
+    graph_counting(evidence, config, None)
+}
+
+/// [`graph`], adding to `split` (when given) every member placed by the size bound's split
+/// and taking away every one no longer: how many members are, at the latest step, in
+/// households split out of a component above `max_household` (or alone for it).
+pub fn graph_counting<'scope>(
+    evidence: VecCollection<'scope, Millis, Evidence, isize>,
+    config: &HouseholdConfig,
+    split: Option<Arc<AtomicI64>>,
+) -> VecCollection<'scope, Millis, (Msisdn, HouseholdView), isize> {
     let step = config.granularity_ms.max(1);
     let evidence = evidence.delay(move |t| t.div_ceil(step).saturating_mul(step));
     let facts = evidence.clone().flat_map(|e| match e {
@@ -373,10 +391,28 @@ pub fn graph<'scope>(
         .concat(handdowns.clone().map(|(a, b)| (a, b, LinkKind::Handset)));
 
     // Connected components: every member starts with its own label (first seen, number);
-    // the least label of a component wins, so the oldest member founds the household.
-    let undirected = edges.clone().flat_map(|(a, b, _)| [(a, b), (b, a)]).distinct();
+    // the least label of a component wins, so the oldest member founds the household. A
+    // component above `max_household` is split: first without its call links, then with
+    // hard links only, then every member of what is still too large stays alone.
+    let undirected = |kinds: fn(LinkKind) -> bool| {
+        edges
+            .clone()
+            .filter(move |(_, _, kind)| kinds(*kind))
+            .flat_map(|(a, b, _)| [(a, b), (b, a)])
+            .distinct()
+    };
+    let tiers = [
+        undirected(|_| true),
+        undirected(|kind| kind != LinkKind::Calls),
+        undirected(|kind| matches!(kind, LinkKind::Account | LinkKind::Address)),
+    ];
     let nodes = facts.clone().map(|(m, f)| (m, (f.first_seen, m)));
-    let labels = propagate(undirected, nodes);
+    let (labels, split_members) = households_within(nodes, tiers, config.max_household.max(1));
+    if let Some(split) = split {
+        split_members.inspect(move |(_, _, diff)| {
+            split.fetch_add(*diff as i64, Ordering::Relaxed);
+        });
+    }
 
     // Per household: the decision maker (postpaid first, then the highest fee, then the
     // oldest), size, value, accounts.
@@ -482,12 +518,19 @@ pub fn graph<'scope>(
             .map(|(a, b, _)| (a, b))
     };
     let handed = same_household(handdowns);
+    let edges_pairs = edges.clone().map(|(a, b, _)| (a, b)).distinct();
     let member_parts = labels
         .clone()
         .map(|(m, label)| (m, Part::Label(label)))
         .concat(handed.clone().map(|(giver, _)| (giver, Part::Gave)))
         .concat(handed.map(|(_, receiver)| (receiver, Part::Got)))
-        .concat(edges.flat_map(|(a, b, kind)| [(a, Part::Link(b, kind)), (b, Part::Link(a, kind))]));
+        .concat(
+            // Only the links within the household (a split drops the others).
+            edges
+                .map(|(a, b, kind)| ((a, b), kind))
+                .semijoin(same_household(edges_pairs))
+                .flat_map(|((a, b), kind)| [(a, Part::Link(b, kind)), (b, Part::Link(a, kind))]),
+        );
     household_parts
         .concat(member_parts)
         .reduce(|_, parts, out: &mut Vec<(HouseholdView, isize)>| {
@@ -539,6 +582,93 @@ fn both_members<'scope>(
         .map(|(a, b)| (b, a))
         .semijoin(keys)
         .map(|(b, a)| (a, b))
+}
+
+/// A household's label: the (first seen, number) of its founder.
+type Label = (Millis, Msisdn);
+
+/// Each member's household label.
+type Labels<'scope> = VecCollection<'scope, Millis, (Msisdn, Label), isize>;
+
+/// Households of at most `max` members over `tiers` of links (each pair in both directions;
+/// each tier's links a subset of the one before). A member takes the label of its connected
+/// component in the first tier where that component has at most `max` members; a member in
+/// none stays alone. Each tier's components are found by [`propagate_within`] in `max`
+/// rounds, so however large a component of wrong links grows, a change costs at most `max`
+/// rounds of label propagation per tier. Also returns the members of components above
+/// `max` in the first tier (those the split placed).
+///
+/// A group of members that share a label after `max` rounds is a whole component exactly
+/// when no link leaves it: a component of at most `max` members has a diameter below `max`,
+/// so its least label has reached every member; and a larger component either shows a link
+/// between two labels or puts more than `max` members under one.
+fn households_within<'scope, const N: usize>(
+    nodes: VecCollection<'scope, Millis, (Msisdn, Label), isize>,
+    tiers: [VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>; N],
+    max: usize,
+) -> (Labels<'scope>, VecCollection<'scope, Millis, Msisdn, isize>) {
+    let mut pending = nodes.clone();
+    let mut placed: Option<Labels<'scope>> = None;
+    let mut split = None;
+    for links in tiers {
+        let keys = pending.clone().map(|(m, _)| m);
+        let links = links
+            .semijoin(keys.clone())
+            .map(|(a, b)| (b, a))
+            .semijoin(keys)
+            .map(|(b, a)| (a, b));
+        let labels = propagate_within(links.clone(), pending.clone(), max as u64);
+        let crossing = links
+            .join_map(labels.clone(), |_, b, la| (*b, *la))
+            .join_map(labels.clone(), |_, la, lb| (*la, *lb))
+            .flat_map(|(la, lb)| if la != lb { vec![la, lb] } else { Vec::new() });
+        let too_large = labels
+            .clone()
+            .map(|(_, label)| label)
+            .count()
+            .filter(move |(_, n)| *n > max as isize)
+            .map(|(label, _)| label);
+        let whole = labels
+            .map(|(m, label)| (label, m))
+            .antijoin(crossing.concat(too_large).distinct())
+            .map(|(label, m)| (m, label));
+        pending = pending.antijoin(whole.clone().map(|(m, _)| m));
+        split.get_or_insert_with(|| pending.clone().map(|(m, _)| m));
+        placed = Some(match placed {
+            None => whole,
+            Some(placed) => placed.concat(whole),
+        });
+    }
+    let split = split.unwrap_or_else(|| nodes.clone().filter(|_| false).map(|(m, _)| m));
+    match placed {
+        Some(placed) => (placed.concat(pending), split),
+        None => (nodes, split),
+    }
+}
+
+/// Each node's least label within `rounds` hops over `links` (both directions given): label
+/// propagation stopped after `rounds` rounds, so that its cost does not grow with the size
+/// of a component.
+fn propagate_within<'scope>(
+    links: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>,
+    nodes: VecCollection<'scope, Millis, (Msisdn, Label), isize>,
+    rounds: u64,
+) -> VecCollection<'scope, Millis, (Msisdn, Label), isize> {
+    use differential_dataflow::operators::Iterate;
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::operators::vec::Filter;
+    nodes.clone().iterate(|scope, labels| {
+        let links = links.enter(scope);
+        let nodes = nodes.enter(scope);
+        labels
+            .join_map(links, |_, label, to| (*to, *label))
+            .concat(nodes)
+            .reduce(|_, proposed, out: &mut Vec<(Label, isize)>| out.push((*proposed[0].0, 1)))
+            // Round k's changes are round k + 1's input: none from round `rounds` on.
+            .inner
+            .filter(move |(_, t, _)| t.inner < rounds)
+            .as_collection()
+    })
 }
 
 /// Of unordered `pairs`, those with one end in `members` and the other not, as (member,

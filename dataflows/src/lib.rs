@@ -75,6 +75,9 @@ pub struct DataflowStats {
     pub updates: AtomicU64,
     /// Actions held for quiet hours right now (deferred, not yet due).
     pub held: AtomicI64,
+    /// Members whose component of links was above `max_household` and was split (see
+    /// `households::graph_counting`), right now.
+    pub households_split: Arc<AtomicI64>,
 }
 
 impl DataflowStats {
@@ -167,10 +170,11 @@ pub fn decisions<'scope>(
     // run a step ahead of the graph instead of waiting for it at every step.
     let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
     let config = Some(households.clone());
+    let split = Some(Arc::clone(&stats.households_split));
     let (outputs, evidence) =
         subscriber::subscriber_state(events, views, broadcasts, rules, stats, durability, config, retention);
     let (decisions, state) = outputs.ok_err(|output| output);
-    let households = households::graph(evidence.as_collection(), households)
+    let households = households::graph_counting(evidence.as_collection(), households, split)
         .inner
         .map(|((msisdn, view), time, diff)| (msisdn, view, time, diff));
     households.clone().connect_loop(feedback);

@@ -1,12 +1,13 @@
 //! Oracle test for the household graph: the differential dataflow (several workers, links
 //! added and expiring over time) against a plain sequential model — strengths summed per pair,
-//! the same thresholds, and connected components by union-find — at many instants.
+//! the same thresholds, connected components by union-find, and the size bound's tiers — at
+//! many instants.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
-use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig};
+use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig, HouseholdView};
 use kairos_model::{Millis, Msisdn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +24,8 @@ fn config() -> HouseholdConfig {
         max_shared: 1_000,
         max_call_partners: 1_000,
         max_payees: 1_000,
+        // Small, so that components above it (and so the tiers of the split) are common.
+        max_household: 5,
         ..HouseholdConfig::default()
     }
 }
@@ -78,9 +81,21 @@ fn find(parent: &mut BTreeMap<Msisdn, Msisdn>, x: Msisdn) -> Msisdn {
     root
 }
 
-/// Union-find over the links in force at `at`: each subscriber's founder (the least
-/// (first seen, number) of their component).
-fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> BTreeMap<Msisdn, Msisdn> {
+/// What a link is, for the tiers of the size bound.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Hard,
+    Call,
+    Payer,
+}
+
+/// Union-find over the links in force at `at`, with the size bound: each subscriber's
+/// founder (the least (first seen, number) of their household). A household is a connected
+/// component of at most `max_household` members over all links; the members of larger ones
+/// take their component over the links other than calls, then over hard links only, among
+/// themselves, and stay alone when even that is too large.
+/// Also says whether a component was above the bound (a split happened).
+fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> (BTreeMap<Msisdn, Msisdn>, bool) {
     let config = config();
     let mut facts: BTreeMap<Msisdn, Facts> = BTreeMap::new();
     let mut calls: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
@@ -98,44 +113,52 @@ fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> BTreeMap<Msisdn, 
             _ => {}
         }
     }
-    let mut links: Vec<(Msisdn, Msisdn)> = Vec::new();
+    let mut links: Vec<(Msisdn, Msisdn, Kind)> = Vec::new();
     links.extend(
         calls
             .iter()
             .filter(|(_, w)| **w >= config.call_threshold)
-            .map(|(p, _)| *p),
+            .map(|((a, b), _)| (*a, *b, Kind::Call)),
     );
     links.extend(
         paid.iter()
             .filter(|(_, n)| **n >= config.payer_threshold)
-            .map(|(p, _)| *p),
+            .map(|((a, b), _)| (*a, *b, Kind::Payer)),
     );
     let mut by_account: BTreeMap<&str, Vec<Msisdn>> = BTreeMap::new();
     for (m, f) in &facts {
         by_account.entry(&f.account).or_default().push(*m);
     }
     for members in by_account.values() {
-        links.extend(members.windows(2).map(|w| (w[0], w[1])));
+        links.extend(members.windows(2).map(|w| (w[0], w[1], Kind::Hard)));
     }
-    let mut parent: BTreeMap<Msisdn, Msisdn> = facts.keys().map(|m| (*m, *m)).collect();
-    for (a, b) in links {
-        if !(facts.contains_key(&a) && facts.contains_key(&b)) {
-            continue;
+    let tiers: [fn(Kind) -> bool; 3] = [|_| true, |k| k != Kind::Call, |k| k == Kind::Hard];
+    let mut founders: BTreeMap<Msisdn, Msisdn> = BTreeMap::new();
+    let mut pending: BTreeSet<Msisdn> = facts.keys().copied().collect();
+    let mut split = false;
+    for tier in tiers {
+        let mut parent: BTreeMap<Msisdn, Msisdn> = pending.iter().map(|m| (*m, *m)).collect();
+        for (a, b, kind) in &links {
+            if tier(*kind) && pending.contains(a) && pending.contains(b) {
+                let (ra, rb) = (find(&mut parent, *a), find(&mut parent, *b));
+                parent.insert(ra, rb);
+            }
         }
-        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-        parent.insert(ra, rb);
+        let mut components: BTreeMap<Msisdn, Vec<Msisdn>> = BTreeMap::new();
+        for m in &pending {
+            components.entry(find(&mut parent, *m)).or_default().push(*m);
+        }
+        split |= components.values().any(|c| c.len() > config.max_household);
+        for members in components.values().filter(|c| c.len() <= config.max_household) {
+            let founder = members.iter().map(|m| (facts[m].first_seen, *m)).min().unwrap().1;
+            for m in members {
+                founders.insert(*m, founder);
+                pending.remove(m);
+            }
+        }
     }
-    let mut founder_of_root: BTreeMap<Msisdn, (Millis, Msisdn)> = BTreeMap::new();
-    for m in facts.keys() {
-        let root = find(&mut parent, *m);
-        let label = (facts[m].first_seen, *m);
-        let entry = founder_of_root.entry(root).or_insert(label);
-        *entry = (*entry).min(label);
-    }
-    facts
-        .keys()
-        .map(|m| (*m, founder_of_root[&find(&mut parent, *m)].1))
-        .collect()
+    founders.extend(pending.iter().map(|m| (*m, *m)));
+    (founders, split)
 }
 
 /// The dataflow on `workers` workers: every update of (msisdn, founder).
@@ -191,11 +214,13 @@ fn at_time(updates: &[((Msisdn, Msisdn), Millis, isize)], at: Millis) -> BTreeMa
 
 #[test]
 fn households_match_union_find_as_links_come_and_expire_for_any_worker_count() {
-    let mut merged_and_split = 0;
+    let (mut merged_and_split, mut above_the_bound) = (0, 0);
     for seed in 0..4 {
         let updates = random_evidence(seed, 80);
         let instants: Vec<Millis> = (0..=5 * 24).map(|h| h * 3_600_000).collect();
-        let expected: Vec<BTreeMap<Msisdn, Msisdn>> = instants.iter().map(|at| model(&updates, *at)).collect();
+        let modelled: Vec<(BTreeMap<Msisdn, Msisdn>, bool)> = instants.iter().map(|at| model(&updates, *at)).collect();
+        above_the_bound += modelled.iter().filter(|(_, split)| *split).count();
+        let expected: Vec<BTreeMap<Msisdn, Msisdn>> = modelled.into_iter().map(|(founders, _)| founders).collect();
         // The world must both merge households and split them again as links expire.
         let sizes: Vec<usize> = expected
             .iter()
@@ -213,6 +238,7 @@ fn households_match_union_find_as_links_come_and_expire_for_any_worker_count() {
         }
     }
     assert!(merged_and_split >= 2, "the worlds should merge and split households");
+    assert!(above_the_bound > 0, "some components should be above the size bound");
 }
 
 #[test]
@@ -259,8 +285,8 @@ fn a_households_value_saturates_instead_of_wrapping() {
     assert_eq!(now, vec![(msisdn(1), 2, u64::MAX), (msisdn(2), 2, u64::MAX)]);
 }
 
-/// Every member's `competitor_peer` once all of `updates` are in (one worker).
-fn competitor_peers(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, Option<Msisdn>> {
+/// Every member's view once all of `updates` are in (one worker, the default config).
+fn final_views(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, HouseholdView> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&out);
     timely::execute(timely::Config::process(1), move |worker| {
@@ -269,8 +295,7 @@ fn competitor_peers(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn,
         let mut input = worker.dataflow::<Millis, _, _>(|scope| {
             let (input, evidence) = scope.new_collection::<Evidence, isize>();
             graph(evidence, &HouseholdConfig::default())
-                .map(|(m, view)| (m, view.competitor_peer))
-                .inspect(move |update| sink.lock().unwrap().push(*update))
+                .inspect(move |update| sink.lock().unwrap().push(update.clone()))
                 .probe_with(&probe);
             input
         });
@@ -283,28 +308,53 @@ fn competitor_peers(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn,
         }
     })
     .unwrap();
-    let mut counts: BTreeMap<(Msisdn, Option<Msisdn>), isize> = BTreeMap::new();
+    let mut counts: BTreeMap<(Msisdn, HouseholdView), isize> = BTreeMap::new();
     for (view, _, diff) in out.lock().unwrap().iter() {
-        *counts.entry(*view).or_default() += diff;
+        *counts.entry(view.clone()).or_default() += diff;
     }
-    counts.into_iter().filter(|(_, n)| *n > 0).map(|(view, _)| view).collect()
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(view, _)| view)
+        .collect()
+}
+
+/// A subscriber's customer record (account `account`), first seen at 1 min.
+fn customer(i: u64, account: &str) -> (Evidence, Millis, isize) {
+    let facts = Facts {
+        first_seen: MINUTE,
+        account: account.into(),
+        address: None,
+        fee_cents: 1_000,
+        postpaid: true,
+    };
+    (Evidence::Facts(msisdn(i), facts), MINUTE, 1)
+}
+
+#[test]
+fn no_household_above_the_size_bound_survives_links_that_percolate() {
+    // 40 subscribers in pairs (one account each pair), and strong calls from each to the
+    // next: friends of friends join all 40 into one component.
+    let mut updates: Vec<(Evidence, Millis, isize)> = (0..40).map(|i| customer(i, &format!("A-{}", i / 2))).collect();
+    updates.extend((0..39).map(|i| (Evidence::Call(msisdn(i), msisdn(i + 1)), 2 * MINUTE, 12)));
+    let views = final_views(updates);
+    assert_eq!(views.len(), 40);
+    let bound = HouseholdConfig::default().max_household as u32;
+    assert!(views.values().all(|v| v.size <= bound), "{views:?}");
+    // What is left after the call links are dropped: the pairs.
+    for i in (0..40).step_by(2) {
+        let (a, b) = (&views[&msisdn(i)], &views[&msisdn(i + 1)]);
+        assert_eq!((a.size, a.founder), (2, b.founder), "{a:?} {b:?}");
+        // Only links within the household are shown.
+        assert!(a.links.iter().all(|(m, _)| *m == msisdn(i + 1)), "{a:?}");
+    }
 }
 
 #[test]
 fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
-    let facts = |i: u64, account: &str| {
-        let facts = Facts {
-            first_seen: MINUTE,
-            account: account.into(),
-            address: None,
-            fee_cents: 1_000,
-            postpaid: true,
-        };
-        (Evidence::Facts(msisdn(i), facts), MINUTE, 1)
-    };
     // Household A: 1 and 2 (one account); household B: 3 and 4; 5 to 14 alone.
-    let mut updates = vec![facts(1, "A"), facts(2, "A"), facts(3, "B"), facts(4, "B")];
-    updates.extend((5..=14).map(|i| facts(i, &format!("S-{i}"))));
+    let mut updates = vec![customer(1, "A"), customer(2, "A"), customer(3, "B"), customer(4, "B")];
+    updates.extend((5..=14).map(|i| customer(i, &format!("S-{i}"))));
     let (tied, service, competitor) = (msisdn(899), msisdn(900), msisdn(901));
     let call = |a: u64, peer: Msisdn, strength: isize| (Evidence::Call(msisdn(a), peer), 2 * MINUTE, strength);
     // The operator's service line: strongly tied to both members of A and of B (evening calls
@@ -317,12 +367,22 @@ fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
     // A member on a competitor: strongly tied to both members of A, and to no one else.
     updates.extend([1, 2].map(|i| call(i, competitor, 12)));
 
-    let peers = competitor_peers(updates);
+    let peers: BTreeMap<Msisdn, Option<Msisdn>> = final_views(updates)
+        .into_iter()
+        .map(|(m, view)| (m, view.competitor_peer))
+        .collect();
     // The lower numbers (the service line, the widely tied one) would win without the
     // service filter: the most members, then the lowest number.
     assert_eq!(peers[&msisdn(1)], Some(competitor), "{peers:?}");
     assert_eq!(peers[&msisdn(2)], Some(competitor), "{peers:?}");
-    assert_eq!(peers[&msisdn(3)], None, "household B's only tie is the service line: {peers:?}");
+    assert_eq!(
+        peers[&msisdn(3)],
+        None,
+        "household B's only tie is the service line: {peers:?}"
+    );
     assert_eq!(peers[&msisdn(4)], None, "{peers:?}");
-    assert!(peers.values().all(|p| *p != Some(service) && *p != Some(tied)), "{peers:?}");
+    assert!(
+        peers.values().all(|p| *p != Some(service) && *p != Some(tied)),
+        "{peers:?}"
+    );
 }
