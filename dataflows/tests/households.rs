@@ -255,38 +255,16 @@ fn a_households_value_saturates_instead_of_wrapping() {
     let updates: Vec<(Evidence, Millis, isize)> = (1..=2)
         .map(|i| (Evidence::Facts(msisdn(i), facts(i)), i * MINUTE, 1))
         .collect();
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&out);
-    timely::execute(timely::Config::process(1), move |worker| {
-        let sink = Arc::clone(&sink);
-        let probe = ProbeHandle::new();
-        let mut input = worker.dataflow::<Millis, _, _>(|scope| {
-            let (input, evidence) = scope.new_collection::<Evidence, isize>();
-            graph(evidence, &config())
-                .map(|(m, view)| (m, view.size, view.value_cents))
-                .inspect(move |update| sink.lock().unwrap().push(*update))
-                .probe_with(&probe);
-            input
-        });
-        for (evidence, at, diff) in &updates {
-            input.update_at(evidence.clone(), *at, *diff);
-        }
-        input.close();
-        while !probe.done() {
-            worker.step();
-        }
-    })
-    .unwrap();
-    let mut counts: BTreeMap<(Msisdn, u32, u64), isize> = BTreeMap::new();
-    for (view, _, diff) in out.lock().unwrap().iter() {
-        *counts.entry(*view).or_default() += diff;
-    }
-    let now: Vec<(Msisdn, u32, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).map(|(v, _)| v).collect();
+    let now: Vec<(Msisdn, u32, u64)> = final_views(updates, &config())
+        .into_iter()
+        .map(|(m, view)| (m, view.size, view.value_cents))
+        .collect();
     assert_eq!(now, vec![(msisdn(1), 2, u64::MAX), (msisdn(2), 2, u64::MAX)]);
 }
 
-/// Every member's view once all of `updates` are in (one worker, the default config).
-fn final_views(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, HouseholdView> {
+/// Every member's view once all of `updates` are in (one worker).
+fn final_views(updates: Vec<(Evidence, Millis, isize)>, config: &HouseholdConfig) -> BTreeMap<Msisdn, HouseholdView> {
+    let config = config.clone();
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&out);
     timely::execute(timely::Config::process(1), move |worker| {
@@ -294,7 +272,7 @@ fn final_views(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, Hous
         let probe = ProbeHandle::new();
         let mut input = worker.dataflow::<Millis, _, _>(|scope| {
             let (input, evidence) = scope.new_collection::<Evidence, isize>();
-            graph(evidence, &HouseholdConfig::default())
+            graph(evidence, &config)
                 .inspect(move |update| sink.lock().unwrap().push(update.clone()))
                 .probe_with(&probe);
             input
@@ -337,7 +315,7 @@ fn no_household_above_the_size_bound_survives_links_that_percolate() {
     // next: friends of friends join all 40 into one component.
     let mut updates: Vec<(Evidence, Millis, isize)> = (0..40).map(|i| customer(i, &format!("A-{}", i / 2))).collect();
     updates.extend((0..39).map(|i| (Evidence::Call(msisdn(i), msisdn(i + 1)), 2 * MINUTE, 12)));
-    let views = final_views(updates);
+    let views = final_views(updates, &HouseholdConfig::default());
     assert_eq!(views.len(), 40);
     let bound = HouseholdConfig::default().max_household as u32;
     assert!(views.values().all(|v| v.size <= bound), "{views:?}");
@@ -367,7 +345,7 @@ fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
     // A member on a competitor: strongly tied to both members of A, and to no one else.
     updates.extend([1, 2].map(|i| call(i, competitor, 12)));
 
-    let peers: BTreeMap<Msisdn, Option<Msisdn>> = final_views(updates)
+    let peers: BTreeMap<Msisdn, Option<Msisdn>> = final_views(updates, &HouseholdConfig::default())
         .into_iter()
         .map(|(m, view)| (m, view.competitor_peer))
         .collect();
