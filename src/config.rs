@@ -344,6 +344,22 @@ fn check_households(h: &kairos_dataflows::households::HouseholdConfig) -> Result
     if h.evening_hours.0 > 24 || h.evening_hours.1 > 24 {
         return Err("households.evening_hours — hours from 0 to 24, e.g. [18, 23]".into());
     }
+    if h.night_hours.0 > 24 || h.night_hours.1 > 24 {
+        return Err("households.night_hours — hours from 0 to 24, e.g. [0, 6]".into());
+    }
+    if h.contact_min_days == 0 || u64::from(h.contact_min_days) > h.window_days + 1 {
+        return Err(format!(
+            "households.contact_min_days = {} — use 1 to window_days + 1 ({})",
+            h.contact_min_days,
+            h.window_days + 1
+        ));
+    }
+    if h.contact_min_share_percent > 100 {
+        return Err(format!(
+            "households.contact_min_share_percent = {} — a share from 0 to 100",
+            h.contact_min_share_percent
+        ));
+    }
     Ok(())
 }
 

@@ -163,6 +163,7 @@ fn edge_values() -> Vec<condition::Values> {
                         FieldType::Int => Value::Int(i),
                         FieldType::Double => Value::Float(f),
                         FieldType::String => Value::String(Arc::clone(&s)),
+                        FieldType::StringList => Value::List(Arc::new(vec![Value::String(Arc::clone(&s))])),
                     };
                     (field.path, value)
                 })

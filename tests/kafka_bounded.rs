@@ -130,7 +130,8 @@ fn two_bounded_runs_split_at_a_time_give_the_actions_of_one_replay() {
         "",
     );
     let log = dir.path().join("kairos.log");
-    let split = "2026-07-02T12:00:00Z";
+    // In the quiet hours of the evening, so that actions decided before it wait past it.
+    let split = "2026-07-02T22:30:00Z";
     let split_ms = parse_rfc3339(split).unwrap();
     bounded_run(&config, &["--from", "earliest", "--to", split], &log);
 

@@ -130,6 +130,91 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
     );
 }
 
+/// A process killed before its first checkpoint: the next start must still recall what it
+/// produced. The first start records where it begins before it produces anything; without
+/// that record, the next start began from empty state with nothing to read back, and
+/// produced every action of the killed process again.
+#[test]
+fn a_process_killed_before_its_first_checkpoint_is_recalled_by_the_next() {
+    let brokers = kafka_brokers();
+    let topics = common::kafka_topics("f");
+    let names: Vec<&str> = topics.values().map(String::as_str).collect();
+    common::create_topics(&brokers, &names, PARTITIONS);
+    let lines = common::world(150, 2, "2026-07-01", 29, 25, 0.3, 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = common::expected_actions(&lines, dir.path());
+    assert!(expected.len() > 20, "too few actions: {}", expected.len());
+    let state = dir.path().join("state");
+    let log_path = dir.path().join("kairos.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let port = common::free_port();
+    // Decides as soon as the input is quiet; no periodic checkpoint for ten minutes.
+    let deciding = dir.path().join("deciding.toml");
+    write_config(&deciding, (&brokers, &topics, &state), (3_600_000, 100), 600_000, port);
+    let settling = dir.path().join("settling.toml");
+    write_config(&settling, (&brokers, &topics, &state), (3_600_000, 100), 200, port);
+
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for line in &lines {
+        common::send_line(&producer, &topics, line);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // A: a first start, on an empty folder; decides the whole world and is killed.
+    let mut a = common::start_engine(&deciding, &log_path);
+    let decided = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(90));
+    assert_eq!(decided.len(), expected.len(), "A did not decide the world:\n{}", log());
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+
+    // B: resumes from A's first record, reads A's actions back and produces none again.
+    let _b = common::start_engine(&settling, &log_path);
+    let valid = lines.len() as u64;
+    assert!(
+        wait_for_metrics(port, Duration::from_secs(60), |page| counter(
+            page,
+            "kairos_ingest_events_total"
+        ) >= valid),
+        "B did not read the world:\n{}",
+        log()
+    );
+    let got = common::read_actions(
+        &brokers,
+        &topics,
+        PARTITIONS,
+        expected.len() + 1,
+        Duration::from_secs(5),
+    );
+    let (twice, missing) = common::compare_actions(&got, &expected);
+    assert!(
+        twice.is_empty() && missing.is_empty(),
+        "{} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nlog:\n{}",
+        expected.len(),
+        got.len(),
+        twice.len(),
+        missing.len(),
+        log()
+    );
+    // What B read back: A's actions and their decisions (every decision is on its topic).
+    let text = log();
+    let starts: Vec<&str> = text.lines().filter(|l| l.contains("kairos run: starting")).collect();
+    assert_eq!(starts.len(), 2, "{text}");
+    let recalled: usize = starts[1]
+        .split("recalled_outputs=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        recalled >= 2 * decided.len(),
+        "B should have read A's actions back:\n{text}"
+    );
+    eprintln!(
+        "a kill before the first checkpoint: {} actions, none twice",
+        expected.len()
+    );
+}
+
 /// Writes the configuration of one process of [`a_restart_after_a_restart_recalls_what_the_first_killed_process_decided`]:
 /// its idleness, checkpoint interval and metrics port (same topics, same state folder).
 fn write_config(

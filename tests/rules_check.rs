@@ -15,7 +15,7 @@ fn rules_check_accepts_the_shipped_rules_and_lists_every_problem_otherwise() {
     );
     assert_eq!(
         String::from_utf8_lossy(&examples.stdout).trim(),
-        "rules/examples: 2 rule(s) OK"
+        "rules/examples: 3 rule(s) OK"
     );
 
     let dir = tempfile::tempdir().unwrap();

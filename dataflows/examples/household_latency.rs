@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use differential_dataflow::input::{Input, InputSession};
-use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig};
+use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig, Slot};
 use kairos_model::{Millis, Msisdn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -89,7 +89,9 @@ fn main() {
             }
             if rng.random_bool(0.25) {
                 let other = rng.random_range(0..subscribers);
-                input.update_at(Evidence::Call(msisdn(i), msisdn(other)), 0, config.call_threshold);
+                for (from, to, day) in family_days(msisdn(i), msisdn(other), config.contact_alone_days) {
+                    input.update_at(Evidence::Contact(from, to, day, Slot::Evening), 0, 1);
+                }
             }
             i += size;
             family += 1;
@@ -107,12 +109,16 @@ fn main() {
         for _ in 0..trials {
             let (a, b) = (rng.random_range(0..subscribers), rng.random_range(0..subscribers));
             links.push((a, b));
-            input.update_at(Evidence::Call(msisdn(a), msisdn(b)), time, config.call_threshold);
+            for (from, to, day) in family_days(msisdn(a), msisdn(b), config.contact_alone_days) {
+                input.update_at(Evidence::Contact(from, to, day, Slot::Evening), time, 1);
+            }
             time += step;
             added.push(settle(worker, &mut input, &probe, time));
         }
         for (a, b) in links {
-            input.update_at(Evidence::Call(msisdn(a), msisdn(b)), time, -config.call_threshold);
+            for (from, to, day) in family_days(msisdn(a), msisdn(b), config.contact_alone_days) {
+                input.update_at(Evidence::Contact(from, to, day, Slot::Evening), time, -1);
+            }
             time += step;
             removed.push(settle(worker, &mut input, &probe, time));
         }
@@ -132,4 +138,9 @@ fn main() {
         );
         println!("peak RSS: {:.0} MB", peak_rss_mb());
     });
+}
+
+/// The contacts that link `a` and `b` on calls alone: both ways on `days` days.
+fn family_days(a: Msisdn, b: Msisdn, days: u32) -> Vec<(Msisdn, Msisdn, u32)> {
+    (0..days).flat_map(|d| [(a, b, d), (b, a, d)]).collect()
 }

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{TimeZone as _, Timelike};
+use chrono::{Datelike, TimeZone as _, Timelike};
 use chrono_tz::Tz;
 use kairos_model::event::CustomerRecord;
 use kairos_model::{Millis, Msisdn};
 use serde::{Deserialize, Serialize};
 
-use crate::households::{Evidence, EvidenceUpdate, Facts, HouseholdConfig, HouseholdView};
+use crate::households::{Evidence, EvidenceUpdate, Facts, HouseholdConfig, HouseholdView, Slot};
 
 /// A subscriber's part in the household graph.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -55,6 +55,22 @@ impl HouseholdState {
         out.push((evidence.clone(), ts, weight));
         out.push((evidence.clone(), expires, -weight));
         *self.evidence.entry((expires, evidence)).or_default() += weight;
+    }
+
+    /// Soft evidence that counts once per UTC day (a contact, a night under a cell): added
+    /// with weight 1 unless the same evidence of the same day is already in the window.
+    pub fn once(
+        &mut self,
+        config: &HouseholdConfig,
+        evidence: Evidence,
+        ts: Millis,
+        now: Millis,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
+        let expires = config.expiry(ts).max(now + 1);
+        if !self.evidence.contains_key(&(expires, evidence.clone())) {
+            self.soft(config, evidence, ts, now, 1, out);
+        }
     }
 
     /// The customer record in force changed (or is gone, with `None`).
@@ -185,13 +201,85 @@ impl HouseholdState {
     }
 }
 
-/// The weight of a call or SMS at `ts` in the caller's time zone: more in the evening.
-pub fn call_weight(config: &HouseholdConfig, ts: Millis, tz: Tz) -> isize {
-    let hour = tz.timestamp_millis_opt(ts as i64).single().map_or(12, |t| t.hour());
-    let (from, to) = config.evening_hours;
-    if hour >= from && hour < to {
-        config.evening_weight
+/// When in the caller's local week (time zone `tz`) a contact at `ts` happened.
+pub fn contact_slot(config: &HouseholdConfig, ts: Millis, tz: Tz) -> Slot {
+    let Some(local) = tz.timestamp_millis_opt(ts as i64).single() else {
+        return Slot::Daytime;
+    };
+    let hour = local.hour();
+    let within = |(from, to): (u32, u32)| {
+        if from <= to {
+            hour >= from && hour < to
+        } else {
+            hour >= from || hour < to
+        }
+    };
+    if within(config.night_hours) {
+        Slot::Night
+    } else if local.weekday().number_from_monday() >= 6 {
+        Slot::Weekend
+    } else if within(config.evening_hours) {
+        Slot::Evening
     } else {
-        config.day_weight
+        Slot::Daytime
+    }
+}
+
+/// A cell id as the graph holds it: a hash that is the same in every process and release
+/// (FNV-1a, 64 bits), so the graph keeps no strings for cells.
+pub fn cell_hash(cell: &str) -> u64 {
+    cell.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The UTC day of `ts` (days since 1970-01-01).
+pub fn utc_day(ts: Millis) -> u32 {
+    u32::try_from(ts / kairos_model::time::DAY).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kairos_model::time::parse_rfc3339;
+
+    fn at(ts: &str) -> Millis {
+        parse_rfc3339(ts).unwrap()
+    }
+
+    #[test]
+    fn a_contact_falls_in_a_slot_of_the_callers_local_week() {
+        let config = HouseholdConfig::default();
+        let lisbon: Tz = "Europe/Lisbon".parse().unwrap();
+        // 1 July 2026 is a Wednesday; Lisbon is UTC+1 in summer.
+        assert_eq!(contact_slot(&config, at("2026-07-01T18:30:00Z"), lisbon), Slot::Evening);
+        assert_eq!(contact_slot(&config, at("2026-07-01T16:30:00Z"), lisbon), Slot::Daytime);
+        assert_eq!(contact_slot(&config, at("2026-07-01T01:00:00Z"), lisbon), Slot::Night);
+        assert_eq!(contact_slot(&config, at("2026-07-04T14:00:00Z"), lisbon), Slot::Weekend);
+        // 21:30 UTC on Saturday is 22:30 in Lisbon (the weekend) and 00:30 in Helsinki (night).
+        let helsinki: Tz = "Europe/Helsinki".parse().unwrap();
+        assert_eq!(contact_slot(&config, at("2026-07-04T21:30:00Z"), helsinki), Slot::Night);
+        assert_eq!(contact_slot(&config, at("2026-07-04T21:30:00Z"), lisbon), Slot::Weekend);
+    }
+
+    #[test]
+    fn a_contact_counts_once_a_day() {
+        let config = HouseholdConfig::default();
+        let (a, b) = (
+            Msisdn::from_u64(351_910_000_001).unwrap(),
+            Msisdn::from_u64(351_910_000_002).unwrap(),
+        );
+        let mut state = HouseholdState::default();
+        let mut out = Vec::new();
+        let contact = |day| Evidence::Contact(a, b, day, Slot::Evening);
+        let t = at("2026-07-01T18:30:00Z");
+        state.once(&config, contact(utc_day(t)), t, t, &mut out);
+        state.once(&config, contact(utc_day(t)), t + 60_000, t + 60_000, &mut out);
+        assert_eq!(out.len(), 2, "one record and its expiry: {out:?}");
+        let next = t + kairos_model::time::DAY;
+        state.once(&config, contact(utc_day(next)), next, next, &mut out);
+        assert_eq!(out.len(), 4, "the next day counts again: {out:?}");
+        assert_eq!(cell_hash("268-01-4711"), cell_hash("268-01-4711"));
+        assert_ne!(cell_hash("268-01-4711"), cell_hash("268-01-4712"));
     }
 }

@@ -4,8 +4,11 @@
 //! ```text
 //! SubscriberState ── evidence updates (+w at t, −w when it expires) ──▶ delay to granularity
 //!   facts (account, address, fee)      ─▶ hard links: same account / same address (capped)
-//!   calls & SMS (evening weighs more)  ─▶ soft links: strength in the window ≥ threshold,
-//!   top-ups paid for another               hubs (call centres, corner shops, kiosks) dropped
+//!   calls & SMS: a record per caller,  ─▶ soft links: a pair's contact pattern (reciprocal,
+//!     callee, UTC day, slot of the week     many days, evenings and weekends, a share of
+//!   nights under a cell (hashed id)          each one's contacts; few days: also nights
+//!                                            under one cell), hubs (call centres, corner
+//!   top-ups paid for another                 shops, kiosks) dropped
 //!   a self-care login to another's account
 //!   a handset moving between holders   ─▶ hand-down links
 //!                                       ─▶ propagate: connected components, label = the
@@ -43,14 +46,35 @@ pub struct HouseholdConfig {
     pub window_days: u64,
     /// Households are recomputed once per this much event time (ms).
     pub granularity_ms: u64,
-    /// Strength of calls/SMS between two subscribers within the window that links them.
+    /// No longer used (calls are judged by [`ContactPattern`] since 1.1); accepted so that
+    /// older configuration files still load.
     pub call_threshold: isize,
-    /// Weight of a call or SMS in the caller's local evening (`evening_hours`).
+    /// No longer used; accepted so that older configuration files still load.
     pub evening_weight: isize,
-    /// Weight of any other call or SMS.
+    /// No longer used; accepted so that older configuration files still load.
     pub day_weight: isize,
-    /// Local hours [from, to) that count as evening.
+    /// Local hours [from, to) that count as evening (on weekdays; any hour of a weekend day
+    /// outside the night is family time too).
     pub evening_hours: (u32, u32),
+    /// Local hours [from, to) that count as night: calls then are neither family nor work
+    /// time, and the cell serving a subscriber then is where they sleep.
+    pub night_hours: (u32, u32),
+    /// Calls/SMS link two members only when, within the window, there were contacts between
+    /// them on at least this many distinct days (UTC)…
+    pub contact_min_days: u32,
+    /// … of which at least this many in an evening or at the weekend (local time of the
+    /// caller), both having called or texted the other…
+    pub contact_min_family_days: u32,
+    /// … and the pair's contacts are at least this share (per cent) of each one's contacts
+    /// with everybody (family are each other's top contacts).
+    pub contact_min_share_percent: u32,
+    /// Such calls link alone only on at least this many distinct days; below it they also
+    /// need the two to sleep under the same cell (`min_shared_nights`).
+    pub contact_alone_days: u32,
+    /// Nights (UTC days with a sighting in `night_hours`) on which both were served by one
+    /// cell that, with calls of the family pattern, link them. A cell covers a whole street:
+    /// nights alone never link anybody.
+    pub min_shared_nights: u32,
     /// Top-ups one paid for another within the window that link them.
     pub payer_threshold: isize,
     /// More members than this on one account or address: a business, not a household.
@@ -89,6 +113,12 @@ impl Default for HouseholdConfig {
             evening_weight: 3,
             day_weight: 1,
             evening_hours: (18, 23),
+            night_hours: (0, 6),
+            contact_min_days: 6,
+            contact_min_family_days: 3,
+            contact_min_share_percent: 5,
+            contact_alone_days: 15,
+            min_shared_nights: 3,
             payer_threshold: 1,
             max_shared: 8,
             max_call_partners: 8,
@@ -137,16 +167,44 @@ pub enum Evidence {
     Holder(String, Millis, Msisdn),
     /// The subscriber visited the self-care cancel page.
     Cancel(Msisdn),
+    /// On the UTC day, the first called or texted the second in this part of the caller's
+    /// local week (one record per caller, callee, day and slot; weight 1).
+    Contact(Msisdn, Msisdn, u32, Slot),
+    /// On a UTC day, the subscriber was served at night by this cell (a hash of its id; one
+    /// record per day and cell, so the weights count nights).
+    Night(Msisdn, u64),
+}
+
+/// When in the caller's local week a contact happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Slot {
+    /// A weekday evening (`evening_hours`).
+    Evening,
+    /// Saturday or Sunday, outside the night.
+    Weekend,
+    /// A weekday outside the evening and the night: work time.
+    Daytime,
+    /// `night_hours`, any day.
+    Night,
+}
+
+impl Slot {
+    /// Family time: evenings and weekends.
+    pub fn is_family_time(self) -> bool {
+        matches!(self, Slot::Evening | Slot::Weekend)
+    }
 }
 
 impl Evidence {
     /// Whether this evidence names `msisdn` (as either party).
     pub fn names(&self, msisdn: Msisdn) -> bool {
         match self {
-            Evidence::Facts(m, _) | Evidence::Login(m, _) | Evidence::Holder(_, _, m) | Evidence::Cancel(m) => {
-                *m == msisdn
-            }
-            Evidence::Call(a, b) | Evidence::Paid(a, b) => *a == msisdn || *b == msisdn,
+            Evidence::Facts(m, _)
+            | Evidence::Login(m, _)
+            | Evidence::Holder(_, _, m)
+            | Evidence::Cancel(m)
+            | Evidence::Night(m, _) => *m == msisdn,
+            Evidence::Call(a, b) | Evidence::Paid(a, b) | Evidence::Contact(a, b, _, _) => *a == msisdn || *b == msisdn,
         }
     }
 }
@@ -247,6 +305,71 @@ struct Summary {
     accounts: u32,
 }
 
+/// What the contacts between two subscribers in the window look like: the soft evidence of
+/// calls and SMS, judged by what families do and friends and colleagues do not.
+///
+/// - **Reciprocity**: both called or texted the other (a call centre, a shop, a fan does not
+///   call back).
+/// - **Many distinct days**: a family talks most days; a friend who texts once a week has four
+///   days a month however many messages (a sum of weights is what let those friendships pass).
+/// - **Evenings and weekends**: days with a contact in family time, so a colleague who calls on
+///   every weekday in office hours is not family.
+/// - **A share of each one's contacts**: the pair's records are a share of both parties'
+///   records with everybody, so a busy subscriber's many acquaintances do not qualify.
+///
+/// Even then calls alone link only with many days of them (`contact_alone_days`); with
+/// fewer, a second kind of evidence must agree: the two sleep under the same cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContactPattern {
+    /// The lower number called or texted the higher.
+    pub forward: bool,
+    /// The higher number called or texted the lower.
+    pub backward: bool,
+    /// Distinct days with a contact either way.
+    pub days: u32,
+    /// Distinct days with a contact in family time (an evening or the weekend).
+    pub family_days: u32,
+    /// Contact records (caller, callee, day, slot).
+    pub records: u32,
+}
+
+impl ContactPattern {
+    /// The pattern of a pair's records: (from the lower number, day, slot).
+    pub fn of(records: impl IntoIterator<Item = (bool, u32, Slot)>) -> ContactPattern {
+        let mut pattern = ContactPattern::default();
+        let (mut days, mut family_days) = (Vec::new(), Vec::new());
+        for (forward, day, slot) in records {
+            pattern.records += 1;
+            if forward {
+                pattern.forward = true;
+            } else {
+                pattern.backward = true;
+            }
+            days.push(day);
+            if slot.is_family_time() {
+                family_days.push(day);
+            }
+        }
+        for list in [&mut days, &mut family_days] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        pattern.days = days.len() as u32;
+        pattern.family_days = family_days.len() as u32;
+        pattern
+    }
+
+    /// Both called or texted the other.
+    pub fn reciprocal(&self) -> bool {
+        self.forward && self.backward
+    }
+
+    /// Enough distinct days, enough of them in family time.
+    pub fn is_family_like(&self, min_days: u32, min_family_days: u32) -> bool {
+        self.days >= min_days && self.family_days >= min_family_days
+    }
+}
+
 /// A link between two subscribers, and why.
 type Edge = (Msisdn, Msisdn, LinkKind);
 
@@ -295,27 +418,77 @@ pub fn graph_counting<'scope>(
         )
         .map(|(_, edge)| edge);
 
-    // Calls and SMS: strength in the window, both ends subscribers, hubs dropped.
-    let call_threshold = config.call_threshold;
-    let call_strength = evidence
+    // Calls and SMS: a record per caller, callee, day and slot; each pair judged by what
+    // families do and friends and colleagues do not (`ContactPattern`), both ends members,
+    // hubs dropped.
+    let contacts = evidence.clone().flat_map(|e| match e {
+        Evidence::Contact(from, to, day, slot) if from != to => Some((from, to, day, slot)),
+        _ => None,
+    });
+    let patterns = contacts
+        .clone()
+        .map(|(from, to, day, slot)| ((from.min(to), from.max(to)), (from < to, day, slot)))
+        .reduce(|_, records, out: &mut Vec<(ContactPattern, isize)>| {
+            let present = records.iter().filter(|(_, diff)| *diff > 0).map(|(r, _)| **r);
+            out.push((ContactPattern::of(present), 1));
+        });
+    let (min_days, min_family_days) = (config.contact_min_days, config.contact_min_family_days);
+    // Every contact record naming a subscriber, either way: the share's denominator.
+    let totals = contacts.flat_map(|(from, to, _, _)| [from, to]).count();
+    let share = isize::try_from(config.contact_min_share_percent).unwrap_or(isize::MAX);
+    let family = patterns
+        .clone()
+        .filter(move |(_, p)| p.reciprocal() && p.is_family_like(min_days, min_family_days))
+        .map(|((a, b), p)| (a, (b, p)))
+        .join_map(totals.clone(), |a, (b, p), total_a| (*b, (*a, *p, *total_a)))
+        .join_map(totals, |b, (a, p, total_a), total_b| {
+            ((*a, *b), *p, (*total_a).max(*total_b))
+        })
+        .filter(move |(_, p, total)| 100 * p.records as isize >= share * *total)
+        .map(|(pair, p, _)| (pair, p.days));
+    let family = family
+        .clone()
+        .semijoin(both_members(family.map(|(pair, _)| pair), members.clone()));
+    // Calls of the family pattern link alone when there are enough days of them; otherwise
+    // only with nights under one cell (a street's worth of homes: never alone).
+    let alone_days = config.contact_alone_days;
+    let strong = family
+        .clone()
+        .filter(move |(_, days)| *days >= alone_days)
+        .map(|(pair, _)| pair);
+    let corroborate = family.filter(move |(_, days)| *days < alone_days).map(|(pair, _)| pair);
+    let nights = evidence
         .clone()
         .flat_map(|e| match e {
-            Evidence::Call(a, b) if a != b => Some((a.min(b), a.max(b))),
+            Evidence::Night(m, cell) => Some((m, cell)),
             _ => None,
         })
         .count();
-    let strong_calls = call_strength
-        .clone()
-        .filter(move |(_, strength)| *strength >= call_threshold)
+    let min_nights = isize::try_from(config.min_shared_nights).unwrap_or(isize::MAX);
+    let slept_together = corroborate
+        .join_map(
+            nights.clone().map(|((m, cell), n)| (m, (cell, n))),
+            |a, b, (cell, n)| ((*b, *cell), (*a, *n)),
+        )
+        .join_map(nights, |(b, _), (a, n_a), n_b| ((*a, *b), (*n_a).min(*n_b)))
+        .reduce(|_, shared, out: &mut Vec<(isize, isize)>| {
+            out.push((shared.iter().map(|(n, diff)| **n * *diff).sum(), 1));
+        })
+        .filter(move |(_, n)| *n >= min_nights)
         .map(|(pair, _)| pair);
-    let on_net = both_members(strong_calls.clone(), members.clone());
+    let on_net = strong.concat(slept_together);
     let call_hubs = over_degree(on_net.clone(), config.max_call_partners);
     let calls = without_nodes(on_net, call_hubs).map(|(a, b)| (a, b, LinkKind::Calls));
-    // One end a subscriber, the other off-net: (member, off-net number).
+    // One end a subscriber, the other off-net (whose own calls are not seen, so there is no
+    // reciprocity to ask for): (member, off-net number).
     let keys = members.clone().map(|(m, _)| m);
-    let off_net = member_and_off_net(strong_calls, keys.clone());
+    let strong_off_net = patterns
+        .clone()
+        .filter(move |(_, p)| p.is_family_like(min_days, min_family_days))
+        .map(|(pair, _)| pair);
+    let off_net = member_and_off_net(strong_off_net, keys.clone());
     // Every member in touch with an off-net number at all in the window, strong or not.
-    let touched = member_and_off_net(call_strength.map(|(pair, _)| pair), keys);
+    let touched = member_and_off_net(patterns.map(|(pair, _)| pair), keys);
 
     // Top-ups paid for another: payers with many payees are shops.
     let payer_threshold = config.payer_threshold;

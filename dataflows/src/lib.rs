@@ -28,6 +28,7 @@ pub mod erased;
 pub mod evidence;
 pub mod features;
 pub mod households;
+pub mod lifecycle;
 pub mod moments;
 pub mod policy;
 pub mod state;

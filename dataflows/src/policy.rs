@@ -15,7 +15,7 @@
 
 use chrono::{Datelike, Duration, LocalResult, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
-use kairos_model::event::{Consent, CustomerRecord};
+use kairos_model::event::{Consent, CustomerRecord, CustomerStatus};
 use kairos_model::rule::{ActionClass, CalendarPeriod, CapSpan, Policy, QuietMode};
 use kairos_model::{Action, Channel, CountryCode, Millis, Msisdn, Rule, SuppressReason};
 use serde::{Deserialize, Serialize};
@@ -248,11 +248,12 @@ impl Judgement {
 /// ```
 /// # use std::collections::BTreeMap;
 /// use kairos_dataflows::policy::{admit, ContactHistory, Subject};
-/// use kairos_model::{event::{Consent, CustomerRecord}, rule::Policy, Channel, CountryCode, MomentKind, Msisdn, Rule, SuppressReason};
+/// use kairos_model::{event::{Consent, CustomerRecord, CustomerStatus}, rule::Policy, Channel, CountryCode, MomentKind, Msisdn, Rule, SuppressReason};
 /// let mut customer = CustomerRecord { account_id: "A".into(), address_id: None,
 ///     home_country: CountryCode::parse("PT").unwrap(), timezone: kairos_model::TimeZone::parse("Europe/Lisbon").unwrap(), language: None,
 ///     email: None, tenure_start: None, prepaid: None, plan: None, device: None, contract_end: None,
-///     consent: Consent { sms: true, email: true, push: false } };
+///     consent: Consent { sms: true, email: true, push: false }, status: Default::default(),
+///     status_reason: None, products: Vec::new() };
 /// let rule = Rule { id: "r".into(), version: "v".into(), moment: MomentKind::HandsetAgeing, declared: None,
 ///     priority: 0, class: Default::default(), quiet_hours: Default::default(), value: 1.0, holdout: 0.0,
 ///     offer: "O".into(), channel: Channel::Email, fallback_channel: Some(Channel::Sms), threshold: None,
@@ -274,6 +275,8 @@ impl Judgement {
 /// assert_eq!(judge(&customer, &history, "k", 1100), Ok(Channel::Email));
 /// customer.consent = Consent::default();
 /// assert_eq!(judge(&customer, &history, "other", 1100), Err(SuppressReason::NoConsent));
+/// customer.status = CustomerStatus::Terminated;
+/// assert_eq!(judge(&customer, &history, "other", 1100), Err(SuppressReason::Terminated));
 /// ```
 pub fn admit(
     policy: &Policy,
@@ -297,6 +300,10 @@ pub fn admit(
         judgement.verdict = Err((reason, detail));
         judgement
     };
+    // A terminated customer gets nothing, whatever they once consented to (contract §5.1).
+    if customer.status == CustomerStatus::Terminated {
+        return suppress(judgement, SuppressReason::Terminated, None);
+    }
     judgement.channel = match reachable_now.iter().find(|c| !history.opted_out(**c)) {
         Some(channel) => *channel,
         None if reachable_now.is_empty() => return suppress(judgement, SuppressReason::NoConsent, None),
@@ -510,6 +517,9 @@ mod tests {
                 email: true,
                 push: false,
             },
+            status: Default::default(),
+            status_reason: None,
+            products: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::{cycle_containing, Cycle};
 use crate::evidence::HouseholdState;
 use crate::features::Activity;
+use crate::lifecycle::Lifecycle;
 use crate::policy::ContactHistory;
 
 /// What the engine knows about one subscriber.
@@ -34,6 +35,9 @@ pub struct SubscriberState {
     pub household: HouseholdState,
     /// When the subscriber was last heard of, and the moments judged lately.
     pub recent: Recent,
+    /// First heard of, the last activity of each kind, complaints and cancel visits, and
+    /// the pending review of time-moving features.
+    pub lifecycle: Lifecycle,
 }
 
 /// How long (event time) a judged moment is remembered, so that the same moment found again

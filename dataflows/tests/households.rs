@@ -1,14 +1,17 @@
 //! Oracle test for the household graph: the differential dataflow (several workers, links
-//! added and expiring over time) against a plain sequential model — strengths summed per pair,
-//! the same thresholds, connected components by union-find, and the size bound's tiers — at
-//! many instants.
+//! added and expiring over time) against a plain sequential model — each pair's contact
+//! pattern (reciprocity, distinct days, family time, share of each one's contacts), nights
+//! under one cell, the same thresholds, connected components by union-find, and the size
+//! bound's tiers — at many instants.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
-use kairos_dataflows::households::{graph, Evidence, Facts, HouseholdConfig, HouseholdView};
+use kairos_dataflows::households::{graph, ContactPattern, Evidence, Facts, HouseholdConfig, HouseholdView, Slot};
+use kairos_model::time::DAY;
 use kairos_model::{Millis, Msisdn};
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use timely::dataflow::ProbeHandle;
@@ -17,7 +20,13 @@ const MINUTE: Millis = 60_000;
 
 fn config() -> HouseholdConfig {
     HouseholdConfig {
-        window_days: 1,
+        window_days: 2,
+        // Scaled to a window of three days: every branch of the scoring is reached.
+        contact_min_days: 2,
+        contact_min_family_days: 1,
+        contact_min_share_percent: 20,
+        contact_alone_days: 3,
+        min_shared_nights: 1,
         granularity_ms: MINUTE,
         // Caps out of reach: this test is about components; the caps have unit tests of
         // their own in the golden cases.
@@ -34,8 +43,11 @@ fn msisdn(i: u64) -> Msisdn {
     Msisdn::from_u64(351_910_000_000 + i).unwrap()
 }
 
-/// Seeded evidence: facts (some shared accounts), calls of random weight between random pairs,
-/// top-ups paid for another, over three days, each piece expiring as the engine makes it.
+const SLOTS: [Slot; 4] = [Slot::Evening, Slot::Weekend, Slot::Daytime, Slot::Night];
+
+/// Seeded evidence: facts (some shared accounts), contacts between random pairs (a record per
+/// caller, callee, day and slot, as the engine makes them), nights under a few cells, top-ups
+/// paid for another, over four days, each piece expiring as the engine makes it.
 fn random_evidence(seed: u64, subscribers: u64) -> Vec<(Evidence, Millis, isize)> {
     let config = config();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -50,18 +62,37 @@ fn random_evidence(seed: u64, subscribers: u64) -> Vec<(Evidence, Millis, isize)
         };
         updates.push((Evidence::Facts(msisdn(i), facts.clone()), facts.first_seen, 1));
     }
-    for _ in 0..subscribers * 4 {
-        let (a, b) = (rng.random_range(0..subscribers), rng.random_range(0..subscribers));
-        let at = rng.random_range(0..3 * kairos_model::time::DAY);
-        let expires = config.expiry(at);
-        let evidence = if rng.random_bool(0.8) {
-            Evidence::Call(msisdn(a), msisdn(b))
-        } else {
-            Evidence::Paid(msisdn(a), msisdn(b))
+    let mut once = BTreeSet::new();
+    // Pairs that talk often (so that patterns of several days are common), and strangers.
+    let close: Vec<(u64, u64)> = (0..subscribers / 2)
+        .map(|_| (rng.random_range(0..subscribers), rng.random_range(0..subscribers)))
+        .collect();
+    for _ in 0..subscribers * 8 {
+        let at = rng.random_range(0..4 * DAY);
+        let day = (at / DAY) as u32;
+        let evidence = match rng.random_range(0..10) {
+            0..=5 => {
+                let (a, b) = *close.choose(&mut rng).unwrap();
+                let (a, b) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
+                Evidence::Contact(msisdn(a), msisdn(b), day, *SLOTS.choose(&mut rng).unwrap())
+            }
+            6 => {
+                let (a, b) = (rng.random_range(0..subscribers), rng.random_range(0..subscribers));
+                Evidence::Contact(msisdn(a), msisdn(b), day, *SLOTS.choose(&mut rng).unwrap())
+            }
+            7 | 8 => Evidence::Night(msisdn(rng.random_range(0..subscribers)), rng.random_range(0..3)),
+            _ => Evidence::Paid(
+                msisdn(rng.random_range(0..subscribers)),
+                msisdn(rng.random_range(0..subscribers)),
+            ),
         };
-        let weight = if rng.random_bool(0.5) { 3 } else { 1 };
-        updates.push((evidence.clone(), at, weight));
-        updates.push((evidence, expires, -weight));
+        // A contact or a night counts once per day, as `HouseholdState::once` makes it.
+        let daily = !matches!(evidence, Evidence::Paid(..));
+        if daily && !once.insert((evidence.clone(), day)) {
+            continue;
+        }
+        updates.push((evidence.clone(), at, 1));
+        updates.push((evidence, config.expiry(at), -1));
     }
     updates
 }
@@ -98,7 +129,8 @@ enum Kind {
 fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> (BTreeMap<Msisdn, Msisdn>, bool) {
     let config = config();
     let mut facts: BTreeMap<Msisdn, Facts> = BTreeMap::new();
-    let mut calls: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
+    let mut contacts: BTreeMap<(Msisdn, Msisdn, u32, Slot), isize> = BTreeMap::new();
+    let mut nights: BTreeMap<(Msisdn, u64), isize> = BTreeMap::new();
     let mut paid: BTreeMap<(Msisdn, Msisdn), isize> = BTreeMap::new();
     for (evidence, t, diff) in updates {
         if counted_at(*t) > at {
@@ -108,21 +140,50 @@ fn model(updates: &[(Evidence, Millis, isize)], at: Millis) -> (BTreeMap<Msisdn,
             Evidence::Facts(m, f) => {
                 facts.insert(*m, f.clone());
             }
-            Evidence::Call(a, b) if a != b => *calls.entry((*a.min(b), *a.max(b))).or_default() += diff,
+            Evidence::Contact(a, b, day, slot) if a != b => *contacts.entry((*a, *b, *day, *slot)).or_default() += diff,
+            Evidence::Night(m, cell) => *nights.entry((*m, *cell)).or_default() += diff,
             Evidence::Paid(a, b) if a != b => *paid.entry((*a, *b)).or_default() += diff,
             _ => {}
         }
     }
+    // Each pair's pattern, and each subscriber's records with everybody.
+    type Record = (bool, u32, Slot);
+    let mut records: BTreeMap<(Msisdn, Msisdn), Vec<Record>> = BTreeMap::new();
+    let mut totals: BTreeMap<Msisdn, isize> = BTreeMap::new();
+    for ((a, b, day, slot), n) in contacts.iter().filter(|(_, n)| **n > 0) {
+        records
+            .entry((*a.min(b), *a.max(b)))
+            .or_default()
+            .push((a < b, *day, *slot));
+        *totals.entry(*a).or_default() += n;
+        *totals.entry(*b).or_default() += n;
+    }
     let mut links: Vec<(Msisdn, Msisdn, Kind)> = Vec::new();
-    links.extend(
-        calls
+    for ((a, b), list) in &records {
+        let p = ContactPattern::of(list.iter().copied());
+        let total = totals[a].max(totals[b]);
+        let family = p.reciprocal()
+            && p.days >= config.contact_min_days
+            && p.family_days >= config.contact_min_family_days
+            && 100 * p.records as isize >= config.contact_min_share_percent as isize * total
+            && facts.contains_key(a)
+            && facts.contains_key(b);
+        if !family {
+            continue;
+        }
+        let shared_nights: isize = nights
             .iter()
-            .filter(|(_, w)| **w >= config.call_threshold)
-            .map(|((a, b), _)| (*a, *b, Kind::Call)),
-    );
+            .filter(|((m, _), n)| m == a && **n > 0)
+            .map(|((_, cell), n)| (*n).min(nights.get(&(*b, *cell)).copied().unwrap_or(0).max(0)))
+            .sum();
+        if p.days >= config.contact_alone_days || shared_nights >= config.min_shared_nights as isize {
+            links.push((*a, *b, Kind::Call));
+        }
+    }
     links.extend(
         paid.iter()
             .filter(|(_, n)| **n >= config.payer_threshold)
+            .filter(|((a, b), _)| facts.contains_key(a) && facts.contains_key(b))
             .map(|((a, b), _)| (*a, *b, Kind::Payer)),
     );
     let mut by_account: BTreeMap<&str, Vec<Msisdn>> = BTreeMap::new();
@@ -309,12 +370,33 @@ fn customer(i: u64, account: &str) -> (Evidence, Millis, isize) {
     (Evidence::Facts(msisdn(i), facts), MINUTE, 1)
 }
 
+/// `from` calls `to` in `slot` on each of `days` days (from day 0), as the engine records it:
+/// one contact per day (no expiry: the views are read with everything in).
+fn calls(from: Msisdn, to: Msisdn, days: u32, slot: Slot) -> Vec<(Evidence, Millis, isize)> {
+    (0..days)
+        .map(|d| {
+            (
+                Evidence::Contact(from, to, d, slot),
+                Millis::from(d) * DAY + 19 * 3_600_000,
+                1,
+            )
+        })
+        .collect()
+}
+
+/// Both call each other in the evening on each of `days` days.
+fn family_calls(a: Msisdn, b: Msisdn, days: u32) -> Vec<(Evidence, Millis, isize)> {
+    let mut out = calls(a, b, days, Slot::Evening);
+    out.extend(calls(b, a, days, Slot::Evening));
+    out
+}
+
 #[test]
 fn no_household_above_the_size_bound_survives_links_that_percolate() {
     // 40 subscribers in pairs (one account each pair), and strong calls from each to the
     // next: friends of friends join all 40 into one component.
     let mut updates: Vec<(Evidence, Millis, isize)> = (0..40).map(|i| customer(i, &format!("A-{}", i / 2))).collect();
-    updates.extend((0..39).map(|i| (Evidence::Call(msisdn(i), msisdn(i + 1)), 2 * MINUTE, 12)));
+    updates.extend((0..39).flat_map(|i| family_calls(msisdn(i), msisdn(i + 1), 20)));
     let views = final_views(updates, &HouseholdConfig::default());
     assert_eq!(views.len(), 40);
     let bound = HouseholdConfig::default().max_household as u32;
@@ -334,16 +416,16 @@ fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
     let mut updates = vec![customer(1, "A"), customer(2, "A"), customer(3, "B"), customer(4, "B")];
     updates.extend((5..=14).map(|i| customer(i, &format!("S-{i}"))));
     let (tied, service, competitor) = (msisdn(899), msisdn(900), msisdn(901));
-    let call = |a: u64, peer: Msisdn, strength: isize| (Evidence::Call(msisdn(a), peer), 2 * MINUTE, strength);
+    let often = |a: u64, peer: Msisdn| calls(msisdn(a), peer, 10, Slot::Evening);
     // The operator's service line: strongly tied to both members of A and of B (evening calls
-    // add up), and called now and then by everyone else: 14 callers.
-    updates.extend([1, 2, 3, 4].map(|i| call(i, service, 12)));
-    updates.extend((5..=14).map(|i| call(i, service, 1)));
+    // on many days), and called now and then by everyone else: 14 callers.
+    updates.extend([1, 2, 3, 4].into_iter().flat_map(|i| often(i, service)));
+    updates.extend((5..=14).flat_map(|i| calls(msisdn(i), service, 1, Slot::Daytime)));
     // A number strongly tied to both members of A and to members of two more households
     // (5 and 6): few callers, but three households.
-    updates.extend([1, 2, 5, 6].map(|i| call(i, tied, 12)));
+    updates.extend([1, 2, 5, 6].into_iter().flat_map(|i| often(i, tied)));
     // A member on a competitor: strongly tied to both members of A, and to no one else.
-    updates.extend([1, 2].map(|i| call(i, competitor, 12)));
+    updates.extend([1, 2].into_iter().flat_map(|i| often(i, competitor)));
 
     let peers: BTreeMap<Msisdn, Option<Msisdn>> = final_views(updates, &HouseholdConfig::default())
         .into_iter()
@@ -363,4 +445,67 @@ fn a_number_many_members_call_is_a_service_and_never_a_competitor_peer() {
         peers.values().all(|p| *p != Some(service) && *p != Some(tied)),
         "{peers:?}"
     );
+}
+
+/// Each subscriber's household size with `updates` and the default configuration.
+fn sizes(updates: Vec<(Evidence, Millis, isize)>) -> BTreeMap<Msisdn, u32> {
+    final_views(updates, &HouseholdConfig::default())
+        .into_iter()
+        .map(|(m, view)| (m, view.size))
+        .collect()
+}
+
+/// Subscriber `m` under `cell` on each of `nights` nights.
+fn nights(m: Msisdn, cell: u64, nights: u32) -> Vec<(Evidence, Millis, isize)> {
+    (0..nights)
+        .map(|d| (Evidence::Night(m, cell), Millis::from(d) * DAY + 2 * 3_600_000, 1))
+        .collect()
+}
+
+#[test]
+fn friends_colleagues_and_neighbours_are_not_family_but_families_are() {
+    let mut updates: Vec<(Evidence, Millis, isize)> = (1..=12).map(|i| customer(i, &format!("A-{i}"))).collect();
+    // 1 and 2: a friend who texts every week in the evening, and is texted back (4 days).
+    updates.extend(calls(msisdn(1), msisdn(2), 4, Slot::Evening));
+    updates.extend(calls(msisdn(2), msisdn(1), 4, Slot::Evening));
+    // 3 and 4: colleagues who call each other on 20 working days, in office hours.
+    updates.extend(calls(msisdn(3), msisdn(4), 20, Slot::Daytime));
+    updates.extend(calls(msisdn(4), msisdn(3), 20, Slot::Daytime));
+    // 5 and 6: neighbours under one cell every night, who never call.
+    updates.extend(nights(msisdn(5), 7, 28));
+    updates.extend(nights(msisdn(6), 7, 28));
+    // 7 calls 8 every evening; 8 never calls back (a fan, a debt collector).
+    updates.extend(calls(msisdn(7), msisdn(8), 25, Slot::Evening));
+    // 9 and 10: family who talk on 8 evenings (too few to link alone) and sleep under one cell.
+    updates.extend(family_calls(msisdn(9), msisdn(10), 8));
+    updates.extend(nights(msisdn(9), 3, 10));
+    updates.extend(nights(msisdn(10), 3, 10));
+    // 11 and 12: family who talk on 20 evenings and weekends: calls alone are enough.
+    updates.extend(family_calls(msisdn(11), msisdn(12), 20));
+    let sizes = sizes(updates);
+    for i in 1..=8 {
+        assert_eq!(sizes[&msisdn(i)], 1, "{i} is no one's family: {sizes:?}");
+    }
+    for i in 9..=12 {
+        assert_eq!(sizes[&msisdn(i)], 2, "{i} lives with family: {sizes:?}");
+    }
+}
+
+#[test]
+fn calls_of_the_family_pattern_without_a_shared_night_link_only_when_frequent() {
+    let mut updates: Vec<(Evidence, Millis, isize)> = (1..=4).map(|i| customer(i, &format!("A-{i}"))).collect();
+    // 1 and 2: a close friend, 8 evenings, sleeping under other cells.
+    updates.extend(family_calls(msisdn(1), msisdn(2), 8));
+    updates.extend(nights(msisdn(1), 1, 10));
+    updates.extend(nights(msisdn(2), 2, 10));
+    // 3 talks to 4 on 8 evenings, but to a hundred others on 10 days each: 4 is a small
+    // share of 3's contacts (and one night under one cell would not make it more).
+    updates.extend(family_calls(msisdn(3), msisdn(4), 8));
+    for other in 100..200 {
+        updates.extend(calls(msisdn(3), msisdn(other), 10, Slot::Daytime));
+    }
+    updates.extend(nights(msisdn(3), 5, 10));
+    updates.extend(nights(msisdn(4), 5, 10));
+    let sizes = sizes(updates);
+    assert!((1..=4).all(|i| sizes[&msisdn(i)] == 1), "{sizes:?}");
 }

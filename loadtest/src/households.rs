@@ -44,6 +44,8 @@ pub struct HouseholdSpec {
     pub hand_down_rate: f64,
     /// Share of subscribers who belong to a group of colleagues.
     pub colleague_share: f64,
+    /// The rates of the evidence and of the noise around households.
+    pub noise: Noise,
 }
 
 impl Default for HouseholdSpec {
@@ -54,6 +56,135 @@ impl Default for HouseholdSpec {
             competitor_rate: 0.15,
             hand_down_rate: 0.15,
             colleague_share: 0.3,
+            noise: Noise::default(),
+        }
+    }
+}
+
+/// The parameters of a world's households and of the people around them who are not family.
+/// [`Noise::default`] is the world the project's tests and demo use; [`Noise::drawn`] draws
+/// every parameter from a range, so that a threshold tuned to one world fails on another
+/// (`kairos-loadtest generate --params-seed N`, `kairos-loadtest households-eval`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Noise {
+    /// Relative weights of household sizes 1–7.
+    pub size_weights: [f64; MAX_SIZE],
+    /// Of multi-member households, the share on one account (the rest of the first
+    /// `address_rate` share an address with an account each; the others share neither).
+    pub account_rate: f64,
+    pub address_rate: f64,
+    /// Share of a subscriber's calls and SMS that go to family.
+    pub family_share: f64,
+    /// Share of multi-member households that hardly call each other (they talk through
+    /// messaging apps): their family share is a fifth.
+    pub quiet_family_rate: f64,
+    /// Share of family calls in the local evening.
+    pub family_evening: f64,
+    /// Share of a colleague's calls that go to the group (on weekdays).
+    pub colleague_calls: f64,
+    /// Share of colleague pairs who also call each other on most weekdays (busy colleagues),
+    /// and the chance of such a call on a weekday.
+    pub busy_colleague_rate: f64,
+    pub busy_colleague_daily: f64,
+    /// Mean number of friends per subscriber who text once a week, in the evening.
+    pub weekly_friends: f64,
+    /// Share of subscribers with a close friend they talk to on two or three evenings a week.
+    pub close_friend_rate: f64,
+    /// The chance that a new friend is a friend's friend (contact graphs that percolate).
+    pub friend_of_friend: f64,
+    /// Share of subscribers who call the operator's service line in a month, how often, and
+    /// the share of those calls in the evening.
+    pub service_callers: f64,
+    pub service_calls_per_month: f64,
+    pub service_evening: f64,
+    /// Households per home cell (a cell covers a street: neighbours sleep under it too).
+    pub households_per_cell: u32,
+    /// Share of network records that name the cell (and handset).
+    pub cell_rate: f64,
+    /// Share of nights spent away from home (another cell).
+    pub away_nights: f64,
+    /// Share of singles who share a flat (two or three to a flat: one home cell, separate
+    /// households), and of flats registered at one `address_id`.
+    pub flatmate_rate: f64,
+    pub flat_shared_address: f64,
+    /// Share of flatmate pairs who talk like close friends.
+    pub flatmate_calls: f64,
+}
+
+impl Default for Noise {
+    fn default() -> Self {
+        Noise {
+            // Roughly the European distribution of households: a third single, most others 2–4.
+            size_weights: [0.33, 0.28, 0.17, 0.14, 0.055, 0.025, 0.0],
+            account_rate: 0.5,
+            address_rate: 0.3,
+            family_share: 0.30,
+            quiet_family_rate: 0.1,
+            family_evening: 0.6,
+            colleague_calls: 0.16,
+            busy_colleague_rate: 0.3,
+            busy_colleague_daily: 0.7,
+            weekly_friends: 1.5,
+            close_friend_rate: 0.1,
+            friend_of_friend: 0.5,
+            service_callers: 0.6,
+            service_calls_per_month: 2.0,
+            service_evening: 0.3,
+            households_per_cell: 60,
+            cell_rate: 0.5,
+            away_nights: 0.05,
+            flatmate_rate: 0.05,
+            flat_shared_address: 0.2,
+            flatmate_calls: 0.3,
+        }
+    }
+}
+
+impl Noise {
+    /// A world's parameters drawn from ranges by `seed`: each one anywhere between a quiet
+    /// world and a noisy one.
+    pub fn drawn(seed: u64) -> Noise {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(7);
+        let mut r = |from: f64, to: f64| from + rng.random::<f64>() * (to - from);
+        // Sizes: a share of singles, then a geometric-like tail of larger households.
+        let singles = r(0.22, 0.42);
+        let decay = r(0.45, 0.8);
+        let mut size_weights = [0.0; MAX_SIZE];
+        size_weights[0] = singles;
+        let mut w = 1.0;
+        let mut tail = [0.0; MAX_SIZE - 1];
+        for t in &mut tail {
+            *t = w;
+            w *= decay;
+        }
+        let tail_sum: f64 = tail.iter().sum();
+        for (k, t) in tail.iter().enumerate() {
+            size_weights[k + 1] = (1.0 - singles) * t / tail_sum;
+        }
+        let account_rate = r(0.25, 0.6);
+        Noise {
+            size_weights,
+            account_rate,
+            address_rate: r(0.1, 0.4).min(1.0 - account_rate),
+            family_share: r(0.12, 0.35),
+            quiet_family_rate: r(0.05, 0.3),
+            family_evening: r(0.35, 0.7),
+            colleague_calls: r(0.08, 0.25),
+            busy_colleague_rate: r(0.1, 0.5),
+            busy_colleague_daily: r(0.5, 0.9),
+            weekly_friends: r(0.5, 3.5),
+            close_friend_rate: r(0.03, 0.2),
+            friend_of_friend: r(0.2, 0.8),
+            service_callers: r(0.4, 0.95),
+            service_calls_per_month: r(1.0, 5.0),
+            service_evening: r(0.15, 0.5),
+            households_per_cell: r(20.0, 150.0) as u32,
+            cell_rate: r(0.3, 0.9),
+            away_nights: r(0.02, 0.15),
+            flatmate_rate: r(0.0, 0.15),
+            flat_shared_address: r(0.0, 0.4),
+            flatmate_calls: r(0.1, 0.5),
         }
     }
 }
@@ -68,9 +199,8 @@ impl HouseholdSpec {
     }
 }
 
-/// Household sizes 1–6: roughly the European distribution of households (a third single,
-/// most others 2–4).
-const SIZE_WEIGHTS: [f64; 6] = [0.33, 0.28, 0.17, 0.14, 0.055, 0.025];
+/// The largest household the generator makes.
+const MAX_SIZE: usize = 7;
 
 /// Data packs (GiB); the monthly fee grows with the pack.
 pub const PACKS_GB: [u64; 6] = [1, 2, 5, 10, 20, 50];
@@ -168,10 +298,36 @@ pub enum Contact {
     Family,
     Competitor,
     Colleague,
+    /// A colleague who calls on most weekdays, in office hours.
+    BusyColleague,
+    /// A friend who texts once a week in the evening.
+    WeeklyFriend,
+    /// A close friend (or a flatmate) talked to on two or three evenings a week.
+    CloseFriend,
     Hub,
     ServiceLine,
     OffNet,
     Anyone,
+}
+
+/// A friendship (not family): how often the two are in touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Friendship {
+    Weekly,
+    Close,
+}
+
+/// A number in [0, 1) from a pair and a salt, the same whichever way the pair is given: the
+/// generator's decisions about a pair (which weekday, busy or not) without a random draw.
+fn pair_hash(a: u32, b: u32, salt: u64) -> f64 {
+    let (lo, hi) = (u64::from(a.min(b)), u64::from(a.max(b)));
+    let mut x = (lo << 32 | hi) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The true structure of a world: households, their links and evidence, and the noise.
@@ -191,6 +347,15 @@ pub struct Population {
     hubs: Vec<u32>,
     /// Per subscriber: 1 for a shop, 2 for a hub, 0 otherwise.
     special: Vec<u8>,
+    /// The world's rates.
+    noise: Noise,
+    /// Per household: the cell its home is under; whether it hardly calls.
+    home_cell: Vec<u32>,
+    quiet: Vec<bool>,
+    /// Per subscriber: friends (not family) and how close.
+    friends: Vec<Vec<(u32, Friendship)>>,
+    /// Per subscriber: the flat shared with other singles (`F-<n>`), or `NONE`.
+    flat_of: Vec<u32>,
 }
 
 /// One line of the truth file.
@@ -217,6 +382,10 @@ pub struct TruthRecord {
     /// Noise: the colleague group (`C-<n>`) this subscriber belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colleagues: Option<String>,
+    /// Noise: the flat (`F-<n>`) this single shares with other singles (separate households
+    /// under one roof).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flat: Option<String>,
 }
 
 impl Population {
@@ -226,7 +395,9 @@ impl Population {
         let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
         rng.set_stream(1);
         let n = u32::try_from(spec.subscribers).expect("fewer than 4 billion subscribers");
-        let max_size = hh.max_size.clamp(1, SIZE_WEIGHTS.len());
+        let noise = &hh.noise;
+        let weights = noise.size_weights;
+        let max_size = hh.max_size.clamp(1, weights.len());
         let homes = crate::world::HOMES.len();
 
         // Households: consecutive runs of a random permutation, so a household's numbers are
@@ -248,12 +419,12 @@ impl Population {
             };
             n as usize
         ];
-        let total: f64 = SIZE_WEIGHTS[..max_size].iter().sum();
+        let total: f64 = weights[..max_size].iter().sum();
         let mut start = 0u32;
         while start < n {
             let mut roll = rng.random::<f64>() * total;
             let mut size = max_size;
-            for (k, w) in SIZE_WEIGHTS[..max_size].iter().enumerate() {
+            for (k, w) in weights[..max_size].iter().enumerate() {
                 if roll < *w {
                     size = k + 1;
                     break;
@@ -269,8 +440,8 @@ impl Population {
                 Link::Single
             } else {
                 match rng.random::<f64>() {
-                    r if r < 0.5 => Link::Account,
-                    r if r < 0.8 => Link::Address,
+                    r if r < noise.account_rate => Link::Account,
+                    r if r < noise.account_rate + noise.address_rate => Link::Address,
                     _ => Link::Soft,
                 }
             };
@@ -410,8 +581,115 @@ impl Population {
         }
         close(&mut group, &mut member);
 
+        // Flats: singles two or three to a flat, under one roof (one home cell, sometimes one
+        // address) but separate households.
+        let mut flat_of = vec![NONE; n as usize];
+        let mut flat_home: Vec<u32> = Vec::new();
+        let mut flat: Vec<u32> = Vec::new();
+        let mut flat_size = 2;
+        for (h, household) in households.iter().enumerate() {
+            if household.len != 1 || !rng.random_bool(noise.flatmate_rate.clamp(0.0, 1.0)) {
+                continue;
+            }
+            let s = household.payer;
+            if special[s as usize] != 0 {
+                continue;
+            }
+            if flat.is_empty() {
+                flat_size = rng.random_range(2..=3);
+                flat_home.push(h as u32);
+            }
+            flat.push(s);
+            flat_of[s as usize] = (flat_home.len() - 1) as u32;
+            if flat.len() == flat_size {
+                if rng.random_bool(noise.flat_shared_address.clamp(0.0, 1.0)) {
+                    let first = flat[0] as usize;
+                    let address = member[first].address;
+                    for &m in &flat {
+                        member[m as usize].address = address;
+                    }
+                }
+                flat.clear();
+            }
+        }
+        if flat.len() == 1 {
+            flat_of[flat[0] as usize] = NONE;
+        }
+        // Home cells: a street's worth of households under each; flatmates under their flat's.
+        let cells = (households.len() as u32)
+            .div_ceil(noise.households_per_cell.max(1))
+            .max(1);
+        let mut home_cell: Vec<u32> = (0..households.len()).map(|_| rng.random_range(0..cells)).collect();
+        for household in &households {
+            let f = flat_of[household.payer as usize];
+            if household.len == 1 && f != NONE {
+                let h = household_of[household.payer as usize] as usize;
+                home_cell[h] = home_cell[flat_home[f as usize] as usize];
+            }
+        }
+        let quiet: Vec<bool> = households
+            .iter()
+            .map(|h| h.len > 1 && rng.random_bool(noise.quiet_family_rate.clamp(0.0, 1.0)))
+            .collect();
+
+        // Friends, not family: weekly texters and close friends, a share of them friends of
+        // friends, so that contact graphs percolate.
+        let mut friends: Vec<Vec<(u32, Friendship)>> = vec![Vec::new(); n as usize];
+        if n >= 10 {
+            let befriend =
+                |s: u32, kind: Friendship, friends: &mut Vec<Vec<(u32, Friendship)>>, rng: &mut ChaCha8Rng| {
+                    let mut other = rng.random_range(0..n);
+                    if rng.random_bool(noise.friend_of_friend.clamp(0.0, 1.0)) && !friends[s as usize].is_empty() {
+                        let (f, _) = *friends[s as usize].choose(rng).expect("non-empty");
+                        if let Some(&(g, _)) = friends[f as usize].choose(rng) {
+                            other = g;
+                        }
+                    }
+                    let known = friends[s as usize].iter().any(|(o, _)| *o == other);
+                    if other == s || known || household_of[other as usize] == household_of[s as usize] {
+                        return;
+                    }
+                    friends[s as usize].push((other, kind));
+                    friends[other as usize].push((s, kind));
+                };
+            // Half of each one's friendships are made by them, half by the others.
+            let mean = noise.weekly_friends.max(0.0) / 2.0;
+            for &s in &order {
+                let k = mean.floor() as u32 + u32::from(rng.random_bool(mean.fract()));
+                for _ in 0..k {
+                    befriend(s, Friendship::Weekly, &mut friends, &mut rng);
+                }
+                if rng.random_bool((noise.close_friend_rate / 2.0).clamp(0.0, 1.0)) {
+                    befriend(s, Friendship::Close, &mut friends, &mut rng);
+                }
+            }
+        }
+
+        // Flatmates who talk like close friends.
+        let mut flats: Vec<Vec<u32>> = vec![Vec::new(); flat_home.len()];
+        for (s, &f) in flat_of.iter().enumerate() {
+            if f != NONE {
+                flats[f as usize].push(s as u32);
+            }
+        }
+        for flat in &flats {
+            for (k, &a) in flat.iter().enumerate() {
+                for &b in &flat[k + 1..] {
+                    if pair_hash(a, b, 11) < noise.flatmate_calls {
+                        friends[a as usize].push((b, Friendship::Close));
+                        friends[b as usize].push((a, Friendship::Close));
+                    }
+                }
+            }
+        }
+
         // Each household's members, ascending (`order` has been reshuffled since).
         let mut population = Population {
+            noise: noise.clone(),
+            home_cell,
+            quiet,
+            friends,
+            flat_of,
             subscribers: spec.subscribers,
             household_of,
             households,
@@ -524,18 +802,27 @@ impl Population {
     pub fn pick_peer(&self, rng: &mut ChaCha8Rng, s: u32, weekday: bool) -> (String, Contact) {
         let h = self.household_of[s as usize];
         let household = &self.households[h as usize];
+        let noise = &self.noise;
         let roll: f64 = rng.random();
-        if roll < 0.30 && household.len > 1 {
+        let family = if self.quiet[h as usize] {
+            noise.family_share / 5.0
+        } else {
+            noise.family_share
+        };
+        if roll < family && household.len > 1 {
             let members = self.members(h);
             let k = rng.random_range(0..members.len() - 1);
             let at = members.iter().position(|&o| o == s).expect("in own household");
             let peer = members[if k >= at { k + 1 } else { k }];
             return (msisdn(u64::from(peer)), Contact::Family);
         }
-        if (0.30..0.36).contains(&roll) && household.competitor {
+        // A quiet family's calls that would have gone to family go to anybody else.
+        let mut edge = noise.family_share;
+        if (edge..edge + 0.06).contains(&roll) && household.competitor {
             return (competitor_msisdn(h), Contact::Competitor);
         }
-        if (0.36..0.52).contains(&roll) && weekday {
+        edge += 0.06;
+        if (edge..edge + noise.colleague_calls).contains(&roll) && weekday {
             if let Some(group) = self.colleagues(s) {
                 let k = rng.random_range(0..group.len() - 1);
                 let at = group.iter().position(|&o| o == s).expect("in own group");
@@ -543,16 +830,15 @@ impl Population {
                 return (msisdn(u64::from(peer)), Contact::Colleague);
             }
         }
-        if (0.52..0.55).contains(&roll) && !self.hubs.is_empty() {
+        edge += noise.colleague_calls;
+        if (edge..edge + 0.03).contains(&roll) && !self.hubs.is_empty() {
             let hub = self.hubs[h as usize % self.hubs.len()];
             if hub != s {
                 return (msisdn(u64::from(hub)), Contact::Hub);
             }
         }
-        if (0.55..0.57).contains(&roll) {
-            return (SERVICE_LINE.to_string(), Contact::ServiceLine);
-        }
-        if (0.57..0.67).contains(&roll) {
+        edge += 0.03;
+        if (edge..edge + 0.10).contains(&roll) {
             return (random_off_net(rng), Contact::OffNet);
         }
         // Anybody else on the network.
@@ -561,6 +847,67 @@ impl Population {
             peer = (peer + 1) % self.subscribers;
         }
         (msisdn(peer), Contact::Anyone)
+    }
+
+    /// The calls and SMS subscriber `s` makes on day `day` (of the world) because of who they
+    /// know rather than at random: weekly friends on their weekday, close friends and flatmates
+    /// on two or three days a week, busy colleagues on most weekdays, the service line now
+    /// and then.
+    pub fn planned(&self, rng: &mut ChaCha8Rng, s: u32, day: u32, weekday: bool) -> Vec<(String, Contact)> {
+        let noise = &self.noise;
+        let mut out = Vec::new();
+        for &(f, kind) in &self.friends[s as usize] {
+            // The one who starts the friendship's contacts, and the one who answers less.
+            let starts = (s < f) == (pair_hash(s, f, 3) < 0.5);
+            let (today, chance) = match kind {
+                Friendship::Weekly => (u64::from(day) % 7 == (pair_hash(s, f, 5) * 7.0) as u64, 0.9),
+                Friendship::Close => (rng.random_bool(2.5 / 7.0), 0.9),
+            };
+            if today && rng.random_bool(if starts { chance } else { chance * 0.6 }) {
+                let contact = match kind {
+                    Friendship::Weekly => Contact::WeeklyFriend,
+                    Friendship::Close => Contact::CloseFriend,
+                };
+                out.push((msisdn(u64::from(f)), contact));
+            }
+        }
+        if weekday {
+            if let Some(group) = self.colleagues(s) {
+                for &c in group.iter().filter(|&&c| c != s) {
+                    if pair_hash(s, c, 9) < noise.busy_colleague_rate
+                        && rng.random_bool(noise.busy_colleague_daily * 0.6)
+                    {
+                        out.push((msisdn(u64::from(c)), Contact::BusyColleague));
+                    }
+                }
+            }
+        }
+        if pair_hash(s, s, 13) < noise.service_callers
+            && rng.random_bool((noise.service_calls_per_month / 30.0).clamp(0.0, 1.0))
+        {
+            out.push((SERVICE_LINE.to_string(), Contact::ServiceLine));
+        }
+        out
+    }
+
+    /// The cell id a network record of subscriber `s` names at local hour `hour`: the home
+    /// cell at night (unless away), the workplace's cell on a working day for colleagues, any
+    /// cell otherwise; abroad (`home_mcc` differs from `mcc`), a foreign one.
+    pub fn cell(&self, rng: &mut ChaCha8Rng, s: u32, mcc: &str, abroad: bool, hour: i64, weekday: bool) -> String {
+        let h = self.household_of[s as usize] as usize;
+        if !abroad && !(6..23).contains(&hour) && !rng.random_bool(self.noise.away_nights.clamp(0.0, 1.0)) {
+            return format!("{mcc}-02-{}", self.home_cell[h]);
+        }
+        let g = self.member[s as usize].colleagues;
+        if !abroad && weekday && (9..18).contains(&hour) && g != NONE && rng.random_bool(0.7) {
+            return format!("{mcc}-03-{g}");
+        }
+        format!("{mcc}-01-{}", rng.random_range(1000..9999))
+    }
+
+    /// The world's rates.
+    pub fn noise(&self) -> &Noise {
+        &self.noise
     }
 
     /// The hand-downs planned in the generated days.
@@ -585,6 +932,9 @@ impl Population {
             colleagues: Some(self.member[s as usize].colleagues)
                 .filter(|&g| g != NONE)
                 .map(|g| format!("C-{g}")),
+            flat: Some(self.flat_of[s as usize])
+                .filter(|&f| f != NONE)
+                .map(|f| format!("F-{f}")),
         }
     }
 
@@ -595,7 +945,7 @@ impl Population {
 
     /// Histogram of household sizes: `[count of size 1, size 2, …]`.
     pub fn size_histogram(&self) -> Vec<u64> {
-        let mut out = vec![0u64; SIZE_WEIGHTS.len()];
+        let mut out = vec![0u64; MAX_SIZE];
         for h in &self.households {
             out[h.len as usize - 1] += 1;
         }
@@ -704,6 +1054,38 @@ mod tests {
             }
         }
         assert!(shop_customers > 500, "{shop_customers}");
+    }
+
+    #[test]
+    fn drawn_worlds_differ_and_their_noise_is_never_family() {
+        let mut families = Vec::new();
+        for seed in 1..=5 {
+            let noise = Noise::drawn(seed);
+            assert_ne!(noise, Noise::drawn(seed + 100));
+            assert!(noise.size_weights.iter().all(|w| *w >= 0.0) && noise.account_rate + noise.address_rate <= 1.0);
+            let hh = HouseholdSpec {
+                max_size: 7,
+                noise,
+                ..HouseholdSpec::default()
+            };
+            let pop = Population::build(&spec(5_000, seed), &hh);
+            let (mut flatmates, mut friendships) = (0, 0);
+            for s in 0..5_000u32 {
+                for &(f, _) in &pop.friends[s as usize] {
+                    assert_ne!(pop.household_of(f), pop.household_of(s), "a friend is not family");
+                    friendships += 1;
+                }
+                if pop.flat_of[s as usize] != NONE {
+                    assert_eq!(pop.household(s).size(), 1, "flatmates are singles");
+                    flatmates += 1;
+                }
+            }
+            assert!(friendships > 0);
+            families.push((pop.households().len(), flatmates));
+        }
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), 5, "five different worlds: {families:?}");
     }
 
     #[test]

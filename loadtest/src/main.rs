@@ -3,7 +3,7 @@
 use kairos_loadtest::harness::engine::EngineSpec;
 use kairos_loadtest::harness::feed::Step;
 use kairos_loadtest::harness::{self, replay::ReplaySpec, LiveSpec};
-use kairos_loadtest::households::{HouseholdSpec, Population};
+use kairos_loadtest::households::{HouseholdSpec, Noise, Population};
 use kairos_loadtest::progress::{Display, Reporter, Unit};
 use kairos_loadtest::{score, truth, world};
 
@@ -58,9 +58,14 @@ enum Command {
         /// `false` gives the world without households of before.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         households: bool,
-        /// The largest household (1–6).
-        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=6))]
+        /// The largest household (1–7; the default world has none of 7).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=7))]
         max_household_size: u8,
+        /// Draw the world's household parameters (sizes, link rates, how much families call,
+        /// friends, colleagues, the service line, cells, flats) from ranges with this seed,
+        /// instead of the default world's.
+        #[arg(long)]
+        params_seed: Option<u64>,
         /// Also write the true households, one JSON line per subscriber (`.gz` compresses).
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -226,6 +231,30 @@ enum Command {
         /// Partitions of the input topic (the garbage partition comes on top).
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Households on worlds kairos was not tuned on: generates worlds whose parameters are
+    /// drawn from ranges, replays each with `kairos replay`, scores it against its truth and
+    /// against the hard-links-only baseline; writes report.md / report.json (each world, the
+    /// mean and the worst).
+    HouseholdsEval {
+        #[arg(long, default_value_t = 5)]
+        worlds: u32,
+        /// World k's parameters are drawn with seed `params_seed + k`.
+        #[arg(long, default_value_t = 1)]
+        params_seed: u64,
+        #[arg(long, default_value_t = 20_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 28)]
+        days: u32,
+        #[arg(long, default_value_t = 20)]
+        events_per_day: u32,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Keep each world's events file.
+        #[arg(long)]
+        keep: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -413,6 +442,7 @@ fn main() -> Result<()> {
             duplicate_rate,
             households,
             max_household_size,
+            params_seed,
             truth,
             moments,
             no_progress,
@@ -436,6 +466,7 @@ fn main() -> Result<()> {
             let household_spec = HouseholdSpec {
                 enabled: households,
                 max_size: usize::from(max_household_size),
+                noise: params_seed.map(Noise::drawn).unwrap_or_default(),
                 ..HouseholdSpec::default()
             };
             if truth.is_some() && !households {
@@ -513,7 +544,7 @@ fn main() -> Result<()> {
             if let Some(population) = &population {
                 let sizes = population.size_histogram();
                 eprintln!(
-                    "kairos-loadtest: {} true households, by size 1–6: {sizes:?}{}",
+                    "kairos-loadtest: {} true households, by size 1–7: {sizes:?}{}",
                     population.households().len(),
                     truth
                         .as_ref()
@@ -668,6 +699,37 @@ fn main() -> Result<()> {
                 fail_on_differences,
             };
             finish(&harness::faults::run(&spec)?)
+        }
+        Command::HouseholdsEval {
+            worlds,
+            params_seed,
+            subscribers,
+            days,
+            events_per_day,
+            workers,
+            keep,
+            common,
+        } => {
+            if worlds == 0 || subscribers < 10 || days == 0 {
+                bail!("--worlds, --subscribers (at least 10) and --days must be positive");
+            }
+            let spec = kairos_loadtest::harness::households_eval::EvalSpec {
+                binary: common.binary()?,
+                rules: common.rules.clone(),
+                out: common.out("households-eval"),
+                worlds,
+                params_seed,
+                subscribers,
+                days,
+                events_per_day,
+                workers,
+                keep,
+                command: command_line(),
+            };
+            let report = kairos_loadtest::harness::households_eval::run(&spec)?;
+            print!("{}", kairos_loadtest::harness::households_eval::markdown(&report));
+            eprintln!("households-eval: report in {}", spec.out.display());
+            Ok(())
         }
         Command::ScoreHouseholds { truth, got, json } => {
             let truth_lines = score::read_assignments(open(&truth)?, &truth.display().to_string())?;

@@ -197,16 +197,26 @@ pub fn generate_reporting(
                 let (at, event) = match population {
                     None => legacy_event(&mut rng, spec, i, &id, day_start, place),
                     Some(pop) => {
-                        let day = Day {
-                            start: day_start,
-                            weekday,
-                            offset: households::utc_offset_hours(pop.household(i as u32).home, day_start.date()),
-                        };
+                        let day = Day::of(pop, i as u32, day_start, weekday);
                         let imei = |at: NaiveDateTime| imei_at(i as u32, at, &changes, start);
                         household_event(&mut rng, pop, i as u32, &id, &day, place, imei)
                     }
                 };
                 day_lines.push((at, i, event.to_string()));
+            }
+            // The contacts of who they know: friends, busy colleagues, the service line.
+            if let Some(pop) = population {
+                let day_of = Day::of(pop, i as u32, day_start, weekday);
+                for (peer, contact) in pop.planned(&mut rng, i as u32, day, weekday) {
+                    let at = day_start + Duration::milliseconds(rng.random_range(0..86_400_000));
+                    let at = day_of.retime(&mut rng, contact, at);
+                    let event = if rng.random_bool(0.5) {
+                        json!({"type":"usage","ts":rfc3339(at),"msisdn":id,"kind":"sms","count":rng.random_range(1u64..=3),"peer":peer})
+                    } else {
+                        json!({"type":"usage","ts":rfc3339(at),"msisdn":id,"kind":"voice","seconds":rng.random_range(5u64..900),"peer":peer})
+                    };
+                    day_lines.push((at, i, event.to_string()));
+                }
             }
             if let Some(progress) = progress {
                 progress.add_done(1);
@@ -342,9 +352,23 @@ struct Day {
     weekday: bool,
     /// Hours east of UTC.
     offset: i64,
+    /// Shares of family calls and of service-line calls in the evening.
+    family_evening: f64,
+    service_evening: f64,
 }
 
 impl Day {
+    /// Subscriber `s`'s day starting at `start` (UTC midnight).
+    fn of(pop: &Population, s: u32, start: NaiveDateTime, weekday: bool) -> Day {
+        Day {
+            start,
+            weekday,
+            offset: households::utc_offset_hours(pop.household(s).home, start.date()),
+            family_evening: pop.noise().family_evening,
+            service_evening: pop.noise().service_evening,
+        }
+    }
+
     /// A random instant between `from` and `to` o'clock local time.
     fn local(&self, rng: &mut ChaCha8Rng, from: i64, to: i64) -> NaiveDateTime {
         self.start
@@ -352,12 +376,22 @@ impl Day {
             + Duration::milliseconds(rng.random_range(0..(to - from) * 3_600_000))
     }
 
-    /// When a call or SMS to `contact` happens: family in the evening, colleagues in working
-    /// hours, businesses in opening hours (mostly), anyone else at any time.
+    /// The local hour of `at`.
+    fn hour(&self, at: NaiveDateTime) -> i64 {
+        ((at - self.start).num_hours() + self.offset).rem_euclid(24)
+    }
+
+    /// When a call or SMS to `contact` happens: family and friends mostly in the evening,
+    /// colleagues in working hours, businesses in opening hours (mostly), anyone else at any
+    /// time.
     fn retime(&self, rng: &mut ChaCha8Rng, contact: Contact, at: NaiveDateTime) -> NaiveDateTime {
         match contact {
-            Contact::Family | Contact::Competitor if rng.random_bool(0.6) => self.local(rng, 18, 23),
+            Contact::Family | Contact::Competitor if rng.random_bool(self.family_evening) => self.local(rng, 18, 23),
+            Contact::WeeklyFriend | Contact::CloseFriend if rng.random_bool(0.75) => self.local(rng, 18, 23),
+            Contact::WeeklyFriend | Contact::CloseFriend => self.local(rng, 9, 23),
             Contact::Colleague if rng.random_bool(0.9) => self.local(rng, 9, 18),
+            Contact::BusyColleague => self.local(rng, 9, 18),
+            Contact::ServiceLine if rng.random_bool(self.service_evening) => self.local(rng, 18, 21),
             Contact::Hub | Contact::ServiceLine if rng.random_bool(0.8) => self.local(rng, 8, 20),
             _ => at,
         }
@@ -387,13 +421,15 @@ fn household_event(
             .choose(rng)
             .copied()
             .unwrap_or("attach");
-        let named = rng.random_bool(0.5);
+        let named = rng.random_bool(pop.noise().cell_rate);
         let peer = matches!(kind, "call" | "sms").then(|| peer(&mut at, rng));
         let (country, mcc) = place(at);
         let ts = rfc3339(at);
-        // Half the records name the country (with the cell and handset), half only the MCC.
+        // Some records name the country (with the cell and handset), the others only the MCC.
         let mut event = if named {
-            json!({"type":"network","ts":ts,"msisdn":id,"event":kind,"country":country,"mcc":mcc,"cell":format!("{mcc}-01-{}", rng.random_range(1000..9999)),"imei":imei(at)})
+            let abroad = mcc != HOMES[pop.household(i).home].3;
+            let cell = pop.cell(rng, i, mcc, abroad, day.hour(at), day.weekday);
+            json!({"type":"network","ts":ts,"msisdn":id,"event":kind,"country":country,"mcc":mcc,"cell":cell,"imei":imei(at)})
         } else {
             json!({"type":"network","ts":ts,"msisdn":id,"event":kind,"mcc":mcc})
         };

@@ -152,6 +152,9 @@ pub enum SuppressReason {
     /// The subscriber was erased (`"deleted": true`) while the action waited for quiet
     /// hours: the decision says so without naming them ([`Decision::is_erased`]).
     Erased,
+    /// The customer's record in force says `"status": "terminated"` (contract §5.1): no
+    /// action on any channel.
+    Terminated,
 }
 
 impl SuppressReason {
@@ -168,6 +171,7 @@ impl SuppressReason {
             SuppressReason::RuleHoldout => "rule_holdout",
             SuppressReason::RuleRemoved => "rule_removed",
             SuppressReason::Erased => "erased",
+            SuppressReason::Terminated => "terminated",
         }
     }
 }

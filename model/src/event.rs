@@ -260,6 +260,49 @@ pub struct CustomerRecord {
     pub device: Option<Device>,
     pub contract_end: Option<NaiveDate>,
     pub consent: Consent,
+    /// `active` unless the record says otherwise (contract §5.1).
+    pub status: CustomerStatus,
+    /// Why, in the operator's words (`"port_out"`), when the record says.
+    pub status_reason: Option<String>,
+    /// The product ids the customer holds, in the record's order, each once.
+    pub products: Vec<String>,
+}
+
+/// The customer's standing (contract §5.1). From the `ts` of a `terminated` record on, no
+/// action is emitted for the subscriber: it is the churn outcome. It is not an erasure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CustomerStatus {
+    #[default]
+    Active,
+    Suspended,
+    Terminated,
+}
+
+impl CustomerStatus {
+    /// The contract's name of a status.
+    ///
+    /// ```
+    /// use kairos_model::event::CustomerStatus;
+    /// assert_eq!(CustomerStatus::parse("terminated"), Some(CustomerStatus::Terminated));
+    /// assert_eq!(CustomerStatus::Suspended.as_str(), "suspended");
+    /// assert_eq!(CustomerStatus::parse("Terminated"), None);
+    /// ```
+    pub fn parse(text: &str) -> Option<CustomerStatus> {
+        match text {
+            "active" => Some(CustomerStatus::Active),
+            "suspended" => Some(CustomerStatus::Suspended),
+            "terminated" => Some(CustomerStatus::Terminated),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomerStatus::Active => "active",
+            CustomerStatus::Suspended => "suspended",
+            CustomerStatus::Terminated => "terminated",
+        }
+    }
 }
 
 /// The subscriber's plan.

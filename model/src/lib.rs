@@ -20,5 +20,5 @@ pub use action::{Action, Channel, Decision, SuppressReason, Verdict};
 pub use event::{
     CountryCode, Customer, CustomerRecord, Event, EventBody, EventKind, Msisdn, Network, NetworkKind, Origin, TimeZone,
 };
-pub use rule::{ActionClass, MomentKind, Policy, Rule, RuleSet};
+pub use rule::{ActionClass, MomentKind, Policy, Rule, RuleSet, Stage, StageRule, Stages};
 pub use time::Millis;

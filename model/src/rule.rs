@@ -23,14 +23,18 @@ pub enum MomentKind {
     /// A moment declared in a rule file: its `when` condition over the subscriber's state
     /// becomes true (or, while true, its dedupe key changes). See [`Declared`].
     Declared,
+    /// The subscriber's lifecycle stage changes (the rules folder's `lifecycle.toml`, see
+    /// [`Stages`]). Dedupe key: the stage entered.
+    LifecycleChange,
 }
 
 impl MomentKind {
     /// The moments built into the engine.
-    pub const ALL: [MomentKind; 3] = [
+    pub const ALL: [MomentKind; 4] = [
         MomentKind::RoamingArrival,
         MomentKind::DataPackThreshold,
         MomentKind::HandsetAgeing,
+        MomentKind::LifecycleChange,
     ];
 
     /// The contract's name of the moment.
@@ -40,6 +44,7 @@ impl MomentKind {
             MomentKind::DataPackThreshold => "data_pack_threshold",
             MomentKind::HandsetAgeing => "handset_ageing",
             MomentKind::Declared => "declared",
+            MomentKind::LifecycleChange => "lifecycle_change",
         }
     }
 
@@ -55,6 +60,7 @@ impl MomentKind {
             MomentKind::DataPackThreshold => &["percent", "pack_gb", "offer"],
             MomentKind::HandsetAgeing => &["model", "contract_end", "offer"],
             MomentKind::Declared => &["key", "offer"],
+            MomentKind::LifecycleChange => &["from", "to", "offer"],
         }
     }
 
@@ -360,11 +366,74 @@ pub struct Policy {
     pub holdout: Holdout,
 }
 
-/// The rules in force, in id order, and the contact policy over them.
+/// A stage of the customer's lifecycle (contract §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Stage {
+    New,
+    Growth,
+    Stable,
+    Decline,
+    Leaving,
+    /// Terminated (contract §5.1): no stage definition decides it, and none follows it
+    /// until a record says the customer is active again.
+    Gone,
+}
+
+impl Stage {
+    /// Every stage, in the contract's order.
+    pub const ALL: [Stage; 6] = [
+        Stage::New,
+        Stage::Growth,
+        Stage::Stable,
+        Stage::Decline,
+        Stage::Leaving,
+        Stage::Gone,
+    ];
+
+    /// The contract's name of the stage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::New => "new",
+            Stage::Growth => "growth",
+            Stage::Stable => "stable",
+            Stage::Decline => "decline",
+            Stage::Leaving => "leaving",
+            Stage::Gone => "gone",
+        }
+    }
+
+    /// The inverse of [`Stage::as_str`].
+    pub fn parse(text: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One definition of `lifecycle.toml`: the stage, and the CEL over `customer.*` and
+/// `subscriber.*` that puts a subscriber in it (`None`: everyone the definitions before it
+/// left; only the last may have none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageRule {
+    pub stage: Stage,
+    pub when: Option<String>,
+}
+
+/// The lifecycle stages of a rules folder (`lifecycle.toml`): a terminated customer is
+/// `gone`; anyone else is in the stage of the first definition that holds, in file order.
+/// Empty: no stages are kept (a rule set built in code; a folder always has the file's, or
+/// the built-in defaults).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    pub definitions: Vec<StageRule>,
+}
+
+/// The rules in force, in id order, the contact policy over them, and the lifecycle stages
+/// they can target.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub policy: Policy,
+    #[serde(default)]
+    pub stages: Stages,
 }
 
 impl RuleSet {

@@ -25,7 +25,7 @@ pub enum Scalar<'a> {
     Float(f64),
     Str(Cow<'a, str>),
     Object(Vec<(Cow<'a, str>, Scalar<'a>)>),
-    Array,
+    Array(Vec<Scalar<'a>>),
 }
 
 impl Scalar<'_> {
@@ -37,7 +37,7 @@ impl Scalar<'_> {
             Scalar::Unsigned(_) | Scalar::Negative(_) | Scalar::Float(_) => "a number",
             Scalar::Str(_) => "a string",
             Scalar::Object(_) => "an object",
-            Scalar::Array => "an array",
+            Scalar::Array(_) => "an array",
         }
     }
 }
@@ -88,8 +88,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Str(Cow::Owned(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Array)
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<Scalar<'de>>()? {
+            elements.push(element);
+        }
+        Ok(Scalar::Array(elements))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::new();
@@ -150,6 +153,7 @@ fields! {
     Timezone => "timezone", Language => "language", Email => "email",
     TenureStart => "tenure_start", Prepaid => "prepaid", Plan => "plan", Device => "device",
     ContractEnd => "contract_end", Consent => "consent", Deleted => "deleted",
+    Status => "status", StatusReason => "status_reason", Products => "products",
     Event => "event", Country => "country", Mcc => "mcc", Mnc => "mnc", Cell => "cell",
     Imei => "imei", Peer => "peer", Kind => "kind", Bytes => "bytes", Seconds => "seconds",
     Count => "count", Channel => "channel", Page => "page", Amount => "amount",

@@ -16,12 +16,17 @@ use std::fmt;
 
 use chrono::NaiveDate;
 use kairos_model::event::{
-    Consent, Customer, CustomerRecord, Device, EventBody, Network, NetworkKind, Plan, Response, ResponseOutcome,
-    Selfcare, Topup, Usage, UsageKind,
+    Consent, Customer, CustomerRecord, CustomerStatus, Device, EventBody, Network, NetworkKind, Plan, Response,
+    ResponseOutcome, Selfcare, Topup, Usage, UsageKind,
 };
 use kairos_model::{mcc, time, CountryCode, Event, EventKind, Millis, Msisdn, Origin, TimeZone};
 
 use json::{Entries, Field, RawFields, Scalar};
+
+/// The most products a customer record may list (a real customer holds a handful).
+pub const MAX_PRODUCTS: usize = 64;
+/// The longest product id, in bytes.
+pub const MAX_PRODUCT_ID: usize = 128;
 
 /// Why an input message is not a valid event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -321,8 +326,60 @@ impl<'a> Fields<'_, 'a> {
                 .map(consent)
                 .transpose()?
                 .unwrap_or_default(),
+            status: self.status()?,
+            status_reason: self.optional_string(Field::StatusReason)?,
+            products: self.products()?,
         };
         Ok(Customer::Upsert(Box::new(record)))
+    }
+
+    fn status(&self) -> Result<CustomerStatus, DecodeError> {
+        let Some(text) = self.optional_str(Field::Status)? else {
+            return Ok(CustomerStatus::Active);
+        };
+        CustomerStatus::parse(text).ok_or_else(|| {
+            DecodeError::at(
+                "status",
+                format!(
+                    "unknown status {:?}; valid statuses are active, suspended, terminated",
+                    truncate(text)
+                ),
+            )
+        })
+    }
+
+    /// `products`: an array of product ids (non-empty strings of at most
+    /// [`MAX_PRODUCT_ID`] bytes, at most [`MAX_PRODUCTS`] of them); repeats count once.
+    fn products(&self) -> Result<Vec<String>, DecodeError> {
+        let elements = match self.raw.get(Field::Products) {
+            None => return Ok(Vec::new()),
+            Some(Scalar::Array(elements)) => elements,
+            Some(other) => return Err(wrong_type("products", "an array of strings", other)),
+        };
+        if elements.len() > MAX_PRODUCTS {
+            return Err(DecodeError::at(
+                "products",
+                format!("at most {MAX_PRODUCTS} products (got {})", elements.len()),
+            ));
+        }
+        let mut products: Vec<String> = Vec::with_capacity(elements.len());
+        for (i, element) in elements.iter().enumerate() {
+            let path = format!("products[{i}]");
+            let id = match element {
+                Scalar::Str(id) => id,
+                other => return Err(wrong_type(&path, "a string", other)),
+            };
+            if id.is_empty() || id.len() > MAX_PRODUCT_ID {
+                return Err(DecodeError::at(
+                    path,
+                    format!("a product id has 1 to {MAX_PRODUCT_ID} bytes (got {})", id.len()),
+                ));
+            }
+            if !products.iter().any(|p| p == id) {
+                products.push(id.to_string());
+            }
+        }
+        Ok(products)
     }
 
     fn network(&self) -> Result<Network, DecodeError> {

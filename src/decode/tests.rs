@@ -203,6 +203,9 @@ fn customer_contract_example() {
             email: true,
             push: false,
         },
+        status: Default::default(),
+        status_reason: None,
+        products: Vec::new(),
     };
     assert_eq!(customer_record(&event), &expected);
 }
@@ -226,6 +229,9 @@ fn customer_minimal_record_has_no_optional_data_and_no_consent() {
             device: None,
             contract_end: None,
             consent: Consent::default(),
+            status: Default::default(),
+            status_reason: None,
+            products: Vec::new(),
         }
     );
     assert_eq!(
@@ -2087,6 +2093,9 @@ fn customer_strategy() -> impl Strategy<Value = Body> {
                 device: device.map(|(_, d)| d),
                 contract_end,
                 consent: consent.map(|(_, c)| c).unwrap_or_default(),
+                status: Default::default(),
+                status_reason: None,
+                products: Vec::new(),
             };
             Body {
                 kind: EventKind::Customer,

@@ -292,8 +292,6 @@ pub enum KafkaIngestError {
         brokers: String,
         source: KafkaError,
     },
-    #[error("input topic {topic} not found on {brokers}")]
-    NotFound { topic: String, brokers: String },
     #[error("input topic {topic} does not exist on {brokers} (create it, or fix [kafka] input_topics)")]
     Missing { topic: String, brokers: String },
     #[error("cannot assign {topic}/{partition}: {source}")]
@@ -324,30 +322,83 @@ pub fn list_partitions(config: &KafkaConfig) -> Result<Vec<(String, i32)>, Kafka
             })?;
     let mut all = Vec::new();
     for topic in &config.input_topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        let partitions = topic_partitions(&consumer, topic, Duration::from_secs(10))
             .map_err(|source| KafkaIngestError::Metadata {
                 topic: topic.clone(),
                 brokers: config.brokers.clone(),
                 source,
+            })?
+            .ok_or_else(|| KafkaIngestError::Missing {
+                topic: topic.clone(),
+                brokers: config.brokers.clone(),
             })?;
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(KafkaIngestError::NotFound {
-                topic: topic.clone(),
-                brokers: config.brokers.clone(),
-            });
-        };
-        if found.error().is_some() || found.partitions().is_empty() {
-            return Err(KafkaIngestError::Missing {
-                topic: topic.clone(),
-                brokers: config.brokers.clone(),
-            });
-        }
-        let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
-        partitions.sort();
         all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
     }
     Ok(all)
+}
+
+/// Where each of `partitions` starts when there is no checkpoint: `--from` when given, else
+/// `start_from` — made numeric for "latest", so that a record of it taken now (the first
+/// start's, see `pipeline/run.rs`) resumes exactly where this process began reading.
+pub fn start_positions(
+    config: &KafkaConfig,
+    partitions: &[(String, i32)],
+    range: &Range,
+) -> Result<HashMap<(String, i32), i64>, KafkaIngestError> {
+    let consumer: BaseConsumer<IngestContext> = consumer_config(config, "kairos-start")
+        .create_with_context(IngestContext::default())
+        .map_err(|source| KafkaIngestError::Client {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    let configured = match config.start_from {
+        StartFrom::Earliest => Bound::Earliest,
+        StartFrom::Latest => Bound::Latest,
+    };
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let start = resolve(&consumer, topic, *partition, range.from.as_ref(), &configured)?;
+            Ok(((topic.clone(), *partition), start))
+        })
+        .collect()
+}
+
+/// How long a topic that its broker does not know, or knows without partitions or leaders,
+/// is asked for again before it counts as missing: a topic created just before kairos
+/// starts (by a deploy script, a test) is briefly without leaders on a fresh broker.
+pub const TOPIC_GRACE: Duration = Duration::from_secs(15);
+
+/// The partitions of `topic`, sorted. While the broker knows no such topic, reports an
+/// error for it or has none of its partitions, or one of its partitions has no leader yet,
+/// it is asked again, for up to [`TOPIC_GRACE`]; then `None` when it still has no partitions
+/// (a partition still without a leader is kept: a broker outage is the fetches' to ride out).
+pub fn topic_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<i32>>, KafkaError> {
+    let started = Instant::now();
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<(i32, bool)> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| {
+                t.partitions()
+                    .iter()
+                    .map(|p| (p.id(), p.error().is_none() && p.leader() >= 0))
+            })
+            .collect();
+        let ready = !partitions.is_empty() && partitions.iter().all(|(_, led)| *led);
+        if ready || started.elapsed() >= TOPIC_GRACE {
+            let mut ids: Vec<i32> = partitions.into_iter().map(|(id, _)| id).collect();
+            ids.sort_unstable();
+            return Ok((!ids.is_empty()).then_some(ids));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn consumer_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {

@@ -31,7 +31,9 @@ use timely::worker::Worker;
 use super::{enter, finish, EventInput, RulesError, RulesInput};
 use crate::admin::{AdminError, Health};
 use crate::config::RunConfig;
-use crate::ingest::kafka::{list_partitions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier};
+use crate::ingest::kafka::{
+    list_partitions, start_positions, FrontierRules, KafkaIngestError, PartitionIngest, SharedFrontier,
+};
 use crate::ingest::login::{check_login, LoginError};
 use crate::ingest::range::Range;
 use crate::ingest::Received;
@@ -42,7 +44,7 @@ use crate::sinks::kafka::{sink_and_checkpoint, KafkaSink, Outputs, SinkError};
 use crate::state::coordinator::Coordinator;
 use crate::state::inheritance::Inheritance;
 use crate::state::writer::{BackgroundWriter, CheckpointWriter, WriterFailure};
-use crate::state::{StateError, StateStore};
+use crate::state::{CheckpointMeta, CheckpointWrite, StateError, StateStore};
 use crate::telemetry::{self, IngestTally};
 
 /// How long a stopping engine waits for its final checkpoint before it leaves without it.
@@ -89,7 +91,7 @@ impl RunError {
             // The brokers are away or slow: try again once they may be back.
             RunError::Sink(SinkError::Missing { .. }) => None,
             RunError::Sink(_) => Some("kafka"),
-            RunError::Ingest(KafkaIngestError::NotFound { .. } | KafkaIngestError::Missing { .. }) => None,
+            RunError::Ingest(KafkaIngestError::Missing { .. }) => None,
             RunError::Ingest(_) => Some("kafka"),
             RunError::RulesTopic(
                 PublishError::Client { .. } | PublishError::Read { .. } | PublishError::TimedOut(_),
@@ -221,6 +223,7 @@ fn run_from_checkpoint(
         ))
     });
 
+    let first_start = restored.is_none();
     let (resume, waiting, shards, subscribers, erased) = match restored {
         Some(restored) => {
             let mut shards = vec![Vec::new(); workers];
@@ -258,6 +261,27 @@ fn run_from_checkpoint(
             files: p.files.clone(),
         }),
     ));
+    // A first start records where it begins before it produces anything: a process killed
+    // before its first checkpoint restarts from this record, so it reads back — and does
+    // not produce again — everything that process produced.
+    let resume = if first_start {
+        let resume = start_positions(&config.kafka, &partitions, range)?;
+        let ends = sink.ends();
+        store.write(&CheckpointWrite {
+            meta: CheckpointMeta {
+                at: 0,
+                inputs: resume.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+                outputs: ends.clone(),
+                scan_from: ends,
+            },
+            subscribers: Vec::new(),
+            waiting: &[],
+            rules: Some(history.record_at(0)),
+        })?;
+        resume
+    } else {
+        resume
+    };
     let rules = Arc::new(std::mem::take(&mut start.in_force));
     let rules_version = start.version.clone();
     metrics::gauge!(telemetry::RESTORED_SUBSCRIBERS).set(subscribers as f64);

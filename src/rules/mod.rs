@@ -15,10 +15,12 @@ use sha2::{Digest, Sha256};
 
 pub mod diff;
 pub mod history;
+pub mod lifecycle;
 pub mod policy;
 pub mod publish;
 pub mod watch;
 
+use lifecycle::LIFECYCLE_FILE;
 use policy::POLICY_FILE;
 
 /// A problem in a rule file.
@@ -201,7 +203,7 @@ pub fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<RuleEr
 pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSet, Vec<RuleError>> {
     let mut paths: Vec<(PathBuf, &str)> = files
         .iter()
-        .filter(|(name, _)| name.ends_with(".toml") && name.as_str() != POLICY_FILE)
+        .filter(|(name, _)| name.ends_with(".toml") && name.as_str() != POLICY_FILE && name.as_str() != LIFECYCLE_FILE)
         .map(|(name, text)| (dir.join(name), text.as_str()))
         .collect();
     paths.sort();
@@ -222,6 +224,17 @@ pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSe
         }),
         None => Default::default(),
     };
+    let lifecycle_path = dir.join(LIFECYCLE_FILE);
+    let stages = lifecycle::parse_lifecycle(
+        &lifecycle_path,
+        files
+            .get(LIFECYCLE_FILE)
+            .map_or(lifecycle::DEFAULT_LIFECYCLE, String::as_str),
+    )
+    .unwrap_or_else(|mut e| {
+        errors.append(&mut e);
+        Default::default()
+    });
     for (path, text) in &paths {
         let text: &str = text;
         match parse_rule(path, text) {
@@ -246,7 +259,7 @@ pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSe
         return Err(errors);
     }
     rules.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(RuleSet { rules, policy })
+    Ok(RuleSet { rules, policy, stages })
 }
 
 /// Parses and checks one rule file's text.
@@ -816,6 +829,14 @@ en = "Welcome to {country_name}!"
         assert!(
             std::fs::read_to_string(&path).unwrap_or_default() == policy::json_schema(),
             "rules/policy.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/lifecycle.schema.json");
+        if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
+            std::fs::write(&path, lifecycle::json_schema()).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&path).unwrap_or_default() == lifecycle::json_schema(),
+            "rules/lifecycle.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
         );
     }
 

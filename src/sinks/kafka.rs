@@ -225,24 +225,15 @@ impl KafkaSink {
         let timeout = Duration::from_secs(10);
         let mut ranges = Vec::new();
         for topic in self.all_topics() {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), timeout)
+            let partitions = crate::ingest::kafka::topic_partitions(&consumer, topic, timeout)
                 .map_err(|source| SinkError::Metadata {
                     topic: topic.to_string(),
                     source,
-                })?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if partitions.is_empty() {
-                return Err(SinkError::Missing {
+                })?
+                .ok_or_else(|| SinkError::Missing {
                     topic: topic.to_string(),
                     brokers: self.kafka.brokers.clone(),
-                });
-            }
+                })?;
             for partition in partitions {
                 let (low, high) =
                     consumer

@@ -40,7 +40,7 @@ pub mod stored;
 mod versions;
 pub mod writer;
 
-use versions::encode_subscriber;
+use versions::{decode_waiting, encode_subscriber, encode_waiting};
 
 use std::path::{Path, PathBuf};
 
@@ -54,10 +54,11 @@ use crate::rules::history::RulesRecord;
 
 /// The version of the on-disk layout, raised whenever a stored type changes. 2:
 /// `SubscriberState` gained `previous_country`; 3: its contact history (held actions, caps);
-/// 4: subscriber values of version 2 (`recent`, see `versions.rs`). A store of version 3 is
-/// read (its values are upgraded as they are written again) and marked 4, so that an older
-/// kairos refuses it instead of quarantining the values it cannot read.
-pub const FORMAT_VERSION: u32 = 4;
+/// 4: subscriber values of version 2 (`recent`, see `versions.rs`); 5: of version 3
+/// (`lifecycle`). A store of version 3 or 4 is read (its values are upgraded as they are
+/// written again) and marked 5, so that an older kairos refuses it instead of quarantining
+/// the values it cannot read.
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest layout this kairos reads.
 const OLDEST_FORMAT_VERSION: u32 = 3;
 /// The version byte in front of every value but a subscriber's (`versions.rs`).
@@ -344,14 +345,19 @@ impl StateStore {
 
     /// Decodes a record of the checkpoint itself: corrupt, it is an error that stops start.
     fn checkpoint_record<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StateError> {
-        decode(key, bytes, Limit::Checkpoint).map_err(|error| match error {
+        decode(key, bytes, Limit::Checkpoint).map_err(|error| self.corrupt_checkpoint(error))
+    }
+
+    /// A checkpoint record that does not decode stops the start, saying what to do.
+    fn corrupt_checkpoint(&self, error: StateError) -> StateError {
+        match error {
             StateError::Corrupt { key, reason } => StateError::CorruptCheckpoint {
                 path: self.dir.clone(),
                 key,
                 reason,
             },
             other => other,
-        })
+        }
     }
 
     /// Moves a subscriber value that does not decode from its `s` key to the same key under
@@ -384,7 +390,9 @@ impl StateStore {
         };
         let meta: CheckpointMeta = self.checkpoint_record("m:checkpoint", &meta)?;
         let waiting = match self.db.get(META_WAITING)? {
-            Some(bytes) => self.checkpoint_record("m:waiting", &bytes)?,
+            Some(bytes) => {
+                decode_waiting(|| "m:waiting".to_string(), &bytes).map_err(|error| self.corrupt_checkpoint(error))?
+            }
             None => Vec::new(),
         };
         // Not a record start depends on: one that does not decode leaves the folder's rules.
@@ -466,7 +474,7 @@ impl StateStore {
                 Some(state) => batch.put(subscriber_key(*msisdn), encode_subscriber(state)),
             }
         }
-        batch.put(META_WAITING, encode(&checkpoint.waiting));
+        batch.put(META_WAITING, encode_waiting(checkpoint.waiting));
         if let Some(rules) = &checkpoint.rules {
             batch.put(META_RULES, encode(rules));
         }

@@ -4,7 +4,7 @@
 use kairos_dataflows::state::SubscriberState;
 use kairos_model::Event;
 
-use super::versions::{decode_subscriber, encode_subscriber};
+use super::versions::{decode_subscriber, decode_waiting, encode_subscriber, encode_waiting};
 use super::{decode, encode, CheckpointMeta, Limit, StateError};
 
 /// Which kind of value a key holds.
@@ -46,7 +46,7 @@ impl Stored {
         Ok(match kind {
             StoredKind::Subscriber => Stored::Subscriber(Box::new(decode_subscriber(|| key.to_string(), bytes)?)),
             StoredKind::Checkpoint => Stored::Checkpoint(decode(key, bytes, Limit::Checkpoint)?),
-            StoredKind::Waiting => Stored::Waiting(decode(key, bytes, Limit::Checkpoint)?),
+            StoredKind::Waiting => Stored::Waiting(decode_waiting(|| key.to_string(), bytes)?),
         })
     }
 
@@ -55,7 +55,7 @@ impl Stored {
         match self {
             Stored::Subscriber(state) => encode_subscriber(state.as_ref()),
             Stored::Checkpoint(meta) => encode(meta),
-            Stored::Waiting(events) => encode(events),
+            Stored::Waiting(events) => encode_waiting(events),
         }
     }
 }

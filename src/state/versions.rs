@@ -2,32 +2,183 @@
 //!
 //! | byte | kairos | value |
 //! |---|---|---|
-//! | `0x02` | this release | bincode of [`SubscriberState`] |
-//! | `0x01` | before `recent` (layout 3) | bincode of [`V1`]: the same fields but the last |
+//! | `0x03` | this release | bincode of [`SubscriberState`] |
+//! | `0x02` | before `lifecycle` (layout 4) | bincode of [`V2`]: the same fields but the last, and a customer record without status and products ([`RecordV2`]) |
+//! | `0x01` | before `recent` (layout 3) | bincode of [`V1`]: those of `V2` but the last |
+//!
+//! The events waiting at a checkpoint (`m:waiting`) are versioned the same way: `0x02` for
+//! this release's [`Event`]s, `0x01` for those written before status and products
+//! ([`EventV1`]).
 //!
 //! bincode is not self-describing, so an added field cannot be defaulted while decoding:
 //! the old value is read as its own frozen type and completed. A version-1 value is upgraded
 //! when its state is written again (the next checkpoint that changes it); `recent` starts
 //! empty, with the last event counted from the checkpoint it is restored from
-//! (`SubscriberLogic::restore`).
+//! (`SubscriberLogic::restore`). `lifecycle` is seeded from what the older state kept
+//! (`Lifecycle::seeded`: the last top-up and self-care visit, the last day of data, voice
+//! and SMS, the oldest day kept as `first_seen`), so a customer already silent at the
+//! upgrade is still seen as silent; complaints and cancel visits start empty; an older
+//! customer record is `active` with no products (what it said, since it could not say more).
 
+use chrono::NaiveDate;
 use kairos_dataflows::evidence::HouseholdState;
 use kairos_dataflows::features::Activity;
+use kairos_dataflows::lifecycle::Lifecycle;
 use kairos_dataflows::policy::ContactHistory;
 use kairos_dataflows::state::{CustomerState, DataCycle, Recent, SubscriberState};
-use kairos_model::{CountryCode, Millis};
+use kairos_model::event::{
+    Consent, Customer, CustomerRecord, CustomerStatus, Device, EventBody, Network, Plan, Response, Selfcare, Topup,
+    Usage,
+};
+use kairos_model::{CountryCode, Event, Millis, Msisdn, Origin, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_body, Limit, StateError};
 
+/// A customer record as kairos stored it before `status`, `status_reason` and `products`
+/// (subscriber values 1 and 2, waiting events 1). Frozen.
+#[derive(Deserialize, Serialize)]
+pub(super) struct RecordV2 {
+    account_id: String,
+    address_id: Option<String>,
+    home_country: CountryCode,
+    timezone: TimeZone,
+    language: Option<String>,
+    email: Option<String>,
+    tenure_start: Option<NaiveDate>,
+    prepaid: Option<bool>,
+    plan: Option<Plan>,
+    device: Option<Device>,
+    contract_end: Option<NaiveDate>,
+    consent: Consent,
+}
+
+impl From<RecordV2> for CustomerRecord {
+    fn from(r: RecordV2) -> CustomerRecord {
+        CustomerRecord {
+            account_id: r.account_id,
+            address_id: r.address_id,
+            home_country: r.home_country,
+            timezone: r.timezone,
+            language: r.language,
+            email: r.email,
+            tenure_start: r.tenure_start,
+            prepaid: r.prepaid,
+            plan: r.plan,
+            device: r.device,
+            contract_end: r.contract_end,
+            consent: r.consent,
+            status: CustomerStatus::Active,
+            status_reason: None,
+            products: Vec::new(),
+        }
+    }
+}
+
+/// [`CustomerState`] holding a [`RecordV2`]. Frozen (variants in the same order).
+#[derive(Deserialize, Serialize)]
+pub(super) enum CustomerStateV2 {
+    Unknown,
+    Known { since: Millis, record: Box<RecordV2> },
+    Deleted { since: Millis },
+}
+
+impl From<CustomerStateV2> for CustomerState {
+    fn from(state: CustomerStateV2) -> CustomerState {
+        match state {
+            CustomerStateV2::Unknown => CustomerState::Unknown,
+            CustomerStateV2::Known { since, record } => CustomerState::Known {
+                since,
+                record: Box::new((*record).into()),
+            },
+            CustomerStateV2::Deleted { since } => CustomerState::Deleted { since },
+        }
+    }
+}
+
+/// An event as kairos stored it among the waiting events before status and products.
+/// Frozen (fields and variants in the same order as [`Event`] and [`EventBody`] had).
+#[derive(Deserialize, Serialize)]
+pub(super) struct EventV1 {
+    ts: Millis,
+    msisdn: Msisdn,
+    origin: Origin,
+    body: BodyV1,
+}
+
+#[derive(Deserialize, Serialize)]
+pub(super) enum BodyV1 {
+    Customer(CustomerV1),
+    Network(Network),
+    Usage(Usage),
+    Selfcare(Selfcare),
+    Topup(Topup),
+    Response(Response),
+}
+
+#[derive(Deserialize, Serialize)]
+pub(super) enum CustomerV1 {
+    Upsert(Box<RecordV2>),
+    Deleted,
+}
+
+impl From<EventV1> for Event {
+    fn from(e: EventV1) -> Event {
+        let body = match e.body {
+            BodyV1::Customer(CustomerV1::Upsert(record)) => {
+                EventBody::Customer(Customer::Upsert(Box::new((*record).into())))
+            }
+            BodyV1::Customer(CustomerV1::Deleted) => EventBody::Customer(Customer::Deleted),
+            BodyV1::Network(n) => EventBody::Network(n),
+            BodyV1::Usage(u) => EventBody::Usage(u),
+            BodyV1::Selfcare(s) => EventBody::Selfcare(s),
+            BodyV1::Topup(t) => EventBody::Topup(t),
+            BodyV1::Response(r) => EventBody::Response(r),
+        };
+        Event {
+            ts: e.ts,
+            msisdn: e.msisdn,
+            origin: e.origin,
+            body,
+        }
+    }
+}
+
+/// The byte in front of the waiting events written by this release.
+const WAITING_VERSION: u8 = 2;
+
+/// The bytes stored for the events waiting at a checkpoint.
+pub(super) fn encode_waiting(events: &[Event]) -> Vec<u8> {
+    let mut bytes = vec![WAITING_VERSION];
+    bytes.extend(bincode::serde::encode_to_vec(events, bincode::config::standard()).unwrap_or_default());
+    bytes
+}
+
+/// Decodes the waiting events of any version this kairos reads.
+pub(super) fn decode_waiting(key: impl Fn() -> String, bytes: &[u8]) -> Result<Vec<Event>, StateError> {
+    match bytes.split_first() {
+        Some((&WAITING_VERSION, rest)) => decode_body(key, rest, Limit::Checkpoint),
+        Some((1, rest)) => decode_body::<Vec<EventV1>>(key, rest, Limit::Checkpoint)
+            .map(|events| events.into_iter().map(Event::from).collect()),
+        Some((version, _)) => Err(StateError::Corrupt {
+            key: key(),
+            reason: format!("unknown value version {version}"),
+        }),
+        None => Err(StateError::Corrupt {
+            key: key(),
+            reason: "empty value".into(),
+        }),
+    }
+}
+
 /// The byte in front of a subscriber value written by this release.
-const SUBSCRIBER_VERSION: u8 = 2;
+const SUBSCRIBER_VERSION: u8 = 3;
 
 /// A subscriber value of version 1, as kairos wrote it before `recent`. Frozen: never
 /// change it; a later change of [`SubscriberState`] gets a version 3 and its own type.
 #[derive(Deserialize, Serialize)]
 pub(super) struct V1 {
-    customer: CustomerState,
+    customer: CustomerStateV2,
     country: Option<CountryCode>,
     previous_country: Option<CountryCode>,
     data_cycle: Option<DataCycle>,
@@ -38,9 +189,9 @@ pub(super) struct V1 {
     household: HouseholdState,
 }
 
-impl From<V1> for SubscriberState {
-    fn from(v1: V1) -> SubscriberState {
-        SubscriberState {
+impl From<V1> for V2 {
+    fn from(v1: V1) -> V2 {
+        V2 {
             customer: v1.customer,
             country: v1.country,
             previous_country: v1.previous_country,
@@ -51,6 +202,40 @@ impl From<V1> for SubscriberState {
             activity: v1.activity,
             household: v1.household,
             recent: Recent::default(),
+        }
+    }
+}
+
+/// A subscriber value of version 2, as kairos wrote it before `lifecycle`. Frozen, as [`V1`].
+#[derive(Deserialize, Serialize)]
+pub(super) struct V2 {
+    customer: CustomerStateV2,
+    country: Option<CountryCode>,
+    previous_country: Option<CountryCode>,
+    data_cycle: Option<DataCycle>,
+    unassigned_data: Vec<(Millis, u64)>,
+    fired: Vec<(String, String)>,
+    contacts: ContactHistory,
+    activity: Activity,
+    household: HouseholdState,
+    recent: Recent,
+}
+
+impl From<V2> for SubscriberState {
+    fn from(v2: V2) -> SubscriberState {
+        let lifecycle = Lifecycle::seeded(&v2.activity, v2.recent.last_event);
+        SubscriberState {
+            customer: v2.customer.into(),
+            country: v2.country,
+            previous_country: v2.previous_country,
+            data_cycle: v2.data_cycle,
+            unassigned_data: v2.unassigned_data,
+            fired: v2.fired,
+            contacts: v2.contacts,
+            activity: v2.activity,
+            household: v2.household,
+            recent: v2.recent,
+            lifecycle,
         }
     }
 }
@@ -67,7 +252,10 @@ pub(super) fn encode_subscriber(state: &SubscriberState) -> Vec<u8> {
 pub(super) fn decode_subscriber(key: impl Fn() -> String, bytes: &[u8]) -> Result<SubscriberState, StateError> {
     match bytes.split_first() {
         Some((&SUBSCRIBER_VERSION, rest)) => decode_body(key, rest, Limit::Subscriber),
-        Some((1, rest)) => decode_body::<V1>(key, rest, Limit::Subscriber).map(SubscriberState::from),
+        Some((2, rest)) => decode_body::<V2>(key, rest, Limit::Subscriber).map(SubscriberState::from),
+        Some((1, rest)) => {
+            decode_body::<V1>(key, rest, Limit::Subscriber).map(|v1| SubscriberState::from(V2::from(v1)))
+        }
         Some((version, _)) => Err(StateError::Corrupt {
             key: key(),
             reason: format!("unknown value version {version}"),
@@ -87,7 +275,7 @@ mod tests {
     #[test]
     fn a_value_of_version_1_reads_as_the_same_state_with_recent_empty() {
         let v1 = V1 {
-            customer: CustomerState::Deleted { since: 42 },
+            customer: CustomerStateV2::Deleted { since: 42 },
             country: Some(CountryCode::parse("ES").unwrap()),
             previous_country: Some(CountryCode::parse("PT").unwrap()),
             data_cycle: None,
@@ -109,9 +297,148 @@ mod tests {
         let again = encode_subscriber(&state);
         assert_eq!(again[0], SUBSCRIBER_VERSION);
         assert_eq!(decode_subscriber(|| "s".into(), &again).unwrap(), state);
-        // A version-2 value is not read as a version 1 one, nor the other way round.
+        // A value of this version is not read as an older one.
         let mut wrong = again.clone();
         wrong[0] = 1;
         assert!(decode_subscriber(|| "s".into(), &wrong).is_err());
+    }
+
+    #[test]
+    fn a_value_of_version_2_reads_as_the_same_state_with_its_lifecycle_seeded() {
+        let day = kairos_model::time::DAY;
+        let mut recent = Recent {
+            last_event: 20 * day + 5,
+            ..Recent::default()
+        };
+        // Data on days 10 and 20 (the newest, still going at the last event), SMS on day 12,
+        // a top-up at day 15 + 7 ms; no voice, no self-care.
+        let mut activity = Activity::default();
+        activity.add_usage(10 * day + 3, kairos_model::event::UsageKind::Data, 100);
+        activity.add_usage(12 * day, kairos_model::event::UsageKind::Sms, 1);
+        activity.add_usage(20 * day + 1, kairos_model::event::UsageKind::Data, 100);
+        activity.topups.push((15 * day + 7, 10.0));
+        recent.remember(50, 7);
+        let v2 = V2 {
+            customer: CustomerStateV2::Deleted { since: 42 },
+            country: Some(CountryCode::parse("ES").unwrap()),
+            previous_country: None,
+            data_cycle: None,
+            unassigned_data: vec![],
+            fired: vec![("family-plan".into(), "".into())],
+            contacts: ContactHistory::default(),
+            activity: activity.clone(),
+            household: HouseholdState::default(),
+            recent: recent.clone(),
+        };
+        let mut bytes = vec![2];
+        bytes.extend(bincode::serde::encode_to_vec(&v2, bincode::config::standard()).unwrap());
+        let state = decode_subscriber(|| "s".into(), &bytes).unwrap();
+        assert_eq!(state.recent, recent);
+        assert_eq!(state.fired, vec![("family-plan".to_string(), String::new())]);
+        use kairos_dataflows::lifecycle::Activity as Kind;
+        let seeded = &state.lifecycle;
+        assert_eq!(seeded.first_seen, 10 * day);
+        assert_eq!(
+            seeded.last[Kind::Data as usize],
+            20 * day + 5,
+            "not after the newest event"
+        );
+        assert_eq!(seeded.last[Kind::Sms as usize], 13 * day - 1, "the end of its day");
+        assert_eq!(seeded.last[Kind::Voice as usize], 0);
+        assert_eq!(seeded.last[Kind::Topup as usize], 15 * day + 7);
+        assert_eq!(seeded.last[Kind::Selfcare as usize], 0);
+        assert!(seeded.complaints.is_empty() && seeded.review_at == 0 && seeded.stage.is_none());
+        let again = encode_subscriber(&state);
+        assert_eq!(again[0], SUBSCRIBER_VERSION);
+        assert_eq!(decode_subscriber(|| "s".into(), &again).unwrap(), state);
+        let mut wrong = again.clone();
+        wrong[0] = 2;
+        assert!(decode_subscriber(|| "s".into(), &wrong).is_err());
+    }
+
+    fn record_v2() -> RecordV2 {
+        RecordV2 {
+            account_id: "A-1".into(),
+            address_id: Some("ADDR".into()),
+            home_country: CountryCode::parse("PT").unwrap(),
+            timezone: TimeZone::parse("Europe/Lisbon").unwrap(),
+            language: Some("pt".into()),
+            email: None,
+            tenure_start: NaiveDate::from_ymd_opt(2020, 1, 1),
+            prepaid: Some(false),
+            plan: None,
+            device: None,
+            contract_end: None,
+            consent: Consent {
+                sms: true,
+                ..Consent::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_older_customer_record_reads_as_active_without_products() {
+        let v2 = V2 {
+            customer: CustomerStateV2::Known {
+                since: 7,
+                record: Box::new(record_v2()),
+            },
+            country: None,
+            previous_country: None,
+            data_cycle: None,
+            unassigned_data: vec![],
+            fired: vec![],
+            contacts: ContactHistory::default(),
+            activity: Activity::default(),
+            household: HouseholdState::default(),
+            recent: Recent::default(),
+        };
+        let mut bytes = vec![2];
+        bytes.extend(bincode::serde::encode_to_vec(&v2, bincode::config::standard()).unwrap());
+        let state = decode_subscriber(|| "s".into(), &bytes).unwrap();
+        let record = state.record().unwrap();
+        assert_eq!(record.account_id, "A-1");
+        assert_eq!(record.language.as_deref(), Some("pt"));
+        assert!(record.consent.sms);
+        assert_eq!(record.status, CustomerStatus::Active);
+        assert!(record.products.is_empty());
+
+        // The waiting events of an older checkpoint, a record among them.
+        let old = vec![
+            EventV1 {
+                ts: 5,
+                msisdn: Msisdn::from_u64(351_910_000_001).unwrap(),
+                origin: Origin { source: 0, position: 9 },
+                body: BodyV1::Customer(CustomerV1::Upsert(Box::new(record_v2()))),
+            },
+            EventV1 {
+                ts: 6,
+                msisdn: Msisdn::from_u64(351_910_000_002).unwrap(),
+                origin: Origin { source: 1, position: 3 },
+                body: BodyV1::Topup(Topup {
+                    amount: 5.0,
+                    currency: None,
+                    payer: None,
+                }),
+            },
+        ];
+        let mut bytes = vec![1];
+        bytes.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        let events = decode_waiting(|| "m:waiting".into(), &bytes).unwrap();
+        assert_eq!(events.len(), 2);
+        match &events[0].body {
+            EventBody::Customer(Customer::Upsert(record)) => {
+                assert_eq!(record.status, CustomerStatus::Active);
+                assert_eq!(record.address_id.as_deref(), Some("ADDR"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(events[1].origin.position, 3);
+        // This release's waiting events read back as written; not as the older version.
+        let again = encode_waiting(&events);
+        assert_eq!(decode_waiting(|| "w".into(), &again).unwrap(), events);
+        let mut wrong = again.clone();
+        wrong[0] = 1;
+        assert!(decode_waiting(|| "w".into(), &wrong).is_err());
     }
 }

@@ -10,7 +10,7 @@
 
 mod vocabulary;
 
-pub use vocabulary::{ChangedBy, Field, FieldSource, FieldType, MomentFields, VOCABULARY};
+pub use vocabulary::{ChangedBy, Clock, Field, FieldSource, FieldType, MomentFields, TREND_RECENT_DAYS, VOCABULARY};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, MapExpr, StructExpr};
 use cel::{Context, Program, Value};
 use kairos_model::event::EventKind;
+use kairos_model::Millis;
 
 use vocabulary::string;
 
@@ -89,6 +90,7 @@ fn sample_values() -> Values {
                 FieldType::Int => Value::Int(0),
                 FieldType::Double => Value::Float(0.0),
                 FieldType::String => string(""),
+                FieldType::StringList => Value::List(Arc::new(vec![string("")])),
             };
             (f.path, value)
         })
@@ -163,9 +165,10 @@ impl Reads {
     }
 
     /// The kinds of event after which what is read can change: `None` for any event (it
-    /// reads something event time moves, or nothing at all — a constant is evaluated after
-    /// every event, as anything else would be a guess). Household fields need no event:
-    /// every declared moment is evaluated when the household changes.
+    /// reads the moment, or nothing at all — a constant is evaluated after every event, as
+    /// anything else would be a guess). Household fields need no event: every declared
+    /// moment is evaluated when the household changes. What event time moves is also
+    /// evaluated at the instants of its clocks ([`Reads::next_change`]).
     pub fn triggers(&self) -> Option<Vec<EventKind>> {
         if self.fields.is_empty() {
             return None;
@@ -173,18 +176,46 @@ impl Reads {
         let mut kinds = Vec::new();
         for field in self.fields() {
             match field.changed_by {
-                ChangedBy::Household => {}
-                ChangedBy::Events(changing) => {
+                ChangedBy::Household | ChangedBy::Stage => {}
+                ChangedBy::Events(changing) | ChangedBy::EventsAndTime(changing, _) => {
                     for kind in changing {
                         if !kinds.contains(kind) {
                             kinds.push(*kind);
                         }
                     }
                 }
-                ChangedBy::EventsAndTime(_) | ChangedBy::Moment => return None,
+                ChangedBy::Moment => return None,
             }
         }
         Some(kinds)
+    }
+
+    /// Only the fields read that event time moves (those with a clock).
+    pub fn clocked(&self) -> Reads {
+        let fields = self
+            .fields
+            .iter()
+            .copied()
+            .filter(|i| matches!(VOCABULARY[*i].changed_by, ChangedBy::EventsAndTime(..)))
+            .collect();
+        Reads { fields }
+    }
+
+    /// Whether nothing is read.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The earliest instant after `source.at` at which a field read may change by time
+    /// alone (the clocks of [`ChangedBy::EventsAndTime`]), if any.
+    pub fn next_change(&self, source: &FieldSource<'_>) -> Option<Millis> {
+        self.fields()
+            .filter_map(|f| match f.changed_by {
+                ChangedBy::EventsAndTime(_, clock) => clock(source),
+                _ => None,
+            })
+            .filter(|t| *t > source.at)
+            .min()
     }
 }
 
@@ -228,6 +259,34 @@ pub fn check_when(source: &str) -> Result<(), Vec<String>> {
 /// ```
 pub fn check_key(source: &str) -> Result<(), Vec<String>> {
     check_expression(source, STATE_ROOTS, Gives::Key)
+}
+
+/// [`check_when`] for a lifecycle stage's definition, which also cannot read the stage it
+/// decides (`subscriber.lifecycle.*`).
+///
+/// ```
+/// use kairos_dataflows::condition::check_stage;
+/// assert!(check_stage("subscriber.days_since.activity >= 30").is_ok());
+/// assert!(check_stage("subscriber.lifecycle.stage == 'new'").is_err());
+/// ```
+pub fn check_stage(source: &str) -> Result<(), Vec<String>> {
+    check_when(source)?;
+    let reads = Expression::compile(source).map_err(|e| vec![e])?.reads;
+    let circular: Vec<String> = reads
+        .fields()
+        .filter(|f| f.path.starts_with("subscriber.lifecycle."))
+        .map(|f| {
+            format!(
+                "a stage's definition cannot read `{}`: it is what the definitions decide",
+                f.path
+            )
+        })
+        .collect();
+    if circular.is_empty() {
+        Ok(())
+    } else {
+        Err(circular)
+    }
 }
 
 fn check_expression(source: &str, roots: &[&str], gives: Gives) -> Result<(), Vec<String>> {
@@ -396,6 +455,7 @@ mod tests {
                 FieldType::Int => format!("{} >= 0 || true", f.path),
                 FieldType::Double => format!("{} >= 0.0 || true", f.path),
                 FieldType::String => format!("{} != 'x' || true", f.path),
+                FieldType::StringList => format!("'x' in {} || true", f.path),
             };
             assert_eq!(check(&condition), Ok(()), "{condition}");
         }
@@ -505,9 +565,22 @@ mod tests {
             Some(vec![EventKind::Customer, EventKind::Network])
         );
         assert_eq!(triggers("household.gave_handset"), Some(vec![]));
-        // Time moves these: any event.
-        assert_eq!(triggers("subscriber.selfcare.days_since == 0"), None);
-        assert_eq!(triggers("customer.tenure_days > 365"), None);
+        // Time moves these too: their events, and their clocks (review timers) for the rest.
+        assert_eq!(
+            triggers("subscriber.selfcare.days_since == 0"),
+            Some(vec![EventKind::Selfcare])
+        );
+        assert_eq!(triggers("customer.tenure_days > 365"), Some(vec![EventKind::Customer]));
+        let reads = Expression::compile("subscriber.days_since.data >= 10 && customer.language == 'pt'")
+            .unwrap()
+            .reads;
+        let clocked: Vec<&str> = reads.clocked().fields().map(|f| f.path).collect();
+        assert_eq!(clocked, ["subscriber.days_since.data"]);
+        assert!(Expression::compile("customer.language == 'pt'")
+            .unwrap()
+            .reads
+            .clocked()
+            .is_empty());
         // A constant is evaluated after every event.
         assert_eq!(triggers("true"), None);
     }

@@ -18,13 +18,19 @@ use kairos_model::event::{CustomerRecord, EventKind};
 use kairos_model::time::{format_rfc3339, DAY};
 use kairos_model::{CountryCode, Millis, MomentKind, Msisdn};
 
-use crate::calendar::local_date;
+use crate::calendar::{local_date, local_midnight};
 use crate::features::UsageTotals;
 use crate::households::HouseholdView;
+use crate::lifecycle::{self, Activity};
 use crate::moments;
 use crate::state::SubscriberState;
 use ChangedBy::{Events, EventsAndTime, Household, Moment};
-use EventKind::{Customer, Network, Selfcare, Topup, Usage};
+use EventKind::{Customer, Network, Response, Selfcare, Topup, Usage};
+
+/// Every kind of event (what can make an event the subscriber's first).
+const ANY_EVENT: &[EventKind] = &[Customer, Network, Usage, Selfcare, Topup, Response];
+/// The events that are the subscriber's own activity.
+const ACTIVITY: &[EventKind] = &[Network, Usage, Selfcare, Topup];
 
 /// The type of a vocabulary field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +39,8 @@ pub enum FieldType {
     Int,
     Double,
     String,
+    /// A list of strings (`"tv" in customer.products`).
+    StringList,
 }
 
 impl FieldType {
@@ -43,24 +51,35 @@ impl FieldType {
             FieldType::Int => "int",
             FieldType::Double => "double",
             FieldType::String => "string",
+            FieldType::StringList => "list(string)",
         }
     }
 }
 
+/// When a field's value next changes by the passing of event time alone, with no event:
+/// the earliest instant after `source.at` at which it may (a clock may answer early, which
+/// only costs an evaluation; never late, which would make a moment late), or `None` when it
+/// does not change until an event.
+pub type Clock = fn(&FieldSource<'_>) -> Option<Millis>;
+
 /// What can change a field's value between two evaluations. A declared moment is evaluated
-/// again only after what can change what it reads ([`super::Reads::triggers`]), so an entry
-/// that names too little makes moments late, and one that names too much only costs time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// again only after what can change what it reads ([`super::Reads::triggers`]) and at the
+/// instant its clocks name ([`super::Reads::next_change`]), so an entry that names too
+/// little makes moments late, and one that names too much only costs time.
+#[derive(Clone, Copy, Debug)]
 pub enum ChangedBy {
     /// Applying an event of one of these kinds, and nothing else.
     Events(&'static [EventKind]),
-    /// These events, and the passing of event time alone (a window slides, a day goes by):
-    /// without a timer for the instant it changes, whatever reads it is evaluated after
-    /// every event.
-    EventsAndTime(&'static [EventKind]),
+    /// These events, and the passing of event time alone (a window slides, a day goes by),
+    /// at the instants the clock names: a review timer evaluates what reads it then, so a
+    /// moment on silence happens at its instant, without a later event of the subscriber.
+    EventsAndTime(&'static [EventKind], Clock),
     /// The household graph's view of the subscriber's household; every declared moment is
     /// evaluated when it changes.
     Household,
+    /// The subscriber's lifecycle stage, as the stage definitions last decided it; every
+    /// declared moment is evaluated when it changes (a stage's own definition cannot read it).
+    Stage,
     /// The moment being judged: only conditions read it, and it is new every time.
     Moment,
 }
@@ -89,6 +108,8 @@ pub struct MomentFields<'a> {
     pub previous_country: Option<CountryCode>,
     /// The rule's data-pack threshold (a share of the pack).
     pub threshold: Option<f64>,
+    /// For a lifecycle change, the stage left.
+    pub previous_stage: Option<kairos_model::Stage>,
 }
 
 /// Everything a field's value is taken from: one subscriber at event time `at`. Values that
@@ -105,10 +126,18 @@ pub struct FieldSource<'a> {
     /// `None` for a declared moment's `when` and `dedupe_key`, which read the state only.
     pub moment: Option<MomentFields<'a>>,
     today: OnceCell<NaiveDate>,
-    week: OnceCell<UsageTotals>,
-    month: OnceCell<UsageTotals>,
-    topups: OnceCell<(u64, f64)>,
+    /// Usage over 7, 14, 28 and 90 days.
+    windows: [OnceCell<UsageTotals>; 4],
+    /// Top-ups over 30 and 90 days.
+    topups: [OnceCell<(u64, f64)>; 2],
 }
+
+/// The usage windows' lengths, in days, as `FieldSource::windows` holds them.
+const WINDOWS: [u32; 4] = [7, 14, 28, 90];
+/// The top-up windows' lengths, in days.
+const TOPUP_WINDOWS: [u32; 2] = [30, 90];
+/// The recent part of a usage trend, in days; the rest of the 90 days is the baseline.
+pub const TREND_RECENT_DAYS: u32 = 14;
 
 impl<'a> FieldSource<'a> {
     /// The source of a subscriber's values at event time `at`, for the moment being judged
@@ -129,9 +158,8 @@ impl<'a> FieldSource<'a> {
             household: state.household.view.as_ref(),
             moment,
             today: OnceCell::new(),
-            week: OnceCell::new(),
-            month: OnceCell::new(),
-            topups: OnceCell::new(),
+            windows: Default::default(),
+            topups: Default::default(),
         }
     }
 
@@ -140,16 +168,101 @@ impl<'a> FieldSource<'a> {
         *self.today.get_or_init(|| local_date(self.at, self.tz))
     }
 
+    /// The usage over `WINDOWS[window]` days up to `at`.
+    fn usage(&self, window: usize) -> &UsageTotals {
+        self.windows[window].get_or_init(|| self.state.activity.usage_over(self.at, WINDOWS[window]))
+    }
+
     fn week(&self) -> &UsageTotals {
-        self.week.get_or_init(|| self.state.activity.usage_over(self.at, 7))
+        self.usage(0)
+    }
+
+    fn fortnight(&self) -> &UsageTotals {
+        self.usage(1)
     }
 
     fn month(&self) -> &UsageTotals {
-        self.month.get_or_init(|| self.state.activity.usage_over(self.at, 28))
+        self.usage(2)
     }
 
-    fn topups(&self) -> (u64, f64) {
-        *self.topups.get_or_init(|| self.state.activity.topups_until(self.at))
+    fn quarter(&self) -> &UsageTotals {
+        self.usage(3)
+    }
+
+    /// The top-ups of `TOPUP_WINDOWS[window]` days up to `at`: (count, amount).
+    fn topups(&self, window: usize) -> (u64, f64) {
+        *self.topups[window].get_or_init(|| self.state.activity.topups_over(self.at, TOPUP_WINDOWS[window]))
+    }
+
+    /// When the usage over `days` days next changes by time alone.
+    fn usage_clock(&self, days: u32) -> Option<Millis> {
+        self.state.activity.usage_changes_at(self.at, days)
+    }
+
+    /// When the top-ups of `days` days next change by time alone.
+    fn topups_clock(&self, days: u32) -> Option<Millis> {
+        self.state.activity.topups_change_at(self.at, days)
+    }
+
+    /// The next local midnight after `at`: when day counts of local dates grow.
+    fn next_local_midnight(&self) -> Option<Millis> {
+        Some(local_midnight(self.today().succ_opt()?, self.tz))
+    }
+
+    /// Whole days since the last activity of `kind` at or before `at` (-1 when none), and
+    /// when that number grows.
+    fn days_since(&self, last: Option<Millis>) -> (i64, Option<Millis>) {
+        match last {
+            None => (-1, None),
+            Some(t) => {
+                let (days, grows) = lifecycle::days_since(t, self.at);
+                (i64::try_from(days).unwrap_or(i64::MAX), Some(grows))
+            }
+        }
+    }
+
+    /// When kairos first heard of the subscriber, if that is not after `at`.
+    fn first_seen(&self) -> Option<Millis> {
+        let first = self.state.lifecycle.first_seen;
+        (first > 0 && first <= self.at).then_some(first)
+    }
+
+    /// Since when the subscriber is in their stage, if one is decided and not after `at`.
+    fn stage_since(&self) -> Option<Millis> {
+        let lifecycle = &self.state.lifecycle;
+        (lifecycle.stage.is_some() && lifecycle.stage_since <= self.at).then_some(lifecycle.stage_since)
+    }
+
+    fn last(&self, kind: Activity) -> Option<Millis> {
+        self.state.lifecycle.last(kind, self.at)
+    }
+
+    /// The usage of the last [`TREND_RECENT_DAYS`] days per day, over the subscriber's own
+    /// daily average in the rest of the 90 days (counted from the UTC day kairos first heard
+    /// of them, so a newer subscriber's baseline is their own shorter history): 1.0 steady,
+    /// 0.5 halved, 0.0 stopped; -1.0 with fewer than 14 days of baseline or none used in it.
+    fn trend(&self, pick: fn(&UsageTotals) -> u64) -> f64 {
+        let recent = pick(self.fortnight());
+        let baseline = pick(self.quarter()).saturating_sub(recent);
+        let first = self.state.lifecycle.first_seen;
+        let today = self.at / DAY;
+        let baseline_end = today.saturating_sub(u64::from(TREND_RECENT_DAYS));
+        let baseline_days = if first == 0 || first / DAY > baseline_end {
+            0
+        } else {
+            (baseline_end - first / DAY + 1).min(u64::from(90 - TREND_RECENT_DAYS))
+        };
+        if baseline_days < u64::from(TREND_RECENT_DAYS) || baseline == 0 {
+            return -1.0;
+        }
+        let per_day = |total: u64, days: u64| total as f64 / days as f64;
+        per_day(recent, u64::from(TREND_RECENT_DAYS)) / per_day(baseline, baseline_days)
+    }
+
+    /// A trend moves every UTC day while there is usage in the 90 days (the windows slide,
+    /// the baseline's days grow); without any, it stays -1.0.
+    fn trend_clock(&self) -> Option<Millis> {
+        self.usage_clock(90).map(|_| (self.at / DAY + 1) * DAY)
     }
 
     /// The last self-care visit at or before `at`.
@@ -171,6 +284,10 @@ pub(super) fn string(text: &str) -> Value {
     Value::String(Arc::new(text.to_string()))
 }
 
+fn strings(items: &[String]) -> Value {
+    Value::List(Arc::new(items.iter().map(|s| string(s)).collect()))
+}
+
 fn int(n: u64) -> Value {
     Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -185,6 +302,13 @@ fn number(msisdn: Option<Msisdn>) -> Value {
 
 fn days_between(from: NaiveDate, to: NaiveDate) -> i64 {
     (to - from).num_days()
+}
+
+/// The billing cycle's fields change by time at its start (a late event's moment sees the
+/// cycle ahead of it) and at its end.
+fn cycle_clock(s: &FieldSource<'_>) -> Option<Millis> {
+    let cycle = s.state.data_cycle?;
+    [cycle.start, cycle.end].into_iter().find(|t| *t > s.at)
 }
 
 /// Everything an expression can read, evaluated at the moment's event time. A field's
@@ -230,7 +354,7 @@ pub const VOCABULARY: &[Field] = &[
         path: "customer.tenure_days",
         ty: FieldType::Int,
         meaning: "days since tenure_start, local calendar; -1 when unknown",
-        changed_by: EventsAndTime(&[Customer]),
+        changed_by: EventsAndTime(&[Customer], |s| s.record.tenure_start.and(s.next_local_midnight())),
         value: |s| Value::Int(s.record.tenure_start.map_or(-1, |d| days_between(d, s.today()))),
     },
     Field {
@@ -265,7 +389,10 @@ pub const VOCABULARY: &[Field] = &[
         path: "customer.device.age_days",
         ty: FieldType::Int,
         meaning: "days since device.acquired; -1 when unknown",
-        changed_by: EventsAndTime(&[Customer]),
+        changed_by: EventsAndTime(&[Customer], |s| {
+            let acquired = s.record.device.as_ref().and_then(|d| d.acquired);
+            acquired.and(s.next_local_midnight())
+        }),
         value: |s| {
             let acquired = s.record.device.as_ref().and_then(|d| d.acquired);
             Value::Int(acquired.map_or(-1, |d| days_between(d, s.today())))
@@ -275,7 +402,7 @@ pub const VOCABULARY: &[Field] = &[
         path: "customer.contract.days_left",
         ty: FieldType::Int,
         meaning: "days until contract_end (negative when past); 0 when none",
-        changed_by: EventsAndTime(&[Customer]),
+        changed_by: EventsAndTime(&[Customer], |s| s.record.contract_end.and(s.next_local_midnight())),
         value: |s| Value::Int(s.record.contract_end.map_or(0, |d| days_between(s.today(), d))),
     },
     Field {
@@ -307,6 +434,27 @@ pub const VOCABULARY: &[Field] = &[
         value: |s| Value::Bool(s.record.consent.push),
     },
     Field {
+        path: "customer.status",
+        ty: FieldType::String,
+        meaning: "active, suspended or terminated (contract §5.1; no action is ever sent to a terminated customer)",
+        changed_by: Events(&[Customer]),
+        value: |s| string(s.record.status.as_str()),
+    },
+    Field {
+        path: "customer.status_reason",
+        ty: FieldType::String,
+        meaning: "why, as the record says (e.g. port_out), \"\" when it does not",
+        changed_by: Events(&[Customer]),
+        value: |s| string(s.record.status_reason.as_deref().unwrap_or("")),
+    },
+    Field {
+        path: "customer.products",
+        ty: FieldType::StringList,
+        meaning: "the product ids the customer holds (e.g. 'tv' in customer.products)",
+        changed_by: Events(&[Customer]),
+        value: |s| strings(&s.record.products),
+    },
+    Field {
         path: "subscriber.country",
         ty: FieldType::String,
         meaning: "current serving country, \"\" when unknown",
@@ -324,21 +472,21 @@ pub const VOCABULARY: &[Field] = &[
         path: "subscriber.cycle.start",
         ty: FieldType::String,
         meaning: "start of the billing cycle in progress (RFC 3339 UTC), \"\" when no data was used in it yet",
-        changed_by: EventsAndTime(&[Customer, Usage]),
+        changed_by: EventsAndTime(&[Customer, Usage], cycle_clock),
         value: |s| string(&s.state.cycle_used_at(s.at).0.map(format_rfc3339).unwrap_or_default()),
     },
     Field {
         path: "subscriber.cycle.used_bytes",
         ty: FieldType::Int,
         meaning: "data used in the billing cycle in progress",
-        changed_by: EventsAndTime(&[Customer, Usage]),
+        changed_by: EventsAndTime(&[Customer, Usage], cycle_clock),
         value: |s| int(s.state.cycle_used_at(s.at).1),
     },
     Field {
         path: "subscriber.cycle.ratio",
         ty: FieldType::Double,
         meaning: "used_bytes / plan.data_pack_bytes; 0.0 without a pack",
-        changed_by: EventsAndTime(&[Customer, Usage]),
+        changed_by: EventsAndTime(&[Customer, Usage], cycle_clock),
         value: |s| {
             let used = s.state.cycle_used_at(s.at).1;
             Value::Float(moments::pack_ratio(s.record, used).unwrap_or(0.0))
@@ -348,64 +496,64 @@ pub const VOCABULARY: &[Field] = &[
         path: "subscriber.usage_7d.data_bytes",
         ty: FieldType::Int,
         meaning: "data used in the 7 days up to the moment (UTC days)",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(7)),
         value: |s| int(s.week().data_bytes),
     },
     Field {
         path: "subscriber.usage_7d.voice_seconds",
         ty: FieldType::Int,
         meaning: "voice seconds in the 7 days up to the moment",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(7)),
         value: |s| int(s.week().voice_seconds),
     },
     Field {
         path: "subscriber.usage_7d.sms",
         ty: FieldType::Int,
         meaning: "SMS sent in the 7 days up to the moment",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(7)),
         value: |s| int(s.week().sms),
     },
     Field {
         path: "subscriber.usage_28d.data_bytes",
         ty: FieldType::Int,
         meaning: "data used in the 28 days up to the moment",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(28)),
         value: |s| int(s.month().data_bytes),
     },
     Field {
         path: "subscriber.usage_28d.voice_seconds",
         ty: FieldType::Int,
         meaning: "voice seconds in the 28 days up to the moment",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(28)),
         value: |s| int(s.month().voice_seconds),
     },
     Field {
         path: "subscriber.usage_28d.sms",
         ty: FieldType::Int,
         meaning: "SMS sent in the 28 days up to the moment",
-        changed_by: EventsAndTime(&[Usage]),
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(28)),
         value: |s| int(s.month().sms),
     },
     Field {
         path: "subscriber.topups_30d.count",
         ty: FieldType::Int,
         meaning: "top-ups in the 30 days up to the moment",
-        changed_by: EventsAndTime(&[Topup]),
-        value: |s| int(s.topups().0),
+        changed_by: EventsAndTime(&[Topup], |s| s.topups_clock(30)),
+        value: |s| int(s.topups(0).0),
     },
     Field {
         path: "subscriber.topups_30d.amount",
         ty: FieldType::Double,
         meaning: "amount topped up in the 30 days up to the moment",
-        changed_by: EventsAndTime(&[Topup]),
-        value: |s| Value::Float(s.topups().1),
+        changed_by: EventsAndTime(&[Topup], |s| s.topups_clock(30)),
+        value: |s| Value::Float(s.topups(0).1),
     },
     Field {
         path: "subscriber.selfcare.days_since",
         ty: FieldType::Int,
         meaning: "whole days since the last self-care visit; -1 when none",
-        changed_by: EventsAndTime(&[Selfcare]),
-        value: |s| Value::Int(s.last_visit().map_or(-1, |(t, _)| ((s.at - t) / DAY) as i64)),
+        changed_by: EventsAndTime(&[Selfcare], |s| s.days_since(s.last_visit().map(|(t, _)| *t)).1),
+        value: |s| Value::Int(s.days_since(s.last_visit().map(|(t, _)| *t)).0),
     },
     Field {
         path: "subscriber.selfcare.last_page",
@@ -413,6 +561,160 @@ pub const VOCABULARY: &[Field] = &[
         meaning: "page of the last self-care visit, \"\" when none",
         changed_by: Events(&[Selfcare]),
         value: |s| string(s.last_visit().map_or("", |(_, page)| page.as_str())),
+    },
+    Field {
+        path: "subscriber.usage_14d.data_bytes",
+        ty: FieldType::Int,
+        meaning: "data used in the 14 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(14)),
+        value: |s| int(s.fortnight().data_bytes),
+    },
+    Field {
+        path: "subscriber.usage_14d.voice_seconds",
+        ty: FieldType::Int,
+        meaning: "voice seconds in the 14 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(14)),
+        value: |s| int(s.fortnight().voice_seconds),
+    },
+    Field {
+        path: "subscriber.usage_14d.sms",
+        ty: FieldType::Int,
+        meaning: "SMS sent in the 14 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(14)),
+        value: |s| int(s.fortnight().sms),
+    },
+    Field {
+        path: "subscriber.usage_90d.data_bytes",
+        ty: FieldType::Int,
+        meaning: "data used in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(90)),
+        value: |s| int(s.quarter().data_bytes),
+    },
+    Field {
+        path: "subscriber.usage_90d.voice_seconds",
+        ty: FieldType::Int,
+        meaning: "voice seconds in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(90)),
+        value: |s| int(s.quarter().voice_seconds),
+    },
+    Field {
+        path: "subscriber.usage_90d.sms",
+        ty: FieldType::Int,
+        meaning: "SMS sent in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Usage], |s| s.usage_clock(90)),
+        value: |s| int(s.quarter().sms),
+    },
+    Field {
+        path: "subscriber.trend.data",
+        ty: FieldType::Double,
+        meaning: "data per day in the last 14 days over the subscriber's own daily average in the 76 days before (from when first heard of): 1.0 steady, 0.0 stopped; -1.0 with under 14 days of baseline or none in it",
+        changed_by: EventsAndTime(&[Usage], |s| s.trend_clock()),
+        value: |s| Value::Float(s.trend(|t| t.data_bytes)),
+    },
+    Field {
+        path: "subscriber.trend.voice",
+        ty: FieldType::Double,
+        meaning: "voice seconds per day in the last 14 days over the subscriber's own daily average in the 76 days before (from when first heard of): 1.0 steady, 0.0 stopped; -1.0 with under 14 days of baseline or none in it",
+        changed_by: EventsAndTime(&[Usage], |s| s.trend_clock()),
+        value: |s| Value::Float(s.trend(|t| t.voice_seconds)),
+    },
+    Field {
+        path: "subscriber.trend.sms",
+        ty: FieldType::Double,
+        meaning: "SMS per day in the last 14 days over the subscriber's own daily average in the 76 days before (from when first heard of): 1.0 steady, 0.0 stopped; -1.0 with under 14 days of baseline or none in it",
+        changed_by: EventsAndTime(&[Usage], |s| s.trend_clock()),
+        value: |s| Value::Float(s.trend(|t| t.sms)),
+    },
+    Field {
+        path: "subscriber.topups_90d.count",
+        ty: FieldType::Int,
+        meaning: "top-ups in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Topup], |s| s.topups_clock(90)),
+        value: |s| int(s.topups(1).0),
+    },
+    Field {
+        path: "subscriber.topups_90d.amount",
+        ty: FieldType::Double,
+        meaning: "amount topped up in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Topup], |s| s.topups_clock(90)),
+        value: |s| Value::Float(s.topups(1).1),
+    },
+    Field {
+        path: "subscriber.days_since.data",
+        ty: FieldType::Int,
+        meaning: "whole days since the last data usage record; -1 when none",
+        changed_by: EventsAndTime(&[Usage], |s| s.days_since(s.last(Activity::Data)).1),
+        value: |s| Value::Int(s.days_since(s.last(Activity::Data)).0),
+    },
+    Field {
+        path: "subscriber.days_since.voice",
+        ty: FieldType::Int,
+        meaning: "whole days since the last voice usage record; -1 when none",
+        changed_by: EventsAndTime(&[Usage], |s| s.days_since(s.last(Activity::Voice)).1),
+        value: |s| Value::Int(s.days_since(s.last(Activity::Voice)).0),
+    },
+    Field {
+        path: "subscriber.days_since.sms",
+        ty: FieldType::Int,
+        meaning: "whole days since the last SMS usage record; -1 when none",
+        changed_by: EventsAndTime(&[Usage], |s| s.days_since(s.last(Activity::Sms)).1),
+        value: |s| Value::Int(s.days_since(s.last(Activity::Sms)).0),
+    },
+    Field {
+        path: "subscriber.days_since.topup",
+        ty: FieldType::Int,
+        meaning: "whole days since the last top-up; -1 when none",
+        changed_by: EventsAndTime(&[Topup], |s| s.days_since(s.last(Activity::Topup)).1),
+        value: |s| Value::Int(s.days_since(s.last(Activity::Topup)).0),
+    },
+    Field {
+        path: "subscriber.days_since.network",
+        ty: FieldType::Int,
+        meaning: "whole days since the last network event; -1 when none",
+        changed_by: EventsAndTime(&[Network], |s| s.days_since(s.last(Activity::Network)).1),
+        value: |s| Value::Int(s.days_since(s.last(Activity::Network)).0),
+    },
+    Field {
+        path: "subscriber.days_since.activity",
+        ty: FieldType::Int,
+        meaning: "whole days since the last usage, network, top-up or self-care event; -1 when none",
+        changed_by: EventsAndTime(ACTIVITY, |s| s.days_since(s.state.lifecycle.last_activity(s.at)).1),
+        value: |s| Value::Int(s.days_since(s.state.lifecycle.last_activity(s.at)).0),
+    },
+    Field {
+        path: "subscriber.history_days",
+        ty: FieldType::Int,
+        meaning: "whole days since kairos first heard of the subscriber; -1 when not known",
+        changed_by: EventsAndTime(ANY_EVENT, |s| s.days_since(s.first_seen()).1),
+        value: |s| Value::Int(s.days_since(s.first_seen()).0),
+    },
+    Field {
+        path: "subscriber.complaints_90d",
+        ty: FieldType::Int,
+        meaning: "complaints filed (self-care page complaint) in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Selfcare], |s| lifecycle::in_window(&s.state.lifecycle.complaints, s.at, 90).1),
+        value: |s| int(lifecycle::in_window(&s.state.lifecycle.complaints, s.at, 90).0),
+    },
+    Field {
+        path: "subscriber.cancel_visits_30d",
+        ty: FieldType::Int,
+        meaning: "visits to the self-care cancel page in the 30 days up to the moment",
+        changed_by: EventsAndTime(&[Selfcare], |s| lifecycle::in_window(&s.state.lifecycle.cancels, s.at, 30).1),
+        value: |s| int(lifecycle::in_window(&s.state.lifecycle.cancels, s.at, 30).0),
+    },
+    Field {
+        path: "subscriber.lifecycle.stage",
+        ty: FieldType::String,
+        meaning: "the lifecycle stage (`lifecycle.toml`): new, growth, stable, decline, leaving or gone; \"\" before one is decided",
+        changed_by: ChangedBy::Stage,
+        value: |s| string(s.state.lifecycle.stage.map_or("", |stage| stage.as_str())),
+    },
+    Field {
+        path: "subscriber.lifecycle.days_in_stage",
+        ty: FieldType::Int,
+        meaning: "whole days since the subscriber entered the stage (-1 before one is decided)",
+        changed_by: EventsAndTime(ANY_EVENT, |s| s.days_since(s.stage_since()).1),
+        value: |s| Value::Int(s.days_since(s.stage_since()).0),
     },
     Field {
         path: "household.id",
@@ -529,6 +831,20 @@ pub const VOCABULARY: &[Field] = &[
         changed_by: Moment,
         value: |s| s.key_of(MomentKind::HandsetAgeing),
     },
+    Field {
+        path: "moment.from",
+        ty: FieldType::String,
+        meaning: "lifecycle_change: the stage left",
+        changed_by: Moment,
+        value: |s| string(s.moment.and_then(|m| m.previous_stage).map_or("", |stage| stage.as_str())),
+    },
+    Field {
+        path: "moment.to",
+        ty: FieldType::String,
+        meaning: "lifecycle_change: the stage entered",
+        changed_by: Moment,
+        value: |s| s.key_of(MomentKind::LifecycleChange),
+    },
 ];
 
 #[cfg(test)]
@@ -562,6 +878,9 @@ mod tests {
             }),
             contract_end: date.filter(|_| known),
             consent: Consent::default(),
+            status: Default::default(),
+            status_reason: None,
+            products: Vec::new(),
         }
     }
 
@@ -575,6 +894,7 @@ mod tests {
             key: "ES",
             previous_country: None,
             threshold: Some(0.8),
+            previous_stage: None,
         };
         let mut state = SubscriberState::default();
         for known in [false, true] {
@@ -591,6 +911,7 @@ mod tests {
                     Value::Int(_) => FieldType::Int,
                     Value::Float(_) => FieldType::Double,
                     Value::String(_) => FieldType::String,
+                    Value::List(_) => FieldType::StringList,
                     _ => panic!("{} gives {value:?}", field.path),
                 };
                 assert_eq!(ty, field.ty, "{}", field.path);

@@ -6,7 +6,7 @@
 use chrono_tz::Tz;
 use kairos_model::event::{CustomerRecord, Network};
 use kairos_model::time::format_rfc3339;
-use kairos_model::{CountryCode, Millis, MomentKind, Msisdn, RuleSet};
+use kairos_model::{CountryCode, Millis, MomentKind, Msisdn, RuleSet, Stage};
 
 use super::{Timer, TimerKind};
 use crate::moments;
@@ -26,6 +26,8 @@ pub(super) struct Moment {
     pub(super) rule: Option<String>,
     /// For roaming: the country before the arrival.
     pub(super) previous_country: Option<CountryCode>,
+    /// For a lifecycle change: the stage left.
+    pub(super) previous_stage: Option<Stage>,
     pub(super) variables: Vec<(&'static str, String)>,
 }
 
@@ -76,6 +78,7 @@ pub(super) fn handset_check(
         key: imei,
         rule: None,
         previous_country: None,
+        previous_stage: None,
         variables: vec![("model", model), ("contract_end", contract_end)],
     });
     None
@@ -106,6 +109,7 @@ pub(super) fn data_pack_check(
                 key: key.clone(),
                 rule: Some(rule.id.clone()),
                 previous_country: None,
+                previous_stage: None,
                 variables: vec![
                     ("percent", format!("{:.0}", threshold * 100.0)),
                     ("pack_gb", format!("{:.0}", pack as f64 / (1u64 << 30) as f64)),
@@ -131,6 +135,7 @@ pub(super) fn roaming_check(
             key: country.to_string(),
             rule: None,
             previous_country: previous,
+            previous_stage: None,
             variables: vec![
                 ("country", country.to_string()),
                 ("country_name", country.name().into()),

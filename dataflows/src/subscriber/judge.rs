@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kairos_model::event::EventKind;
+use kairos_model::event::{CustomerStatus, EventKind};
 use kairos_model::rule::ActionClass;
-use kairos_model::{Action, Decision, Millis, MomentKind, Msisdn, Rule, RuleSet, SuppressReason, Verdict};
+use kairos_model::{Action, Decision, Millis, MomentKind, Msisdn, Rule, RuleSet, Stage, SuppressReason, Verdict};
 
 use super::detect::{Moment, HANDSET_ONCE};
 use super::{Timer, TimerKind};
@@ -31,6 +31,37 @@ pub(super) struct Judges {
     stats: Arc<DataflowStats>,
     /// How long marketing actions are kept for caps and arbitration.
     horizon: Millis,
+    /// The lifecycle stages' definitions, compiled, in file order (`None`: the catch-all).
+    stages: Vec<(Stage, Option<Expression>)>,
+    /// What the stages' definitions read, and after which events they can change (`None`:
+    /// any event).
+    stage_reads: Reads,
+    stage_triggers: Option<Vec<EventKind>>,
+    /// The fields of every declared moment and stage that event time moves: the review
+    /// timers' instants are their clocks' (empty: no reviews).
+    clocked: Reads,
+}
+
+/// Why declared moments are evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// An event of this kind was applied: those that read what it can change.
+    Event(EventKind),
+    /// A customer record or a household change: every declared moment (whether a
+    /// subscriber has a record decides whether anything fires at all).
+    Everything,
+    /// A review timer, or a rule set taking force: those that read what event time moves.
+    Clock,
+}
+
+impl Trigger {
+    /// What applying an event of `kind` evaluates.
+    pub(super) fn after(kind: EventKind) -> Trigger {
+        match kind {
+            EventKind::Customer => Trigger::Everything,
+            kind => Trigger::Event(kind),
+        }
+    }
 }
 
 /// A declared moment's compiled `when` and `dedupe_key`.
@@ -43,6 +74,8 @@ struct DeclaredProgram {
     /// The events after which it can change (`None`: any event); it is also evaluated
     /// whenever the subscriber's household changes.
     triggers: Option<Vec<EventKind>>,
+    /// Whether it reads something event time moves (then review timers evaluate it).
+    clocked: bool,
 }
 
 impl Judges {
@@ -56,7 +89,7 @@ impl Judges {
                 Some((r.id.clone(), compile_or_never(condition)))
             })
             .collect();
-        let declared = rules
+        let declared: Vec<DeclaredProgram> = rules
             .rules
             .iter()
             .filter_map(|r| {
@@ -66,6 +99,7 @@ impl Judges {
                 let reads = Reads::union(std::iter::once(&when.reads).chain(key.as_ref().map(|k| &k.reads)));
                 Some(DeclaredProgram {
                     triggers: reads.triggers(),
+                    clocked: !reads.clocked().is_empty(),
                     reads,
                     rule: r.id.clone(),
                     when,
@@ -73,7 +107,19 @@ impl Judges {
                 })
             })
             .collect();
+        let stages: Vec<(Stage, Option<Expression>)> = rules
+            .stages
+            .definitions
+            .iter()
+            .map(|d| (d.stage, d.when.as_deref().map(compile_or_never)))
+            .collect();
+        let stage_reads = Reads::union(stages.iter().filter_map(|(_, when)| when.as_ref().map(|w| &w.reads)));
+        let clocked = Reads::union(declared.iter().map(|d| &d.reads).chain(std::iter::once(&stage_reads))).clocked();
         Judges {
+            stage_triggers: stage_reads.triggers(),
+            stage_reads,
+            stages,
+            clocked,
             horizon: crate::policy::horizon(&rules.policy),
             rules,
             conditions,
@@ -154,6 +200,7 @@ impl Judges {
             key: &moment.key,
             previous_country: moment.previous_country,
             threshold: rule.threshold,
+            previous_stage: moment.previous_stage,
         };
         let source = FieldSource::new(msisdn, state, record, moment.at, Some(fields));
         match condition::holds(&condition.program, &condition.reads.context(&source)) {
@@ -165,34 +212,133 @@ impl Judges {
         }
     }
 
+    /// Whether some declared moment reads what event time moves (so states need reviews).
+    pub(super) fn has_clocks(&self) -> bool {
+        !self.clocked.is_empty()
+    }
+
+    /// Sets the subscriber's review for the next instant a time-moving field of a declared
+    /// moment may change after `at` (a restored state, whose timers are not stored).
+    pub(super) fn schedule_review(
+        &self,
+        state: &mut SubscriberState,
+        msisdn: Msisdn,
+        at: Millis,
+        timers: &mut Vec<Timer>,
+    ) {
+        if !self.has_clocks() {
+            return;
+        }
+        let Some(record) = state.record().filter(|r| r.status != CustomerStatus::Terminated) else {
+            return;
+        };
+        let next = self
+            .clocked
+            .next_change(&FieldSource::new(msisdn, state, record, at, None));
+        if let Some(next) = next {
+            review(state, msisdn, at, next, timers);
+        }
+    }
+
+    /// Decides the subscriber's lifecycle stage at `at` — seen from the newest instant known
+    /// of them, as reviews are — and returns whether it changed. A change from a stage
+    /// decided before is a `lifecycle_change` moment, put in `found` (`None`: the stage
+    /// changes without one, as when the stage definitions themselves changed). The first
+    /// stage decided is no change.
+    pub(super) fn stage(
+        &self,
+        state: &mut SubscriberState,
+        msisdn: Msisdn,
+        at: Millis,
+        found: Option<&mut Vec<Moment>>,
+    ) -> bool {
+        let Some(record) = state.record() else { return false };
+        let newest = at.max(state.recent.last_event);
+        let stage = if record.status == CustomerStatus::Terminated {
+            Some(Stage::Gone)
+        } else {
+            let source = FieldSource::new(msisdn, state, record, newest, None);
+            let context = self.stage_reads.context(&source);
+            self.stages.iter().find_map(|(stage, when)| match when {
+                None => Some(*stage),
+                Some(when) => match condition::holds(&when.program, &context) {
+                    Ok(holds) => holds.then_some(*stage),
+                    Err(_) => {
+                        DataflowStats::bump(&self.stats.condition_errors);
+                        None
+                    }
+                },
+            })
+        };
+        let before = state.lifecycle.stage;
+        let Some(stage) = stage.filter(|s| before != Some(*s)) else {
+            return false;
+        };
+        state.lifecycle.stage = Some(stage);
+        state.lifecycle.stage_since = newest;
+        if let (Some(from), Some(found)) = (before, found) {
+            found.push(Moment {
+                kind: MomentKind::LifecycleChange,
+                at: newest,
+                key: stage.as_str().to_string(),
+                rule: None,
+                previous_country: None,
+                previous_stage: Some(from),
+                variables: vec![("from", from.as_str().to_string()), ("to", stage.as_str().to_string())],
+            });
+        }
+        true
+    }
+
+    /// Whether the stage definitions differ from `other`'s (a new rule set's).
+    pub(super) fn same_stages(&self, other: &RuleSet) -> bool {
+        self.rules.stages == other.stages
+    }
+
     /// Declared moments: each whose `when` holds now, for a dedupe key it has not fired for
     /// while holding; those that stopped holding are forgotten, so they can happen again.
-    /// `after`: the kind of event just applied, or `None` after a household change.
+    /// `trigger` says which are evaluated. Afterwards the subscriber's next review is set
+    /// for the instant a time-moving field they read next changes.
     pub(super) fn declared(
         &self,
         state: &mut SubscriberState,
         msisdn: Msisdn,
         at: Millis,
-        after: Option<EventKind>,
+        trigger: Trigger,
         found: &mut Vec<Moment>,
+        timers: &mut Vec<Timer>,
     ) {
-        if self.declared.is_empty() {
-            return;
+        let mut trigger = trigger;
+        let stages_due = !self.stages.is_empty() && due(trigger, self.stage_triggers.as_deref(), true);
+        if stages_due && self.stage(state, msisdn, at, Some(&mut *found)) {
+            // Every declared moment reads the stage, or may.
+            trigger = Trigger::Everything;
         }
         let due: Vec<&DeclaredProgram> = self
             .declared
             .iter()
-            .filter(|d| match (after, &d.triggers) {
-                (None, _) | (_, None) => true,
-                (Some(kind), Some(kinds)) => kinds.contains(&kind),
-            })
+            .filter(|d| due(trigger, d.triggers.as_deref(), d.clocked))
             .collect();
-        if due.is_empty() {
+        if due.is_empty() && !stages_due {
             return;
         }
         let Some(record) = state.record() else { return };
         let reads = Reads::union(due.iter().map(|d| &d.reads));
-        let context = reads.context(&FieldSource::new(msisdn, state, record, at, None));
+        let source = FieldSource::new(msisdn, state, record, at, None);
+        let context = reads.context(&source);
+        // What evaluates them next when nothing happens to the subscriber — seen from the
+        // newest instant known of them: a late event's own instant would hide what came
+        // after it (the newer activity a silence counts from) and could end the reviews.
+        // A terminated customer is sent nothing: no reviews for them.
+        let newest = at.max(state.recent.last_event);
+        let next_review = if record.status == CustomerStatus::Terminated {
+            None
+        } else if newest == at {
+            self.clocked.next_change(&source)
+        } else {
+            self.clocked
+                .next_change(&FieldSource::new(msisdn, state, record, newest, None))
+        };
         let mut outcomes = Vec::with_capacity(due.len());
         for declared in &due {
             let outcome = condition::holds(&declared.when.program, &context).and_then(|holds| match &declared.key {
@@ -205,8 +351,14 @@ impl Judges {
                 None
             }));
         }
+        if let Some(next) = next_review {
+            review(state, msisdn, newest, next, timers);
+        }
         for (declared, outcome) in due.iter().zip(outcomes) {
             match outcome {
+                // Stopped holding — unless seen from a late event's instant, which cannot
+                // tell what holds now.
+                None if newest > at => {}
                 None => state.unmark_fired(&declared.rule),
                 Some(key) if state.has_fired(&declared.rule, &key) => {}
                 Some(key) => found.push(Moment {
@@ -215,11 +367,51 @@ impl Judges {
                     key: key.clone(),
                     rule: Some(declared.rule.clone()),
                     previous_country: None,
+                    previous_stage: None,
                     variables: vec![("key", key)],
                 }),
             }
         }
     }
+}
+
+/// Whether what reads fields changed by `triggers` (`None`: any event; `clocked`: some
+/// field event time moves) is evaluated for `trigger`.
+fn due(trigger: Trigger, triggers: Option<&[EventKind]>, clocked: bool) -> bool {
+    match (trigger, triggers) {
+        (Trigger::Everything, _) => true,
+        (Trigger::Clock, _) => clocked,
+        (Trigger::Event(_), None) => true,
+        (Trigger::Event(kind), Some(kinds)) => kinds.contains(&kind),
+    }
+}
+
+/// Reviews stop this long after the subscriber's newest event: what only event time moves
+/// is looked at again for a year and a month of silence at most (a moment on a longer
+/// silence happens at the subscriber's next event instead).
+pub const REVIEW_HORIZON: Millis = 400 * kairos_model::time::DAY;
+
+/// Sets the subscriber's review for `next` unless one is pending at or before it (a pending
+/// review past it becomes stale: `fire` ignores a review whose instant is not the state's).
+fn review(state: &mut SubscriberState, msisdn: Msisdn, at: Millis, next: Millis, timers: &mut Vec<Timer>) {
+    // Clocks do not know a condition's thresholds (days since grows every day, forever):
+    // without a bound, event time jumping years ahead would review every subscriber once a
+    // day all the way.
+    if next > state.recent.last_event.saturating_add(REVIEW_HORIZON) {
+        return;
+    }
+    // A review pending at `at` itself is kept: at one instant events are applied before
+    // timers, so it has yet to fire (and a restore at `at` pushed it again).
+    let pending = state.lifecycle.review_at;
+    if pending >= at && pending <= next {
+        return;
+    }
+    state.lifecycle.review_at = next;
+    timers.push(Timer {
+        due: next,
+        msisdn,
+        kind: TimerKind::Review,
+    });
 }
 
 /// What the contact policy made of one rule's moment (returned and consumed at once, so
@@ -317,8 +509,8 @@ fn judge(
 }
 
 /// Quiet hours have ended for a held action: it is sent unless, meanwhile, the customer
-/// opted out of its channel or withdrew consent, or its rule was removed (then it no longer
-/// counts for caps).
+/// was terminated, opted out of its channel or withdrew consent, or its rule was removed
+/// (then it no longer counts for caps).
 /// Returns whether the action was still held (and no longer is).
 pub(super) fn deliver(
     state: &mut SubscriberState,
@@ -338,6 +530,9 @@ pub(super) fn deliver(
     let channel = deferred.action.channel;
     let verdict = match state.record() {
         None => return true,
+        Some(record) if record.status == kairos_model::event::CustomerStatus::Terminated => {
+            Verdict::Suppressed(SuppressReason::Terminated)
+        }
         Some(_) if !rules.rules.iter().any(|r| r.id == deferred.action.rule) => {
             Verdict::Suppressed(SuppressReason::RuleRemoved)
         }

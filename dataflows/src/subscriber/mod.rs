@@ -28,12 +28,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::erased::ErasedIndex;
-use crate::evidence::call_weight;
-use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, ViewUpdate};
+use crate::evidence::{cell_hash, contact_slot, utc_day};
+use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, Slot, ViewUpdate};
 use crate::state::{CustomerChange, CustomerState, SubscriberState};
 use crate::{moments, DataflowStats, Retention};
 use detect::{cycle_of, data_pack_check, handset_check, record_imei, roaming_check};
-use judge::{deliver, Judges};
+use judge::{deliver, Judges, Trigger};
 pub use operator::{subscriber_state, Broadcasts, SubscriberOutput};
 
 /// An instant in the future at which something about a subscriber must be re-examined.
@@ -54,6 +54,10 @@ pub enum TimerKind {
     /// A state without a customer record may have gone without events for
     /// [`Retention::forget_non_customers_after_ms`]: then it is forgotten.
     Forget,
+    /// A time-moving field a declared moment reads may change now with no event (a window
+    /// slides, a day of silence passes): the moments that read such fields are evaluated.
+    /// Only the review whose instant the state holds (`lifecycle.review_at`) counts.
+    Review,
 }
 
 /// One worker's share of subscribers, and the rules they are judged by.
@@ -155,8 +159,44 @@ impl SubscriberLogic {
     /// and declared moments are compiled here, once per worker. State is kept by rule id, so
     /// cooldowns and once-only marks survive edits of a rule; an action a removed rule had
     /// held for quiet hours is not sent (see [`deliver`]).
-    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+    ///
+    /// When the new rules declare moments on what event time moves, those are evaluated at
+    /// `now` for every subscriber (in number order), and each subscriber's review is set.
+    pub fn set_rules(
+        &mut self,
+        rules: Arc<RuleSet>,
+        now: Millis,
+        decisions: &mut Vec<Decision>,
+        timers: &mut Vec<Timer>,
+    ) {
+        // New stage definitions move subscribers between stages with no change of theirs:
+        // those moves are made at `now`, without lifecycle_change moments.
+        let restage = !self.judges.same_stages(&rules);
         self.judges = Judges::new(rules, Arc::clone(&self.stats));
+        let clocks = self.judges.has_clocks();
+        if !clocks && !restage {
+            return;
+        }
+        let mut numbers: Vec<Msisdn> = self.states.keys().copied().collect();
+        numbers.sort_unstable();
+        for msisdn in numbers {
+            let Some(state) = self.states.get_mut(&msisdn) else {
+                continue;
+            };
+            if state.record().is_none() {
+                continue;
+            }
+            if restage {
+                self.judges.stage(state, msisdn, now, None);
+            }
+            if clocks {
+                let mut found = Vec::new();
+                self.judges
+                    .declared(state, msisdn, now, Trigger::Clock, &mut found, timers);
+                self.judges.decide(state, msisdn, found, decisions, timers);
+            }
+            self.touch(msisdn);
+        }
     }
 
     /// Installs restored states and returns the timers they need (those at or after `from`:
@@ -177,6 +217,16 @@ impl SubscriberLogic {
             if let Some(timer) = handset_check(&mut state, msisdn, 0, from.saturating_sub(1), &mut found) {
                 timers.push(timer);
             }
+            // The pending review, and one for what the rules in force read now (the rules
+            // may not be those the state was stored under).
+            if state.lifecycle.review_at >= from {
+                timers.push(Timer {
+                    due: state.lifecycle.review_at,
+                    msisdn,
+                    kind: TimerKind::Review,
+                });
+            }
+            self.judges.schedule_review(&mut state, msisdn, from, &mut timers);
             timers.extend(state.contacts.deferred.iter().map(|deferred| Timer {
                 due: deferred.action.send_at.max(from),
                 msisdn,
@@ -266,6 +316,7 @@ impl SubscriberLogic {
             return;
         }
         state.recent.last_event = state.recent.last_event.max(event.ts);
+        state.lifecycle.apply(event);
         // A new state without a customer record (one that this event, a record, does not
         // give it) is forgotten after a while without events (the timer looks again when it
         // fires; one per state is enough).
@@ -370,8 +421,9 @@ impl SubscriberLogic {
                 }
             }
         }
+        let trigger = Trigger::after(event.kind());
         self.judges
-            .declared(state, event.msisdn, event.ts, Some(event.kind()), &mut found);
+            .declared(state, event.msisdn, event.ts, trigger, &mut found, timers);
         self.judges.decide(state, event.msisdn, found, decisions, timers);
     }
 
@@ -416,7 +468,8 @@ impl SubscriberLogic {
             dirty.insert(msisdn);
         }
         let mut found = Vec::new();
-        self.judges.declared(state, msisdn, now, None, &mut found);
+        self.judges
+            .declared(state, msisdn, now, Trigger::Everything, &mut found, timers);
         self.judges.decide(state, msisdn, found, decisions, timers);
     }
 
@@ -458,6 +511,15 @@ impl SubscriberLogic {
                     self.stats.held.fetch_sub(1, Ordering::Relaxed);
                 }
                 return;
+            }
+            TimerKind::Review => {
+                // Stale: a review for another instant was set since.
+                if state.lifecycle.review_at != timer.due {
+                    return;
+                }
+                state.lifecycle.review_at = 0;
+                self.judges
+                    .declared(state, timer.msisdn, timer.due, Trigger::Clock, &mut found, timers);
             }
             TimerKind::Forget => return,
         }
@@ -521,15 +583,22 @@ fn household_evidence(
             if let Some(imei) = &network.imei {
                 household.handset(config, me, imei, event.ts, now, out);
             }
-            if let Some(peer) = network.peer {
-                let weight = call_weight(config, event.ts, tz);
-                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            // The slot of the week, worked out once for the contact and the night.
+            let slot = contact_slot(config, event.ts, tz);
+            if let Some(peer) = network.peer.filter(|p| *p != me) {
+                let contact = Evidence::Contact(me, peer, utc_day(event.ts), slot);
+                household.once(config, contact, event.ts, now, out);
+            }
+            if let Some(cell) = network.cell.as_deref().filter(|c| !c.is_empty()) {
+                if slot == Slot::Night {
+                    household.once(config, Evidence::Night(me, cell_hash(cell)), event.ts, now, out);
+                }
             }
         }
         EventBody::Usage(usage) if usage.kind != UsageKind::Data => {
-            if let Some(peer) = usage.peer {
-                let weight = call_weight(config, event.ts, tz);
-                household.soft(config, Evidence::Call(me, peer), event.ts, now, weight, out);
+            if let Some(peer) = usage.peer.filter(|p| *p != me) {
+                let contact = Evidence::Contact(me, peer, utc_day(event.ts), contact_slot(config, event.ts, tz));
+                household.once(config, contact, event.ts, now, out);
             }
         }
         EventBody::Topup(topup) => {
@@ -580,6 +649,9 @@ mod tests {
                 sms: true,
                 ..Consent::default()
             },
+            status: Default::default(),
+            status_reason: None,
+            products: Vec::new(),
         }
     }
 
@@ -672,18 +744,18 @@ mod tests {
         assert!(other.household.evidence.keys().all(|(_, e)| !e.names(x)));
         assert!(!other.has_fired("competitor-member", &x.to_string()));
         // The graph hears the call leave now, and its expiry is cancelled.
-        let call_evidence = Evidence::Call(s, x);
+        let call_evidence = |e: &Evidence| matches!(e, Evidence::Contact(a, b, 0, _) if *a == s && *b == x);
         let retracted: isize = logic
             .evidence
             .iter()
-            .filter(|(e, _, _)| *e == call_evidence)
+            .filter(|(e, _, _)| call_evidence(e))
             .map(|(_, t, d)| if *t == 100 { *d } else { 0 })
             .sum();
         assert!(retracted < 0, "{:?}", logic.evidence);
         let net: isize = logic
             .evidence
             .iter()
-            .filter(|(e, _, _)| *e == call_evidence)
+            .filter(|(e, _, _)| call_evidence(e))
             .map(|(_, _, d)| d)
             .sum();
         assert_eq!(net, 0, "the expiry's retraction is cancelled: gone for good");
@@ -770,6 +842,7 @@ mod tests {
         let rules = RuleSet {
             rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
             policy: Default::default(),
+            stages: Default::default(),
         };
         let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
@@ -820,6 +893,7 @@ mod tests {
             Arc::new(RuleSet {
                 rules,
                 policy: quiet.clone(),
+                stages: Default::default(),
             })
         };
         let travel = rule("travel", MomentKind::RoamingArrival, None);
@@ -871,7 +945,12 @@ mod tests {
             assert!(decisions.is_empty(), "held, not decided yet");
             assert_eq!(timers.len(), 1);
             assert_eq!(timers[0].due, at("2026-07-02T06:00:00Z"));
-            logic.set_rules(set(replacement));
+            logic.set_rules(
+                set(replacement),
+                at("2026-07-02T06:00:00Z"),
+                &mut decisions,
+                &mut timers,
+            );
             logic.fire(&timers[0].clone(), &mut decisions, &mut timers);
             assert_eq!(decisions.len(), 1);
             assert_eq!(decisions[0].verdict, expected);
@@ -893,6 +972,7 @@ mod tests {
             Arc::new(RuleSet {
                 rules: vec![rule],
                 policy: Default::default(),
+                stages: Default::default(),
             }),
             Arc::clone(&stats),
             false,
@@ -940,6 +1020,7 @@ mod tests {
             Arc::new(RuleSet {
                 rules: vec![rule],
                 policy: Default::default(),
+                stages: Default::default(),
             }),
             Arc::clone(&stats),
             false,
@@ -1017,6 +1098,7 @@ mod tests {
         let rules = RuleSet {
             rules: vec![rule("roaming-welcome", MomentKind::RoamingArrival, None)],
             policy: Default::default(),
+            stages: Default::default(),
         };
         let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();

@@ -270,7 +270,7 @@ pub fn subscriber_state<'scope>(
                         Pending::Event(event, _) => events.push(event),
                         Pending::Timer(timer) => due.push(timer),
                         // In force for everything at this instant, on every worker.
-                        Pending::Rules(rules) => logic.set_rules(rules),
+                        Pending::Rules(rules) => logic.set_rules(rules, instant, &mut decisions, &mut timers),
                         Pending::Erased(msisdn) => erased.push(msisdn),
                     }
                 }

@@ -97,6 +97,7 @@ pub fn rules() -> RuleSet {
             ),
         ],
         policy: Default::default(),
+        stages: Default::default(),
     }
 }
 
@@ -134,6 +135,9 @@ fn record(rng: &mut ChaCha8Rng) -> CustomerRecord {
             email: rng.random_bool(0.5),
             push: false,
         },
+        status: Default::default(),
+        status_reason: None,
+        products: Vec::new(),
     }
 }
 
@@ -481,11 +485,27 @@ pub fn run(
     durability: Option<Durability>,
     workers: usize,
 ) -> RunOutput {
+    run_rules(rules(), batches, from, to, start, end, waiting, durability, workers)
+}
+
+/// [`run`] with these rules instead of the four defaults.
+#[allow(clippy::too_many_arguments)]
+pub fn run_rules(
+    rules: RuleSet,
+    batches: Arc<Vec<(Millis, Vec<Event>)>>,
+    from: usize,
+    to: usize,
+    start: Millis,
+    end: Millis,
+    waiting: Vec<Event>,
+    durability: Option<Durability>,
+    workers: usize,
+) -> RunOutput {
     let decisions = Arc::new(Mutex::new(Vec::new()));
     let records = Arc::new(Mutex::new(Vec::new()));
     let (d_sink, r_sink) = (Arc::clone(&decisions), Arc::clone(&records));
     let waiting = Arc::new(waiting);
-    let rules = Arc::new(rules());
+    let rules = Arc::new(rules);
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let peers = worker.peers();

@@ -97,6 +97,8 @@ pub struct Engine {
     child: Child,
     pub metrics: SocketAddr,
     started: Instant,
+    /// Where its stderr goes: an engine that ends early is explained by its last lines.
+    log: PathBuf,
 }
 
 impl Engine {
@@ -113,6 +115,7 @@ impl Engine {
         log: &Path,
         env: &[(&str, &str)],
     ) -> Result<Engine> {
+        let log_path = log.to_path_buf();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,6 +133,7 @@ impl Engine {
             child,
             metrics,
             started: Instant::now(),
+            log: log_path,
         })
     }
 
@@ -138,7 +142,11 @@ impl Engine {
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
         while self.started.elapsed() < timeout {
             if let Some(status) = self.child.try_wait()? {
-                bail!("kairos run ended before it was ready: {status}");
+                bail!(
+                    "kairos run ended before it was ready: {status}; the last lines of {}:\n{}",
+                    self.log.display(),
+                    last_lines(&self.log, 20)
+                );
             }
             if scrape(self.metrics).is_ok_and(|m| m.contains_key(RESTORED)) {
                 return Ok(self.started.elapsed());
@@ -172,6 +180,13 @@ impl Engine {
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.pid())
     }
+}
+
+/// The last `n` lines of a log file (its whole text when shorter), for an error message.
+pub fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Engine {

@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod faults;
 pub mod feed;
+pub mod households_eval;
 pub mod observe;
 pub mod replay;
 
