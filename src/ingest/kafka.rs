@@ -29,7 +29,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -178,7 +178,8 @@ struct OwnedPartition {
     next: i64,
     /// Index of the partition among all input partitions (the [`Origin::source`]).
     source: u32,
-    queue: PartitionQueue<IngestContext>,
+    /// Shared with the poll that reads it, so that a message it lends can move the partition.
+    queue: Arc<PartitionQueue<IngestContext>>,
     newest: Option<Millis>,
     at_end: bool,
     last_message: Instant,
@@ -276,6 +277,10 @@ pub struct PartitionIngest {
     /// read of it since the worker last asked (see [`PartitionIngest::take_inherited_newest`]).
     inheritance: Option<Arc<Inheritance>>,
     inherited_newest: Option<Millis>,
+    /// Messages read from the consumer's own queue (fetched before their partition's queue
+    /// was split), and whether that was logged.
+    early: u64,
+    early_logged: bool,
 }
 
 /// How often, at most, a worker asks the broker where its unconfirmed partitions end.
@@ -504,6 +509,12 @@ impl PartitionIngest {
                 partition: -1,
                 source,
             })?;
+        // librdkafka fetches from the assignment on, and what it fetches for a partition
+        // before its queue is split waits on the consumer's queue (`poll` reads it first). On
+        // a loaded machine that is thousands of messages; a test widens the gap at will.
+        if let Some(delay) = split_delay() {
+            std::thread::sleep(delay);
+        }
         let mut partitions = Vec::new();
         for ((source, (topic, partition)), (start, stop, owed_until)) in owned.into_iter().zip(starts) {
             let queue = consumer
@@ -518,7 +529,7 @@ impl PartitionIngest {
                 partition: *partition,
                 next: start,
                 source: source as u32,
-                queue,
+                queue: Arc::new(queue),
                 newest: None,
                 last_timestamp: None,
                 at_end: false,
@@ -542,6 +553,8 @@ impl PartitionIngest {
             last_confirm: Instant::now(),
             inheritance,
             inherited_newest: None,
+            early: 0,
+            early_logged: false,
         })
     }
 
@@ -594,9 +607,40 @@ impl PartitionIngest {
     /// or whose newest event less the lateness is not past it. Reading the others would only
     /// add events that wait; reading these moves the frontier, so the waiting drain.
     pub fn poll(&mut self, budget: usize, ahead_of: Option<Millis>, mut deliver: impl FnMut(Received)) -> usize {
-        // Serves librdkafka's callbacks (statistics, errors); messages come from the queues.
-        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+        let horizon = Horizon::now(self.max_future);
+        let mut read = 0;
+        // Serves librdkafka's callbacks (statistics, errors). Messages come from the
+        // partitions' queues — but those fetched between `assign` and the split of their
+        // partition's queue wait on the consumer's own queue: they come first, in order,
+        // before anything of the partition's queue (dropped, they were lost, and their
+        // partition never caught up with its end).
+        let consumer = Arc::clone(&self.consumer);
+        while let Some(result) = consumer.poll(Duration::ZERO) {
             match result {
+                Ok(message) => {
+                    let Some(owned) = self
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.partition == message.partition() && p.topic == message.topic())
+                    else {
+                        continue;
+                    };
+                    if owned.next >= 0 && message.offset() < owned.next {
+                        continue;
+                    }
+                    if owned.stop.is_some_and(|stop| message.offset() >= stop) {
+                        owned.done = true;
+                        continue;
+                    }
+                    read += 1;
+                    self.early += 1;
+                    let reading = Reading {
+                        inheritance: self.inheritance.as_deref(),
+                        inherited_newest: &mut self.inherited_newest,
+                        horizon: &horizon,
+                    };
+                    take(owned, &message, reading, &mut deliver);
+                }
                 // The end of a partition reached before its queue was split off (one
                 // assigned at its end): it names only the partition's number, so every owned
                 // partition of that number is at its end once the broker confirms it.
@@ -607,8 +651,15 @@ impl PartitionIngest {
                     }
                 }
                 Err(error) => self.log_error(&error),
-                Ok(_) => {}
             }
+        }
+        if self.early > 0 && !self.early_logged {
+            self.early_logged = true;
+            tracing::info!(
+                worker = self.worker,
+                messages = self.early,
+                "messages fetched before their partition's queue was split were read from the consumer's queue"
+            );
         }
         if self.consumer.context().disrupted.swap(false, Ordering::AcqRel) {
             for owned in &mut self.partitions {
@@ -616,17 +667,16 @@ impl PartitionIngest {
             }
         }
         self.confirm_ends();
-        let mut read = 0;
         let mut errors = Vec::new();
-        let horizon = Horizon::now(self.max_future);
         let lateness = self.lateness;
         for owned in self
             .partitions
             .iter_mut()
             .filter(|p| !p.done && !p.runs_ahead(ahead_of, lateness))
         {
+            let queue = Arc::clone(&owned.queue);
             for _ in 0..budget {
-                match owned.queue.poll(Duration::ZERO) {
+                match queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Err(KafkaError::PartitionEOF(_))) => {
                         owned.at_end = true;
@@ -657,59 +707,12 @@ impl PartitionIngest {
                     }
                     Some(Ok(message)) => {
                         read += 1;
-                        // A message proves the connection; its partition's next end is current.
-                        owned.confirmed = true;
-                        owned.next = message.offset() + 1;
-                        owned.done = owned.stop.is_some_and(|stop| owned.next >= stop);
-                        owned.at_end = false;
-                        owned.last_message = Instant::now();
-                        owned.last_timestamp = message.timestamp().to_millis().and_then(|t| Millis::try_from(t).ok());
-                        let inherited = owned.owed_until.is_some_and(|end| message.offset() < end);
-                        if owned.owed_until.is_some_and(|end| owned.next >= end) {
-                            owned.owed_until = None;
-                            if let Some(inheritance) = &self.inheritance {
-                                inheritance.caught_up(&owned.topic, owned.partition, owned.next);
-                            }
-                        }
-                        let origin = Origin {
-                            source: owned.source,
-                            position: message.offset() as u64,
+                        let reading = Reading {
+                            inheritance: self.inheritance.as_deref(),
+                            inherited_newest: &mut self.inherited_newest,
+                            horizon: &horizon,
                         };
-                        let position = || SourcePosition::Kafka {
-                            topic: owned.topic.clone(),
-                            partition: owned.partition,
-                            offset: message.offset(),
-                        };
-                        // Only a dead letter needs its own copy of the key.
-                        let key = || message.key().map(<[u8]>::to_vec);
-                        match message.payload() {
-                            None => deliver(Received::Invalid(
-                                DeadLetter::new(
-                                    position(),
-                                    DecodeError {
-                                        field: None,
-                                        reason: "empty message (no value)".into(),
-                                    },
-                                    b"",
-                                ),
-                                key(),
-                            )),
-                            Some(payload) => match decode_within(payload, origin, &horizon) {
-                                Ok(event) => {
-                                    if inherited {
-                                        self.inherited_newest = self.inherited_newest.max(Some(event.ts));
-                                    }
-                                    if owned.newest < Some(event.ts) {
-                                        owned.newest = Some(event.ts);
-                                        owned.last_progress = owned.last_message;
-                                    }
-                                    deliver(Received::Event(event));
-                                }
-                                Err(error) => {
-                                    deliver(Received::Invalid(DeadLetter::new(position(), error, payload), key()))
-                                }
-                            },
-                        }
+                        take(owned, &message, reading, &mut deliver);
                     }
                 }
             }
@@ -770,6 +773,91 @@ impl PartitionIngest {
             tracing::warn!(worker = self.worker, %error, "Kafka consumer error");
             self.last_error_log = Some(Instant::now());
         }
+    }
+}
+
+impl Drop for PartitionIngest {
+    /// The partitions' queues go before the consumer: a `PartitionQueue` lets go of its
+    /// consumer before its queue, so the one holding the last reference would destroy the
+    /// client with its own queue still open (librdkafka aborts: "pthread lock: Invalid
+    /// argument").
+    fn drop(&mut self) {
+        self.partitions.clear();
+    }
+}
+
+/// A pause between the assignment and the split of the partition queues, for tests only:
+/// `KAIROS_TEST_SPLIT_DELAY_MS` (see `tests/kafka_bounded.rs`).
+fn split_delay() -> Option<Duration> {
+    let ms: u64 = std::env::var("KAIROS_TEST_SPLIT_DELAY_MS").ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// What taking a message needs besides its partition.
+struct Reading<'a> {
+    inheritance: Option<&'a Inheritance>,
+    inherited_newest: &'a mut Option<Millis>,
+    horizon: &'a Horizon,
+}
+
+/// Takes a message of `owned` (from its queue, or the consumer's): moves the partition on
+/// and delivers the event, or a dead letter.
+fn take(
+    owned: &mut OwnedPartition,
+    message: &BorrowedMessage<'_>,
+    reading: Reading<'_>,
+    deliver: &mut impl FnMut(Received),
+) {
+    // A message proves the connection; its partition's next end is current.
+    owned.confirmed = true;
+    owned.next = message.offset() + 1;
+    owned.done = owned.stop.is_some_and(|stop| owned.next >= stop);
+    owned.at_end = false;
+    owned.last_message = Instant::now();
+    owned.last_timestamp = message.timestamp().to_millis().and_then(|t| Millis::try_from(t).ok());
+    let inherited = owned.owed_until.is_some_and(|end| message.offset() < end);
+    if owned.owed_until.is_some_and(|end| owned.next >= end) {
+        owned.owed_until = None;
+        if let Some(inheritance) = reading.inheritance {
+            inheritance.caught_up(&owned.topic, owned.partition, owned.next);
+        }
+    }
+    let origin = Origin {
+        source: owned.source,
+        position: message.offset() as u64,
+    };
+    let position = || SourcePosition::Kafka {
+        topic: owned.topic.clone(),
+        partition: owned.partition,
+        offset: message.offset(),
+    };
+    // Only a dead letter needs its own copy of the key.
+    let key = || message.key().map(<[u8]>::to_vec);
+    match message.payload() {
+        None => deliver(Received::Invalid(
+            DeadLetter::new(
+                position(),
+                DecodeError {
+                    field: None,
+                    reason: "empty message (no value)".into(),
+                },
+                b"",
+            ),
+            key(),
+        )),
+        Some(payload) => match decode_within(payload, origin, reading.horizon) {
+            Ok(event) => {
+                if inherited {
+                    *reading.inherited_newest = (*reading.inherited_newest).max(Some(event.ts));
+                }
+                if owned.newest < Some(event.ts) {
+                    owned.newest = Some(event.ts);
+                    owned.last_progress = owned.last_message;
+                }
+                deliver(Received::Event(event));
+            }
+            Err(error) => deliver(Received::Invalid(DeadLetter::new(position(), error, payload), key())),
+        },
     }
 }
 
