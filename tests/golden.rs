@@ -1,6 +1,7 @@
 //! Golden cases: `tests/golden/<case>/` holds `events.jsonl`, optionally a `rules/` folder
 //! (the shipped `rules/` otherwise), `expected-actions.jsonl` and `expected-decisions.jsonl`,
-//! and for household cases `expected-households.jsonl` (compared when the case has it).
+//! for household cases `expected-households.jsonl`, and for lifecycle and churn cases
+//! `expected-subscribers.jsonl` (compared when the case is one of those).
 //! Each case is replayed with 1 and 3 workers and must give exactly the expected files.
 //!
 //! To regenerate the expectations after a deliberate change, run
@@ -34,22 +35,32 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
             return Err(format!("replay failed: {}", String::from_utf8_lossy(&result.stderr)));
         }
         let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
-        outputs.push((read("actions.jsonl"), read("decisions.jsonl"), read("households.jsonl")));
+        outputs.push([
+            read("actions.jsonl"),
+            read("decisions.jsonl"),
+            read("households.jsonl"),
+            read("subscribers.jsonl"),
+        ]);
     }
     if outputs[0] != outputs[1] {
         return Err("1 and 3 workers disagree".into());
     }
-    let (actions, decisions, households) = &outputs[0];
+    let [actions, decisions, households, subscribers] = &outputs[0];
+    let kind = case
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     for (name, got) in [
         ("expected-actions.jsonl", actions),
         ("expected-decisions.jsonl", decisions),
         ("expected-households.jsonl", households),
+        ("expected-subscribers.jsonl", subscribers),
     ] {
         let path = case.join(name);
-        let household_case = case
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("household"));
-        if name == "expected-households.jsonl" && !household_case {
+        if name == "expected-households.jsonl" && !kind.starts_with("household") {
+            continue;
+        }
+        if name == "expected-subscribers.jsonl" && !(kind.starts_with("churn") || kind.starts_with("lifecycle")) {
             continue;
         }
         if regenerate {

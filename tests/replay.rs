@@ -1,5 +1,5 @@
 //! `kairos replay` end to end (contract §3): the roaming scenario's actions, dead letters,
-//! decisions and summary; byte-identical output for 1, 2 and 4 workers; gzip input; and
+//! decisions and summary; byte-identical output (`subscribers.jsonl` too) for 1, 2 and 4 workers; gzip input; and
 //! the exit status when it cannot run.
 
 mod common;
@@ -97,11 +97,34 @@ fn output_is_byte_identical_whatever_the_workers_and_gzip_reads_the_same() {
             events.extension().unwrap().to_str().unwrap()
         ));
         replay(events, &out, workers);
-        ["actions.jsonl", "decisions.jsonl", "dead-letter.jsonl"].map(|f| std::fs::read(out.join(f)).unwrap())
+        [
+            "actions.jsonl",
+            "decisions.jsonl",
+            "dead-letter.jsonl",
+            "subscribers.jsonl",
+        ]
+        .map(|f| std::fs::read(out.join(f)).unwrap())
     };
     let one = outputs(&plain, 1);
     assert!(one[0].len() > 10_000, "the world should produce many actions");
     assert!(!one[2].is_empty(), "the world plants invalid lines");
+    // One line per customer of the world, each with its standing (contract §5.2).
+    let standings: Vec<serde_json::Value> = String::from_utf8_lossy(&one[3])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(standings.len() > 1_000, "{} customers", standings.len());
+    for line in &standings {
+        let risk = line["churn_risk"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&risk), "{line}");
+        assert!(line["stickiness"].as_f64().unwrap() >= 0.0, "{line}");
+        assert!(line["churn_reasons"].as_array().unwrap().len() <= 4, "{line}");
+        let stage = line["lifecycle"].as_str().unwrap();
+        assert!(
+            ["new", "growth", "stable", "decline", "leaving", "gone"].contains(&stage),
+            "{line}"
+        );
+    }
     assert!(one == outputs(&plain, 2), "2 workers differ from 1");
     assert!(one == outputs(&plain, 4), "4 workers differ from 1");
     let from_gzip = outputs(&gz, 3);

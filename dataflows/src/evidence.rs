@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, TimeZone as _, Timelike};
 use chrono_tz::Tz;
 use kairos_model::event::CustomerRecord;
-use kairos_model::{Millis, Msisdn};
+use kairos_model::{Millis, Msisdn, Stickiness};
 use serde::{Deserialize, Serialize};
 
 use crate::households::{Evidence, EvidenceUpdate, Facts, HouseholdConfig, HouseholdView, Slot};
@@ -31,6 +31,8 @@ pub struct HouseholdState {
     /// Only in a checkpoint: the graph's changes already computed for instants at or after
     /// the checkpoint, not applied yet — (instant, view, diff) — re-applied after a restart.
     pub pending_views: Vec<(Millis, HouseholdView, isize)>,
+    /// What the products weigh in the graph, in thousandths (0: nothing in it).
+    pub held: u32,
 }
 
 impl HouseholdState {
@@ -77,7 +79,7 @@ impl HouseholdState {
     pub fn facts(
         &mut self,
         msisdn: Msisdn,
-        record: Option<&CustomerRecord>,
+        (record, weights): (Option<&CustomerRecord>, &Stickiness),
         ts: Millis,
         out: &mut Vec<EvidenceUpdate>,
     ) {
@@ -93,6 +95,8 @@ impl HouseholdState {
                 .map_or(0, |fee| (fee.max(0.0) * 100.0).round() as u64),
             postpaid: !r.prepaid.unwrap_or(false),
         });
+        // What the products weigh, apart from the facts: a change of weights alone changes it.
+        self.reweigh(msisdn, held_milli(record, weights), ts, out);
         if facts == self.facts {
             return;
         }
@@ -154,6 +158,9 @@ impl HouseholdState {
         if let Some(old) = self.facts.take() {
             out.push((Evidence::Facts(msisdn, old), now, -1));
         }
+        if self.held > 0 {
+            out.push((Evidence::Held(msisdn, std::mem::take(&mut self.held)), now, -1));
+        }
         if let Some((imei, since)) = self.handset.take() {
             out.push((Evidence::Holder(imei, since, msisdn), now, -1));
         }
@@ -185,11 +192,32 @@ impl HouseholdState {
         changed || self.pending_views.len() != pending
     }
 
+    /// What the products weigh in the graph becomes `held` (thousandths, [`held_milli`]) at
+    /// event time `ts`.
+    pub fn reweigh(&mut self, msisdn: Msisdn, held: u32, ts: Millis, out: &mut Vec<EvidenceUpdate>) {
+        if held == self.held {
+            return;
+        }
+        if self.held > 0 {
+            out.push((Evidence::Held(msisdn, self.held), ts, -1));
+        }
+        if held > 0 {
+            out.push((Evidence::Held(msisdn, held), ts, 1));
+        }
+        self.held = held;
+    }
+
     /// Everything this subscriber holds in force, again, at instant `at` (a restart: the
-    /// graph starts empty).
-    pub fn re_emit(&self, msisdn: Msisdn, at: Millis, out: &mut Vec<EvidenceUpdate>) {
+    /// graph starts empty) — what the products weigh as `held` (by the weights in force now:
+    /// they may have changed while kairos was stopped, and a state stored before weights
+    /// weighed nothing).
+    pub fn re_emit(&mut self, msisdn: Msisdn, held: u32, at: Millis, out: &mut Vec<EvidenceUpdate>) {
+        self.held = held;
         if let Some(facts) = &self.facts {
             out.push((Evidence::Facts(msisdn, facts.clone()), at, 1));
+        }
+        if self.held > 0 {
+            out.push((Evidence::Held(msisdn, self.held), at, 1));
         }
         if let Some((imei, since)) = &self.handset {
             out.push((Evidence::Holder(imei.clone(), *since, msisdn), at, 1));
@@ -199,6 +227,15 @@ impl HouseholdState {
             out.push((evidence.clone(), *expires, -weight));
         }
     }
+}
+
+/// What a customer record's products weigh in stickiness, in thousandths.
+pub fn held_milli(record: Option<&CustomerRecord>, weights: &Stickiness) -> u32 {
+    record.map_or(0, |r| {
+        (weights.held(&r.products) * 1000.0)
+            .round()
+            .clamp(0.0, f64::from(u32::MAX)) as u32
+    })
 }
 
 /// When in the caller's local week (time zone `tz`) a contact at `ts` happened.

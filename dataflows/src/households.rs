@@ -173,6 +173,8 @@ pub enum Evidence {
     /// On a UTC day, the subscriber was served at night by this cell (a hash of its id; one
     /// record per day and cell, so the weights count nights).
     Night(Msisdn, u64),
+    /// What the subscriber's products weigh in stickiness, in thousandths (`stickiness.toml`).
+    Held(Msisdn, u32),
 }
 
 /// When in the caller's local week a contact happened.
@@ -203,7 +205,8 @@ impl Evidence {
             | Evidence::Login(m, _)
             | Evidence::Holder(_, _, m)
             | Evidence::Cancel(m)
-            | Evidence::Night(m, _) => *m == msisdn,
+            | Evidence::Night(m, _)
+            | Evidence::Held(m, _) => *m == msisdn,
             Evidence::Call(a, b) | Evidence::Paid(a, b) | Evidence::Contact(a, b, _, _) => *a == msisdn || *b == msisdn,
         }
     }
@@ -248,6 +251,8 @@ pub struct HouseholdView {
     pub value_cents: u64,
     /// Distinct accounts among the members.
     pub accounts: u32,
+    /// What the members' products weigh together in stickiness, in thousandths.
+    pub held_milli: u32,
     /// Members who visited the cancel page within the window.
     pub cancel_intents: u32,
     /// An off-net number strongly tied to several members.
@@ -290,6 +295,7 @@ enum Part {
     Label((Millis, Msisdn)),
     Summary(Summary),
     Cancels(u32),
+    Held(u32),
     Competitor(Msisdn),
     Gave,
     Got,
@@ -635,6 +641,22 @@ pub fn graph_counting<'scope>(
         .join_map(labels.clone(), |_, _, label| *label)
         .count();
 
+    // What the members hold together, in stickiness (each member's latest weight).
+    let held = evidence
+        .clone()
+        .flat_map(|e| match e {
+            Evidence::Held(m, milli) => Some((m, milli)),
+            _ => None,
+        })
+        .join_map(labels.clone(), |_, milli, label| (*label, *milli))
+        .reduce(|_, members, out: &mut Vec<(u32, isize)>| {
+            // Members of one weight come as one record with their count.
+            let sum = members.iter().fold(0u32, |sum, (milli, n)| {
+                sum.saturating_add(milli.saturating_mul(u32::try_from(*n).unwrap_or(0)))
+            });
+            out.push((sum, 1));
+        });
+
     // A service, not a competitor's member: an off-net number that many members are in touch
     // with, or that is strongly tied to several households. With the evening weight, a
     // service line everyone calls now and then passes the call threshold for whole families.
@@ -681,6 +703,7 @@ pub fn graph_counting<'scope>(
     let household_parts = summaries
         .map(|(label, s)| (label, Part::Summary(s)))
         .concat(cancels.map(|(label, n)| (label, Part::Cancels(n as u32))))
+        .concat(held.map(|(label, milli)| (label, Part::Held(milli))))
         .concat(competitors.map(|(label, peer)| (label, Part::Competitor(peer))))
         .join_map(member_of, |_, part, m| (*m, part.clone()));
     let same_household = |pairs: VecCollection<'scope, Millis, (Msisdn, Msisdn), isize>| {
@@ -708,7 +731,7 @@ pub fn graph_counting<'scope>(
         .concat(member_parts)
         .reduce(|_, parts, out: &mut Vec<(HouseholdView, isize)>| {
             let (mut founder, mut summary) = (None, None);
-            let (mut cancel_intents, mut competitor_peer) = (0, None);
+            let (mut cancel_intents, mut competitor_peer, mut held_milli) = (0, None, 0);
             let (mut gave_handset, mut got_handset) = (false, false);
             let mut links: BTreeMap<Msisdn, LinkKind> = BTreeMap::new();
             for (part, _) in parts {
@@ -716,6 +739,7 @@ pub fn graph_counting<'scope>(
                     Part::Label((_, f)) => founder = Some(*f),
                     Part::Summary(s) => summary = Some(s),
                     Part::Cancels(n) => cancel_intents = *n,
+                    Part::Held(milli) => held_milli = *milli,
                     Part::Competitor(peer) => competitor_peer = Some(*peer),
                     Part::Gave => gave_handset = true,
                     Part::Got => got_handset = true,
@@ -732,6 +756,7 @@ pub fn graph_counting<'scope>(
                         size: s.size,
                         value_cents: s.value_cents,
                         accounts: s.accounts,
+                        held_milli,
                         cancel_intents,
                         competitor_peer,
                         gave_handset,

@@ -31,6 +31,7 @@ pub mod households;
 pub mod lifecycle;
 pub mod moments;
 pub mod policy;
+pub mod standing;
 pub mod state;
 pub mod subscriber;
 
@@ -119,8 +120,16 @@ pub struct Outputs<'scope> {
     pub households: StreamVec<'scope, Millis, ViewUpdate>,
 }
 
+/// The subscriber states as event time ended, one list for every worker (a replay's
+/// `subscribers.jsonl` is made from them).
+pub type FinalStates = Arc<std::sync::Mutex<Vec<(kairos_model::Msisdn, state::SubscriberState)>>>;
+
 /// Builds kairos's dataflow on a stream of decoded events: every decision, (with
-/// `durability`) the checkpoint records of the subscriber state, and the households.
+/// `durability`) the checkpoint records of the subscriber state, and the households; with
+/// `final_states`, the states are put there once the events' input has closed and what was
+/// held is applied.
+// The streams in and the settings of the dataflow: grouping them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn decisions<'scope>(
     events: StreamVec<'scope, Millis, Event>,
     rules: Arc<RuleSet>,
@@ -129,6 +138,7 @@ pub fn decisions<'scope>(
     durability: Option<Durability>,
     households: &HouseholdConfig,
     retention: Retention,
+    final_states: Option<FinalStates>,
 ) -> Outputs<'scope> {
     let scope = events.scope();
     // A rule set sent by any worker at instant `T` is in force on every worker from `T` on.
@@ -158,7 +168,7 @@ pub fn decisions<'scope>(
             stats,
             durability,
             None,
-            retention,
+            (retention, final_states),
         );
         let (decisions, state) = outputs.ok_err(|output| output);
         return Outputs {
@@ -172,8 +182,16 @@ pub fn decisions<'scope>(
     let (feedback, views) = scope.feedback(households.granularity_ms.max(1));
     let config = Some(households.clone());
     let split = Some(Arc::clone(&stats.households_split));
-    let (outputs, evidence) =
-        subscriber::subscriber_state(events, views, broadcasts, rules, stats, durability, config, retention);
+    let (outputs, evidence) = subscriber::subscriber_state(
+        events,
+        views,
+        broadcasts,
+        rules,
+        stats,
+        durability,
+        config,
+        (retention, final_states),
+    );
     let (decisions, state) = outputs.ok_err(|output| output);
     let households = households::graph_counting(evidence.as_collection(), households, split)
         .inner

@@ -54,6 +54,9 @@ pub struct Lifecycle {
     pub stage: Option<Stage>,
     /// Since when the subscriber is in `stage`.
     pub stage_since: Millis,
+    /// The churn factors (`churn.toml`) that held when the subscriber was last scored, one
+    /// bit each in file order; `None` before a score.
+    pub churn: Option<u64>,
 }
 
 impl Lifecycle {
@@ -158,8 +161,9 @@ fn remember(instants: &mut Vec<Millis>, ts: Millis) {
 /// the instant the count next drops by time alone (the oldest of them leaving the window).
 pub fn in_window(instants: &[Millis], at: Millis, days: u64) -> (u64, Option<Millis>) {
     let span = days * DAY;
-    let inside: Vec<Millis> = instants.iter().copied().filter(|t| *t <= at && t + span > at).collect();
-    (inside.len() as u64, inside.first().map(|t| t + span))
+    let mut inside = instants.iter().copied().filter(|t| *t <= at && t + span > at);
+    let first = inside.next();
+    (first.map_or(0, |_| 1 + inside.count() as u64), first.map(|t| t + span))
 }
 
 /// Whole days from `since` to `at`, and the instant that number next grows.

@@ -303,24 +303,46 @@ fn households_match_union_find_as_links_come_and_expire_for_any_worker_count() {
 }
 
 #[test]
-fn a_households_value_saturates_instead_of_wrapping() {
-    // Two members of one account, each with the largest fee decode lets through (a fee of
-    // 1e300 is u64::MAX cents): a wrapped sum would make the household worth almost nothing.
-    let facts = |i: u64| Facts {
+fn a_households_value_and_holding_are_its_members_sums_and_saturate_instead_of_wrapping() {
+    // Members of one account: their fees and what their products weigh add up.
+    let facts = |i: u64, fee_cents| Facts {
         first_seen: i * MINUTE,
         account: "A-1".into(),
         address: None,
-        fee_cents: u64::MAX,
+        fee_cents,
         postpaid: true,
     };
-    let updates: Vec<(Evidence, Millis, isize)> = (1..=2)
-        .map(|i| (Evidence::Facts(msisdn(i), facts(i)), i * MINUTE, 1))
-        .collect();
-    let now: Vec<(Msisdn, u32, u64)> = final_views(updates, &config())
-        .into_iter()
-        .map(|(m, view)| (m, view.size, view.value_cents))
-        .collect();
-    assert_eq!(now, vec![(msisdn(1), 2, u64::MAX), (msisdn(2), 2, u64::MAX)]);
+    let sums = |members: &[(u64, u32)]| -> Vec<(Msisdn, u32, u64, u32)> {
+        let updates = members
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (fee, held))| {
+                let i = i as u64 + 1;
+                [
+                    (Evidence::Facts(msisdn(i), facts(i, *fee)), i * MINUTE, 1),
+                    (Evidence::Held(msisdn(i), *held), i * MINUTE, 1),
+                ]
+            })
+            .collect();
+        final_views(updates, &config())
+            .into_iter()
+            .map(|(m, view)| (m, view.size, view.value_cents, view.held_milli))
+            .collect()
+    };
+    assert_eq!(
+        sums(&[(1_000, 2_500), (2_000, 1_000), (500, 1_000)]),
+        vec![
+            (msisdn(1), 3, 3_500, 4_500),
+            (msisdn(2), 3, 3_500, 4_500),
+            (msisdn(3), 3, 3_500, 4_500)
+        ]
+    );
+    // The largest fee decode lets through (a fee of 1e300 is u64::MAX cents), and the largest
+    // holding: a wrapped sum would make the household worth almost nothing.
+    assert_eq!(
+        sums(&[(u64::MAX, u32::MAX), (u64::MAX, u32::MAX)]),
+        vec![(msisdn(1), 2, u64::MAX, u32::MAX), (msisdn(2), 2, u64::MAX, u32::MAX)]
+    );
 }
 
 /// Every member's view once all of `updates` are in (one worker).

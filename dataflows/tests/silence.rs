@@ -61,6 +61,8 @@ fn rules() -> RuleSet {
         ],
         policy: Default::default(),
         stages: Default::default(),
+        stickiness: Default::default(),
+        churn: Default::default(),
     }
 }
 

@@ -20,5 +20,8 @@ pub use action::{Action, Channel, Decision, SuppressReason, Verdict};
 pub use event::{
     CountryCode, Customer, CustomerRecord, Event, EventBody, EventKind, Msisdn, Network, NetworkKind, Origin, TimeZone,
 };
-pub use rule::{ActionClass, MomentKind, Policy, Rule, RuleSet, Stage, StageRule, Stages};
+pub use rule::{
+    ActionClass, ChurnFactor, ChurnModel, MomentKind, Policy, Rule, RuleSet, Service, Stage, StageRule, Stages,
+    Stickiness,
+};
 pub use time::Millis;

@@ -26,15 +26,19 @@ pub enum MomentKind {
     /// The subscriber's lifecycle stage changes (the rules folder's `lifecycle.toml`, see
     /// [`Stages`]). Dedupe key: the stage entered.
     LifecycleChange,
+    /// The subscriber's churn risk rises to the threshold of the rules folder's `churn.toml`
+    /// (see [`ChurnModel`]). Dedupe key: the strongest reason.
+    ChurnRisk,
 }
 
 impl MomentKind {
     /// The moments built into the engine.
-    pub const ALL: [MomentKind; 4] = [
+    pub const ALL: [MomentKind; 5] = [
         MomentKind::RoamingArrival,
         MomentKind::DataPackThreshold,
         MomentKind::HandsetAgeing,
         MomentKind::LifecycleChange,
+        MomentKind::ChurnRisk,
     ];
 
     /// The contract's name of the moment.
@@ -45,6 +49,7 @@ impl MomentKind {
             MomentKind::HandsetAgeing => "handset_ageing",
             MomentKind::Declared => "declared",
             MomentKind::LifecycleChange => "lifecycle_change",
+            MomentKind::ChurnRisk => "churn_risk",
         }
     }
 
@@ -61,6 +66,7 @@ impl MomentKind {
             MomentKind::HandsetAgeing => &["model", "contract_end", "offer"],
             MomentKind::Declared => &["key", "offer"],
             MomentKind::LifecycleChange => &["from", "to", "offer"],
+            MomentKind::ChurnRisk => &["risk", "reason", "offer"],
         }
     }
 
@@ -426,14 +432,156 @@ pub struct Stages {
     pub definitions: Vec<StageRule>,
 }
 
-/// The rules in force, in id order, the contact policy over them, and the lifecycle stages
-/// they can target.
+/// A service a subscriber can receive, as the stickiness weights name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Service {
+    Data,
+    Voice,
+    Sms,
+    /// The operator's app or web portal (any self-care event).
+    Selfcare,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [Service::Data, Service::Voice, Service::Sms, Service::Selfcare];
+
+    /// The name `stickiness.toml` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Data => "data",
+            Service::Voice => "voice",
+            Service::Sms => "sms",
+            Service::Selfcare => "selfcare",
+        }
+    }
+
+    /// The inverse of [`Service::as_str`].
+    pub fn parse(text: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One product's weight in stickiness: its kind's, and whether it is shared by a family
+/// (then the family bonus is added).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductWeight {
+    pub weight: f64,
+    pub family_shared: bool,
+}
+
+/// The stickiness weights of a rules folder (`stickiness.toml`): how hard a subscriber's
+/// holding is to give up. The sum of what they hold (each product's weight, plus the family
+/// bonus for a family-shared one), of the services they received within `service_days`,
+/// and of the tenure bonus per whole year (up to `tenure_max_years`). Empty (the default):
+/// everyone's stickiness is 0 (a rule set built in code; a folder always has the file's, or
+/// the built-in defaults).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stickiness {
+    pub products: BTreeMap<String, ProductWeight>,
+    /// The weight of a product id the file does not list.
+    pub unlisted: f64,
+    pub family_bonus: f64,
+    /// Each service's weight, in [`Service::ALL`] order (those the file leaves out: 0).
+    pub services: [f64; 4],
+    pub service_days: u32,
+    pub tenure_per_year: f64,
+    pub tenure_max_years: u32,
+}
+
+impl Stickiness {
+    /// What a holding of `products` weighs (products and family bonus; not services or
+    /// tenure).
+    pub fn held(&self, products: &[String]) -> f64 {
+        products
+            .iter()
+            .map(|id| match self.products.get(id) {
+                Some(p) if p.family_shared => p.weight + self.family_bonus,
+                Some(p) => p.weight,
+                None => self.unlisted,
+            })
+            .sum()
+    }
+
+    /// The tenure bonus after `years` whole years.
+    pub fn tenure(&self, years: u32) -> f64 {
+        f64::from(years.min(self.tenure_max_years)) * self.tenure_per_year
+    }
+}
+
+/// One factor of the churn-risk score (`churn.toml`): while its `when` (CEL over
+/// `customer.*`, `subscriber.*`, `household.*`) holds, its weight is added to the log-odds of
+/// leaving; `reason` is how `churn_reasons` names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChurnFactor {
+    pub name: String,
+    pub when: String,
+    pub weight: f64,
+    pub reason: String,
+}
+
+/// The churn-risk score of a rules folder (`churn.toml`), a logistic model over factors
+/// that hold or not: `risk = 1 / (1 + e^-(intercept + Σ weight of each factor that holds))`.
+/// The reasons are the factors that hold with a positive weight, the largest first (at most
+/// [`ChurnModel::REASONS`]). A `churn_risk` moment happens when the risk rises to
+/// `threshold` or above. No factors (the default): no score is kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChurnModel {
+    /// Where the weights came from (the fit's command and data), as the file says.
+    pub fitted: String,
+    pub intercept: f64,
+    pub threshold: f64,
+    /// At most [`ChurnModel::MAX_FACTORS`], in file order.
+    pub factors: Vec<ChurnFactor>,
+}
+
+impl ChurnModel {
+    /// The most reasons a score gives (the discipline of credit-score reason codes).
+    pub const REASONS: usize = 4;
+    /// The most factors a model has (which hold is kept as one bit each).
+    pub const MAX_FACTORS: usize = 64;
+
+    /// The risk when the factors whose bits are set in `holding` hold.
+    pub fn risk(&self, holding: u64) -> f64 {
+        let logit = self.intercept
+            + self
+                .factors
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| holding & (1 << i) != 0)
+                .map(|(_, f)| f.weight)
+                .sum::<f64>();
+        1.0 / (1.0 + (-logit).exp())
+    }
+
+    /// The reasons for a score: the factors that hold with a positive weight, the largest
+    /// first (then in file order), at most [`ChurnModel::REASONS`].
+    pub fn reasons(&self, holding: u64) -> Vec<&str> {
+        let mut held: Vec<(usize, &ChurnFactor)> = self
+            .factors
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| holding & (1 << i) != 0 && f.weight > 0.0)
+            .collect();
+        held.sort_by(|(i, a), (j, b)| b.weight.total_cmp(&a.weight).then(i.cmp(j)));
+        held.into_iter()
+            .take(Self::REASONS)
+            .map(|(_, f)| f.reason.as_str())
+            .collect()
+    }
+}
+
+/// The rules in force, in id order, the contact policy over them, the lifecycle stages
+/// they can target and the stickiness weights.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub policy: Policy,
     #[serde(default)]
     pub stages: Stages,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    #[serde(default)]
+    pub churn: ChurnModel,
 }
 
 impl RuleSet {

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
-use kairos_dataflows::DataflowStats;
+use kairos_dataflows::standing::{standing, Standing};
 use kairos_dataflows::Retention;
+use kairos_dataflows::{DataflowStats, FinalStates};
 use kairos_model::{Decision, Millis, Msisdn, RuleSet};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -26,25 +27,36 @@ use super::{enter, finish, load_rules, EventInput, RulesError};
 use crate::decode::Horizon;
 use crate::ingest::files::{discover, spawn_reader, ChunkBoard, FilesError};
 use crate::ingest::DeadLetter;
-use crate::sinks::files::{write_replay_outputs, ReplaySummary};
+use crate::sinks::files::{write_replay_outputs, ReplayOutputs, ReplaySummary};
 use crate::telemetry::IngestTally;
 
 /// Builds the replay's dataflow on `worker`: an input of events, the decisions handed to
-/// `deliver` and the household updates to `households` as they are made, and a probe that
-/// tells when an epoch is fully decided (households included).
-pub fn build_dataflow(
+/// `deliver` and the household updates to `households` as they are made, the states put in
+/// `final_states` as event time ends, and a probe that tells when an epoch is fully decided
+/// (households included).
+#[allow(clippy::too_many_arguments)]
+fn build_dataflow(
     worker: &mut Worker,
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     config: &HouseholdConfig,
-    retention: Retention,
+    (retention, final_states): (Retention, FinalStates),
     mut deliver: impl FnMut(&mut Vec<Decision>) + 'static,
     mut households: impl FnMut(&mut Vec<ViewUpdate>) + 'static,
 ) -> (EventInput, ProbeHandle<Millis>) {
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Millis, _, _>(|scope| {
-        let outputs = kairos_dataflows::decisions(input.to_stream(scope), rules, None, stats, None, config, retention);
+        let outputs = kairos_dataflows::decisions(
+            input.to_stream(scope),
+            rules,
+            None,
+            stats,
+            None,
+            config,
+            retention,
+            Some(final_states),
+        );
         outputs
             .decisions
             .probe_with(&probe)
@@ -80,6 +92,8 @@ pub struct ReplayOptions {
 }
 
 struct WorkerOutput {
+    /// Just past the newest event of the input: where event time ended.
+    end: Millis,
     decisions: Vec<Decision>,
     households: Vec<(Msisdn, HouseholdView)>,
     dead_letters: Vec<DeadLetter>,
@@ -128,6 +142,9 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let slack = household_config
         .enabled
         .then(|| household_config.granularity_ms.saturating_mul(2));
+    let final_states: FinalStates = Arc::default();
+    let worker_states = Arc::clone(&final_states);
+    let worker_rules = Arc::clone(&rules);
 
     let guards = timely::execute(timely::Config::process(options.workers), move |worker| {
         let index = worker.index();
@@ -140,10 +157,10 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         let household_sink = Rc::clone(&households);
         let (mut input, probe) = build_dataflow(
             worker,
-            Arc::clone(&rules),
+            Arc::clone(&worker_rules),
             Arc::clone(&worker_stats),
             &household_config,
-            retention,
+            (retention, Arc::clone(&worker_states)),
             move |decisions| sink.borrow_mut().append(decisions),
             move |updates| {
                 let mut current = household_sink.borrow_mut();
@@ -234,6 +251,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         finish(worker, input, &probe);
         let decisions = collected.take();
         WorkerOutput {
+            end,
             decisions,
             households,
             dead_letters,
@@ -246,8 +264,10 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let mut dead_letters = Vec::new();
     let mut tally = IngestTally::default();
     let mut households = Vec::new();
+    let mut end = 0;
     for result in guards.join() {
         let output = result.map_err(ReplayError::Worker)?;
+        end = end.max(output.end);
         decisions.extend(output.decisions);
         households.extend(output.households);
         dead_letters.extend(output.dead_letters);
@@ -256,6 +276,13 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     reader.join().map_err(|_| ReplayError::Reader)??;
     let seconds = started.elapsed().as_secs_f64();
     households.sort();
+    // Where each customer stands at the last instant of event time (contract §5.2).
+    let states = std::mem::take(&mut *final_states.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut standings: Vec<Standing> = states
+        .iter()
+        .filter_map(|(msisdn, state)| standing(*msisdn, state, &rules, end.saturating_sub(1)))
+        .collect();
+    standings.sort_by_key(|s| s.msisdn);
     let summary = ReplaySummary::new(
         file_count,
         options.workers,
@@ -265,11 +292,16 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         &stats,
         seconds,
     );
-    write_replay_outputs(&options.out, &mut decisions, &mut dead_letters, &households, &summary).map_err(|source| {
-        ReplayError::Write {
-            out: options.out.clone(),
-            source,
-        }
+    let outputs = ReplayOutputs {
+        decisions: &mut decisions,
+        dead_letters: &mut dead_letters,
+        households: &households,
+        standings: &standings,
+        summary: &summary,
+    };
+    write_replay_outputs(&options.out, outputs).map_err(|source| ReplayError::Write {
+        out: options.out.clone(),
+        source,
     })?;
     Ok(summary)
 }

@@ -484,7 +484,7 @@ impl RuleFeed {
             match change {
                 Change::Valid { rules, version, files } => self.switch.push_back(Pending {
                     at: 0,
-                    set: rules,
+                    set: *rules,
                     version,
                     files,
                     recorded: false,
@@ -608,6 +608,7 @@ impl RunWorker {
                 Some(shared.durability.clone()),
                 &shared.households,
                 shared.retention,
+                None,
             );
             sink_and_checkpoint(outputs.decisions, outputs.state, &probe, shared.outputs.clone(), index);
         });

@@ -43,7 +43,7 @@ pub struct OutputFile {
 }
 
 /// The files of a replay's output folder, in the order they are shown, with what they hold.
-pub const FILES: [(&str, &str); 5] = [
+pub const FILES: [(&str, &str); 6] = [
     (
         "actions.jsonl",
         "the actions to send, one JSON line each, as the SMS / e-mail / push senders get them",
@@ -56,6 +56,10 @@ pub const FILES: [(&str, &str); 5] = [
     (
         "households.jsonl",
         "each subscriber's household and the links that hold it",
+    ),
+    (
+        "subscribers.jsonl",
+        "where each customer stands as event time ends: lifecycle stage, stickiness, churn risk and its reasons",
     ),
     ("summary.json", "the replay's counts, as JSON"),
 ];

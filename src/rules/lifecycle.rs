@@ -8,7 +8,7 @@ use kairos_model::{Stage, StageRule, Stages};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{line_col, RuleError};
+use super::RuleError;
 
 /// The stage file's name in a rules folder.
 pub const LIFECYCLE_FILE: &str = "lifecycle.toml";
@@ -43,21 +43,9 @@ struct StageFile {
 
 /// Parses and checks a stage file's text.
 pub fn parse_lifecycle(path: &Path, text: &str) -> Result<Stages, Vec<RuleError>> {
-    let file: LifecycleFile = toml::from_str(text).map_err(|e| {
-        vec![RuleError {
-            path: path.to_path_buf(),
-            position: e.span().map(|span| line_col(text, span.start)),
-            message: e.message().trim().to_string(),
-        }]
-    })?;
+    let file: LifecycleFile = super::parse_toml(path, text)?;
     let mut errors = Vec::new();
-    let mut err = |start: usize, message: String| {
-        errors.push(RuleError {
-            path: path.to_path_buf(),
-            position: Some(line_col(text, start)),
-            message,
-        })
-    };
+    let mut err = super::errors_at(path, text, &mut errors);
     let definitions = file.stage.get_ref();
     if definitions.is_empty() {
         err(
@@ -117,6 +105,7 @@ pub fn parse_lifecycle(path: &Path, text: &str) -> Result<Stages, Vec<RuleError>
             });
         }
     }
+    drop(err);
     if errors.is_empty() {
         Ok(Stages { definitions: stages })
     } else {

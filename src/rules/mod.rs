@@ -13,15 +13,22 @@ use kairos_model::{Channel, MomentKind, Rule, RuleSet};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub mod churn;
 pub mod diff;
 pub mod history;
 pub mod lifecycle;
 pub mod policy;
 pub mod publish;
+pub mod stickiness;
 pub mod watch;
 
+use churn::CHURN_FILE;
 use lifecycle::LIFECYCLE_FILE;
 use policy::POLICY_FILE;
+use stickiness::STICKINESS_FILE;
+
+/// The files of a rules folder that are not rules: what every rule of it shares.
+pub const NOT_RULES: [&str; 4] = [POLICY_FILE, LIFECYCLE_FILE, STICKINESS_FILE, CHURN_FILE];
 
 /// A problem in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,7 +210,7 @@ pub fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, String>, Vec<RuleEr
 pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSet, Vec<RuleError>> {
     let mut paths: Vec<(PathBuf, &str)> = files
         .iter()
-        .filter(|(name, _)| name.ends_with(".toml") && name.as_str() != POLICY_FILE && name.as_str() != LIFECYCLE_FILE)
+        .filter(|(name, _)| name.ends_with(".toml") && !NOT_RULES.contains(&name.as_str()))
         .map(|(name, text)| (dir.join(name), text.as_str()))
         .collect();
     paths.sort();
@@ -216,25 +223,25 @@ pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSe
     }
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
-    let policy_path = dir.join(POLICY_FILE);
-    let policy = match files.get(POLICY_FILE) {
-        Some(text) => policy::parse_policy(&policy_path, text).unwrap_or_else(|mut e| {
-            errors.append(&mut e);
-            Default::default()
-        }),
-        None => Default::default(),
+    // The files every rule of the folder shares; one that is absent has its built-in text
+    // (the policy: none, no limits).
+    let mut shared = SharedFiles {
+        dir,
+        files,
+        errors: &mut errors,
     };
-    let lifecycle_path = dir.join(LIFECYCLE_FILE);
-    let stages = lifecycle::parse_lifecycle(
-        &lifecycle_path,
-        files
-            .get(LIFECYCLE_FILE)
-            .map_or(lifecycle::DEFAULT_LIFECYCLE, String::as_str),
-    )
-    .unwrap_or_else(|mut e| {
-        errors.append(&mut e);
-        Default::default()
-    });
+    let policy = shared.parse(POLICY_FILE, None, policy::parse_policy);
+    let stages = shared.parse(
+        LIFECYCLE_FILE,
+        Some(lifecycle::DEFAULT_LIFECYCLE),
+        lifecycle::parse_lifecycle,
+    );
+    let stickiness = shared.parse(
+        STICKINESS_FILE,
+        Some(stickiness::DEFAULT_STICKINESS),
+        stickiness::parse_stickiness,
+    );
+    let churn = shared.parse(CHURN_FILE, Some(churn::DEFAULT_CHURN), churn::parse_churn);
     for (path, text) in &paths {
         let text: &str = text;
         match parse_rule(path, text) {
@@ -259,7 +266,13 @@ pub fn load_files(dir: &Path, files: &BTreeMap<String, String>) -> Result<RuleSe
         return Err(errors);
     }
     rules.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(RuleSet { rules, policy, stages })
+    Ok(RuleSet {
+        rules,
+        policy,
+        stages,
+        stickiness,
+        churn,
+    })
 }
 
 /// Parses and checks one rule file's text.
@@ -269,14 +282,7 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
         position: key.and_then(|k| position_of(text, k)),
         message,
     };
-    let file: RuleFile = toml::from_str(text).map_err(|e| {
-        let position = e.span().map(|span| line_col(text, span.start));
-        vec![RuleError {
-            path: path.to_path_buf(),
-            position,
-            message: e.message().trim().to_string(),
-        }]
-    })?;
+    let file: RuleFile = parse_toml(path, text)?;
     let mut errors = Vec::new();
     if file.id.is_empty()
         || !file
@@ -542,6 +548,55 @@ fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
         let rest = trimmed.strip_prefix(key)?;
         rest.trim_start().starts_with('=').then_some((i + 1, column))
     })
+}
+
+/// The files of a folder that are not rules, parsed into what the rules share; their
+/// errors join the folder's.
+struct SharedFiles<'a> {
+    dir: &'a Path,
+    files: &'a BTreeMap<String, String>,
+    errors: &'a mut Vec<RuleError>,
+}
+
+impl SharedFiles<'_> {
+    /// File `name` (or `default`'s text when absent; the type's default without one).
+    fn parse<T: Default>(
+        &mut self,
+        name: &str,
+        default: Option<&str>,
+        parse: fn(&Path, &str) -> Result<T, Vec<RuleError>>,
+    ) -> T {
+        let Some(text) = self.files.get(name).map(String::as_str).or(default) else {
+            return T::default();
+        };
+        parse(&self.dir.join(name), text).unwrap_or_else(|mut e| {
+            self.errors.append(&mut e);
+            T::default()
+        })
+    }
+}
+
+/// A rules-folder file's TOML, deserialized; a syntax or shape error is one [`RuleError`]
+/// at the line and column the parser names.
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, Vec<RuleError>> {
+    toml::from_str(text).map_err(|e| {
+        vec![RuleError {
+            path: path.to_path_buf(),
+            position: e.span().map(|span| line_col(text, span.start)),
+            message: e.message().trim().to_string(),
+        }]
+    })
+}
+
+/// A collector of errors at byte offsets of `text`: `push(start, message)`.
+fn errors_at<'a>(path: &'a Path, text: &'a str, errors: &'a mut Vec<RuleError>) -> impl FnMut(usize, String) + 'a {
+    move |start, message| {
+        errors.push(RuleError {
+            path: path.to_path_buf(),
+            position: Some(line_col(text, start)),
+            message,
+        })
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -822,22 +877,23 @@ en = "Welcome to {country_name}!"
             "rules/schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
         );
         assert!(shipped.contains("\"moment\"") && shipped.contains("\"condition\""));
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/policy.schema.json");
-        if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
-            std::fs::write(&path, policy::json_schema()).unwrap();
+        type Schema = fn() -> String;
+        let shared: [(&str, Schema); 4] = [
+            ("churn", churn::json_schema),
+            ("policy", policy::json_schema),
+            ("lifecycle", lifecycle::json_schema),
+            ("stickiness", stickiness::json_schema),
+        ];
+        for (name, schema) in shared {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("rules/{name}.schema.json"));
+            if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
+                std::fs::write(&path, schema()).unwrap();
+            }
+            assert!(
+                std::fs::read_to_string(&path).unwrap_or_default() == schema(),
+                "rules/{name}.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
+            );
         }
-        assert!(
-            std::fs::read_to_string(&path).unwrap_or_default() == policy::json_schema(),
-            "rules/policy.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
-        );
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/lifecycle.schema.json");
-        if std::env::var_os("KAIROS_REGENERATE_SCHEMA").is_some() {
-            std::fs::write(&path, lifecycle::json_schema()).unwrap();
-        }
-        assert!(
-            std::fs::read_to_string(&path).unwrap_or_default() == lifecycle::json_schema(),
-            "rules/lifecycle.schema.json is stale: run KAIROS_REGENERATE_SCHEMA=1 cargo test --release -p kairos --lib schema"
-        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use kairos_model::Channel;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{line_col, parse_duration, RuleError};
+use super::{parse_duration, RuleError};
 
 /// The policy file's name in a rules folder.
 pub const POLICY_FILE: &str = "policy.toml";
@@ -103,21 +103,9 @@ const LONGEST: u64 = 366 * DAY;
 
 /// Parses and checks a policy file's text.
 pub fn parse_policy(path: &Path, text: &str) -> Result<Policy, Vec<RuleError>> {
-    let file: PolicyFile = toml::from_str(text).map_err(|e| {
-        vec![RuleError {
-            path: path.to_path_buf(),
-            position: e.span().map(|span| line_col(text, span.start)),
-            message: e.message().trim().to_string(),
-        }]
-    })?;
+    let file: PolicyFile = super::parse_toml(path, text)?;
     let mut errors = Vec::new();
-    let mut err = |start: usize, message: String| {
-        errors.push(RuleError {
-            path: path.to_path_buf(),
-            position: Some(line_col(text, start)),
-            message,
-        })
-    };
+    let mut err = super::errors_at(path, text, &mut errors);
     let duration = |value: &Spanned<String>, what: &str, err: &mut dyn FnMut(usize, String)| -> u64 {
         match parse_duration(value.get_ref()) {
             Ok(ms) if ms <= LONGEST => ms,
@@ -273,6 +261,7 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<Policy, Vec<RuleError>> {
             }
         }
     };
+    drop(err);
     if !errors.is_empty() {
         return Err(errors);
     }

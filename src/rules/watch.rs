@@ -55,7 +55,7 @@ pub fn fingerprint_parts<'a>(files: impl Iterator<Item = (&'a str, &'a [u8])>) -
 pub enum Change {
     /// A new valid set, with its version (the folder's fingerprint) and its files.
     Valid {
-        rules: RuleSet,
+        rules: Box<RuleSet>,
         version: String,
         files: super::history::Files,
     },
@@ -119,7 +119,7 @@ impl RulesWatcher {
                 self.in_force = now.clone();
                 self.rejected = None;
                 Some(Change::Valid {
-                    rules,
+                    rules: Box::new(rules),
                     version: now,
                     files,
                 })

@@ -1,6 +1,7 @@
 //! The replay outputs of contract §3, written once the replay has finished:
 //! `actions.jsonl` (sorted by `moment_ts`, `msisdn`, `rule`), `decisions.jsonl`,
-//! `dead-letter.jsonl`, `summary.json`, and `households.jsonl`.
+//! `dead-letter.jsonl`, `summary.json`, `households.jsonl`, and `subscribers.jsonl` (where
+//! each customer stands as event time ends, contract §5.2).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use kairos_dataflows::households::{household_id, HouseholdView};
+use kairos_dataflows::standing::Standing;
 use kairos_dataflows::DataflowStats;
 use kairos_model::{Decision, Msisdn, Verdict};
 use serde::Serialize;
@@ -124,20 +126,60 @@ fn household_line(msisdn: Msisdn, view: &HouseholdView) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
+/// One line of `subscribers.jsonl` (contract §5.2).
+#[derive(Serialize)]
+struct SubscriberLine<'a> {
+    msisdn: String,
+    household: Option<&'a str>,
+    lifecycle: &'static str,
+    stickiness: f64,
+    churn_risk: f64,
+    churn_reasons: &'a [String],
+}
+
+fn subscriber_line(standing: &Standing) -> String {
+    // Rounded: the numbers are read by people and compared across runs, not summed.
+    let round = |x: f64, places: i32| {
+        let scale = 10f64.powi(places);
+        (x * scale).round() / scale
+    };
+    let line = SubscriberLine {
+        msisdn: standing.msisdn.to_string(),
+        household: standing.household.as_deref(),
+        lifecycle: standing.lifecycle.as_str(),
+        stickiness: round(standing.stickiness, 3),
+        churn_risk: round(standing.churn_risk, 4),
+        churn_reasons: &standing.churn_reasons,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// What a replay writes.
+pub struct ReplayOutputs<'a> {
+    pub decisions: &'a mut [Decision],
+    pub dead_letters: &'a mut [DeadLetter],
+    pub households: &'a [(Msisdn, HouseholdView)],
+    /// In number order.
+    pub standings: &'a [Standing],
+    pub summary: &'a ReplaySummary,
+}
+
 /// Writes the outputs into `dir` (created if missing). Decisions and dead letters are
 /// sorted so that every output is the same for the same input, whatever the workers.
-pub fn write_replay_outputs(
-    dir: &Path,
-    decisions: &mut [Decision],
-    dead_letters: &mut [DeadLetter],
-    households: &[(Msisdn, HouseholdView)],
-    summary: &ReplaySummary,
-) -> std::io::Result<()> {
+pub fn write_replay_outputs(dir: &Path, outputs: ReplayOutputs<'_>) -> std::io::Result<()> {
+    let ReplayOutputs {
+        decisions,
+        dead_letters,
+        households,
+        standings,
+        summary,
+    } = outputs;
     std::fs::create_dir_all(dir)?;
     write_lines(
         &dir.join("households.jsonl"),
         households.iter().map(|(m, view)| household_line(*m, view)),
     )?;
+    write_lines(&dir.join("subscribers.jsonl"), standings.iter().map(subscriber_line))?;
     decisions.sort_by(|a, b| a.action.sort_key().cmp(&b.action.sort_key()));
     write_lines(
         &dir.join("actions.jsonl"),

@@ -23,6 +23,7 @@
 use chrono::NaiveDate;
 use kairos_dataflows::evidence::HouseholdState;
 use kairos_dataflows::features::Activity;
+use kairos_dataflows::households::{Evidence, Facts, HouseholdView, LinkKind};
 use kairos_dataflows::lifecycle::Lifecycle;
 use kairos_dataflows::policy::ContactHistory;
 use kairos_dataflows::state::{CustomerState, DataCycle, Recent, SubscriberState};
@@ -171,6 +172,70 @@ pub(super) fn decode_waiting(key: impl Fn() -> String, bytes: &[u8]) -> Result<V
     }
 }
 
+/// A subscriber's part in the household graph as kairos stored it before `held` and the
+/// view's `held_milli` (subscriber values 1 and 2). Frozen.
+#[derive(Default, Deserialize, Serialize)]
+pub(super) struct HouseholdStateV2 {
+    first_seen: Option<Millis>,
+    facts: Option<Facts>,
+    handset: Option<(String, Millis)>,
+    evidence: std::collections::BTreeMap<(Millis, Evidence), isize>,
+    view: Option<HouseholdViewV2>,
+    pending_views: Vec<(Millis, HouseholdViewV2, isize)>,
+}
+
+/// A household view before `held_milli`. Frozen.
+#[derive(Deserialize, Serialize)]
+pub(super) struct HouseholdViewV2 {
+    founder: Msisdn,
+    decision_maker: Msisdn,
+    size: u32,
+    value_cents: u64,
+    accounts: u32,
+    cancel_intents: u32,
+    competitor_peer: Option<Msisdn>,
+    gave_handset: bool,
+    got_handset: bool,
+    links: Vec<(Msisdn, LinkKind)>,
+}
+
+impl From<HouseholdViewV2> for HouseholdView {
+    fn from(v: HouseholdViewV2) -> HouseholdView {
+        HouseholdView {
+            founder: v.founder,
+            decision_maker: v.decision_maker,
+            size: v.size,
+            value_cents: v.value_cents,
+            accounts: v.accounts,
+            // Until the member's next record puts what they hold in the graph.
+            held_milli: 0,
+            cancel_intents: v.cancel_intents,
+            competitor_peer: v.competitor_peer,
+            gave_handset: v.gave_handset,
+            got_handset: v.got_handset,
+            links: v.links,
+        }
+    }
+}
+
+impl From<HouseholdStateV2> for HouseholdState {
+    fn from(h: HouseholdStateV2) -> HouseholdState {
+        HouseholdState {
+            first_seen: h.first_seen,
+            facts: h.facts,
+            handset: h.handset,
+            evidence: h.evidence,
+            view: h.view.map(HouseholdView::from),
+            pending_views: h
+                .pending_views
+                .into_iter()
+                .map(|(at, view, diff)| (at, view.into(), diff))
+                .collect(),
+            held: 0,
+        }
+    }
+}
+
 /// The byte in front of a subscriber value written by this release.
 const SUBSCRIBER_VERSION: u8 = 3;
 
@@ -186,7 +251,7 @@ pub(super) struct V1 {
     fired: Vec<(String, String)>,
     contacts: ContactHistory,
     activity: Activity,
-    household: HouseholdState,
+    household: HouseholdStateV2,
 }
 
 impl From<V1> for V2 {
@@ -217,7 +282,7 @@ pub(super) struct V2 {
     fired: Vec<(String, String)>,
     contacts: ContactHistory,
     activity: Activity,
-    household: HouseholdState,
+    household: HouseholdStateV2,
     recent: Recent,
 }
 
@@ -233,7 +298,7 @@ impl From<V2> for SubscriberState {
             fired: v2.fired,
             contacts: v2.contacts,
             activity: v2.activity,
-            household: v2.household,
+            household: v2.household.into(),
             recent: v2.recent,
             lifecycle,
         }
@@ -283,7 +348,7 @@ mod tests {
             fired: vec![("roaming-welcome".into(), "ES".into())],
             contacts: ContactHistory::default(),
             activity: Activity::default(),
-            household: HouseholdState::default(),
+            household: HouseholdStateV2::default(),
         };
         let mut bytes = vec![1];
         bytes.extend(bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap());
@@ -327,7 +392,21 @@ mod tests {
             fired: vec![("family-plan".into(), "".into())],
             contacts: ContactHistory::default(),
             activity: activity.clone(),
-            household: HouseholdState::default(),
+            household: HouseholdStateV2 {
+                view: Some(HouseholdViewV2 {
+                    founder: Msisdn::from_u64(351_910_000_001).unwrap(),
+                    decision_maker: Msisdn::from_u64(351_910_000_002).unwrap(),
+                    size: 2,
+                    value_cents: 4_500,
+                    accounts: 1,
+                    cancel_intents: 1,
+                    competitor_peer: None,
+                    gave_handset: false,
+                    got_handset: true,
+                    links: vec![(Msisdn::from_u64(351_910_000_002).unwrap(), LinkKind::Account)],
+                }),
+                ..Default::default()
+            },
             recent: recent.clone(),
         };
         let mut bytes = vec![2];
@@ -348,6 +427,13 @@ mod tests {
         assert_eq!(seeded.last[Kind::Topup as usize], 15 * day + 7);
         assert_eq!(seeded.last[Kind::Selfcare as usize], 0);
         assert!(seeded.complaints.is_empty() && seeded.review_at == 0 && seeded.stage.is_none());
+        // The household as it was, holding nothing in stickiness until the next record.
+        let view = state.household.view.as_ref().unwrap();
+        assert_eq!(
+            (view.size, view.value_cents, view.cancel_intents, view.held_milli),
+            (2, 4_500, 1, 0)
+        );
+        assert!(view.got_handset && view.links.len() == 1 && state.household.held == 0);
         let again = encode_subscriber(&state);
         assert_eq!(again[0], SUBSCRIBER_VERSION);
         assert_eq!(decode_subscriber(|| "s".into(), &again).unwrap(), state);
@@ -390,7 +476,7 @@ mod tests {
             fired: vec![],
             contacts: ContactHistory::default(),
             activity: Activity::default(),
-            household: HouseholdState::default(),
+            household: HouseholdStateV2::default(),
             recent: Recent::default(),
         };
         let mut bytes = vec![2];

@@ -176,7 +176,7 @@ impl Reads {
         let mut kinds = Vec::new();
         for field in self.fields() {
             match field.changed_by {
-                ChangedBy::Household | ChangedBy::Stage => {}
+                ChangedBy::Household | ChangedBy::Lifecycle => {}
                 ChangedBy::Events(changing) | ChangedBy::EventsAndTime(changing, _) => {
                     for kind in changing {
                         if !kinds.contains(kind) {
@@ -262,25 +262,49 @@ pub fn check_key(source: &str) -> Result<(), Vec<String>> {
 }
 
 /// [`check_when`] for a lifecycle stage's definition, which also cannot read the stage it
-/// decides (`subscriber.lifecycle.*`).
+/// decides (`subscriber.lifecycle.*`), nor the churn score decided after it.
 ///
 /// ```
 /// use kairos_dataflows::condition::check_stage;
 /// assert!(check_stage("subscriber.days_since.activity >= 30").is_ok());
 /// assert!(check_stage("subscriber.lifecycle.stage == 'new'").is_err());
+/// assert!(check_stage("subscriber.churn_risk > 0.5").is_err());
 /// ```
 pub fn check_stage(source: &str) -> Result<(), Vec<String>> {
+    check_not_reading(
+        source,
+        &["subscriber.lifecycle.", "subscriber.churn_"],
+        "a stage's definition",
+        "what the stage definitions decide, or decided after them",
+    )
+}
+
+/// [`check_when`] for a churn factor (`churn.toml`), which cannot read the score it makes
+/// (`subscriber.churn_risk`, `subscriber.churn_reasons`); it may read the stage, decided
+/// before it.
+///
+/// ```
+/// use kairos_dataflows::condition::check_factor;
+/// assert!(check_factor("subscriber.lifecycle.stage == 'decline'").is_ok());
+/// assert!(check_factor("subscriber.churn_risk > 0.5").is_err());
+/// ```
+pub fn check_factor(source: &str) -> Result<(), Vec<String>> {
+    check_not_reading(
+        source,
+        &["subscriber.churn_"],
+        "a churn factor",
+        "the score the factors make",
+    )
+}
+
+/// [`check_when`], and no field under one of `prefixes` read.
+fn check_not_reading(source: &str, prefixes: &[&str], what: &str, why: &str) -> Result<(), Vec<String>> {
     check_when(source)?;
     let reads = Expression::compile(source).map_err(|e| vec![e])?.reads;
     let circular: Vec<String> = reads
         .fields()
-        .filter(|f| f.path.starts_with("subscriber.lifecycle."))
-        .map(|f| {
-            format!(
-                "a stage's definition cannot read `{}`: it is what the definitions decide",
-                f.path
-            )
-        })
+        .filter(|f| prefixes.iter().any(|p| f.path.starts_with(p)))
+        .map(|f| format!("{what} cannot read `{}`: it is {why}", f.path))
         .collect();
     if circular.is_empty() {
         Ok(())

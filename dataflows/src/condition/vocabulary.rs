@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use kairos_model::event::{CustomerRecord, EventKind};
 use kairos_model::time::{format_rfc3339, DAY};
-use kairos_model::{CountryCode, Millis, MomentKind, Msisdn};
+use kairos_model::{CountryCode, Millis, MomentKind, Msisdn, RuleSet, Service};
 
 use crate::calendar::{local_date, local_midnight};
 use crate::features::UsageTotals;
@@ -77,9 +77,10 @@ pub enum ChangedBy {
     /// The household graph's view of the subscriber's household; every declared moment is
     /// evaluated when it changes.
     Household,
-    /// The subscriber's lifecycle stage, as the stage definitions last decided it; every
-    /// declared moment is evaluated when it changes (a stage's own definition cannot read it).
-    Stage,
+    /// The subscriber's lifecycle stage or churn score, as the stage definitions and churn
+    /// factors last decided them; every declared moment is evaluated when they change (a
+    /// stage's definition cannot read the stage, nor a churn factor the score).
+    Lifecycle,
     /// The moment being judged: only conditions read it, and it is new every time.
     Moment,
 }
@@ -125,6 +126,8 @@ pub struct FieldSource<'a> {
     pub household: Option<&'a HouseholdView>,
     /// `None` for a declared moment's `when` and `dedupe_key`, which read the state only.
     pub moment: Option<MomentFields<'a>>,
+    /// The rules in force: their stickiness weights and churn model.
+    pub rules: &'a RuleSet,
     today: OnceCell<NaiveDate>,
     /// Usage over 7, 14, 28 and 90 days.
     windows: [OnceCell<UsageTotals>; 4],
@@ -148,6 +151,7 @@ impl<'a> FieldSource<'a> {
         record: &'a CustomerRecord,
         at: Millis,
         moment: Option<MomentFields<'a>>,
+        rules: &'a RuleSet,
     ) -> FieldSource<'a> {
         FieldSource {
             msisdn,
@@ -157,6 +161,7 @@ impl<'a> FieldSource<'a> {
             at,
             household: state.household.view.as_ref(),
             moment,
+            rules,
             today: OnceCell::new(),
             windows: Default::default(),
             topups: Default::default(),
@@ -235,6 +240,75 @@ impl<'a> FieldSource<'a> {
 
     fn last(&self, kind: Activity) -> Option<Millis> {
         self.state.lifecycle.last(kind, self.at)
+    }
+
+    /// The last use of `service` at or before `at`.
+    fn last_use(&self, service: Service) -> Option<Millis> {
+        match service {
+            Service::Data => self.last(Activity::Data),
+            Service::Voice => self.last(Activity::Voice),
+            Service::Sms => self.last(Activity::Sms),
+            Service::Selfcare => self.last_visit().map(|(t, _)| *t),
+        }
+    }
+
+    /// Whole 365-day years since `tenure_start` (`None` when unknown or in the future).
+    fn tenure_years(&self) -> Option<u32> {
+        let days = days_between(self.record.tenure_start?, self.today());
+        u32::try_from(days / 365).ok()
+    }
+
+    /// `subscriber.stickiness` (see `rules/stickiness.toml`): what the record lists, the
+    /// services used within the window, the tenure bonus.
+    pub fn stickiness(&self) -> f64 {
+        let w = &self.rules.stickiness;
+        let window = u64::from(w.service_days) * DAY;
+        let services: f64 = Service::ALL
+            .into_iter()
+            .filter(|service| self.last_use(*service).is_some_and(|t| self.at - t < window))
+            .map(|service| w.services[service as usize])
+            .sum();
+        w.held(&self.record.products) + services + self.tenure_years().map_or(0.0, |y| w.tenure(y))
+    }
+
+    /// The churn risk of the factors that held when the subscriber was last scored (0 before,
+    /// and without a model).
+    pub fn churn_risk(&self) -> f64 {
+        let model = &self.rules.churn;
+        match self.state.lifecycle.churn {
+            Some(holding) if !model.factors.is_empty() => model.risk(holding),
+            _ => 0.0,
+        }
+    }
+
+    /// The reasons for [`Self::churn_risk`].
+    pub fn churn_reasons(&self) -> Vec<&str> {
+        let model = &self.rules.churn;
+        self.state
+            .lifecycle
+            .churn
+            .map_or_else(Vec::new, |holding| model.reasons(holding))
+    }
+
+    /// When [`Self::stickiness`] next changes by time alone: a service leaving the window,
+    /// or a year of tenure completing (while years still count).
+    fn stickiness_clock(&self) -> Option<Millis> {
+        let w = &self.rules.stickiness;
+        let window = u64::from(w.service_days) * DAY;
+        let expiry = Service::ALL
+            .into_iter()
+            .filter(|service| w.services[*service as usize] > 0.0)
+            .filter_map(|service| self.last_use(service))
+            .map(|t| t + window)
+            .filter(|end| *end > self.at)
+            .min();
+        let year = match (self.record.tenure_start, self.tenure_years()) {
+            (Some(start), Some(years)) if years < w.tenure_max_years && w.tenure_per_year > 0.0 => start
+                .checked_add_days(chrono::Days::new(365 * (u64::from(years) + 1)))
+                .map(|date| local_midnight(date, self.tz)),
+            _ => None,
+        };
+        expiry.into_iter().chain(year).min()
     }
 
     /// The usage of the last [`TREND_RECENT_DAYS`] days per day, over the subscriber's own
@@ -706,7 +780,7 @@ pub const VOCABULARY: &[Field] = &[
         path: "subscriber.lifecycle.stage",
         ty: FieldType::String,
         meaning: "the lifecycle stage (`lifecycle.toml`): new, growth, stable, decline, leaving or gone; \"\" before one is decided",
-        changed_by: ChangedBy::Stage,
+        changed_by: ChangedBy::Lifecycle,
         value: |s| string(s.state.lifecycle.stage.map_or("", |stage| stage.as_str())),
     },
     Field {
@@ -715,6 +789,30 @@ pub const VOCABULARY: &[Field] = &[
         meaning: "whole days since the subscriber entered the stage (-1 before one is decided)",
         changed_by: EventsAndTime(ANY_EVENT, |s| s.days_since(s.stage_since()).1),
         value: |s| Value::Int(s.days_since(s.stage_since()).0),
+    },
+    Field {
+        path: "subscriber.stickiness",
+        ty: FieldType::Double,
+        meaning: "how hard the holding is to give up (`stickiness.toml`): products by kind, family bonus, services used within the window, tenure",
+        changed_by: EventsAndTime(&[Customer, Usage, Selfcare], |s| s.stickiness_clock()),
+        value: |s| Value::Float(s.stickiness()),
+    },
+    Field {
+        path: "subscriber.churn_risk",
+        ty: FieldType::Double,
+        meaning: "the churn risk in [0, 1] (`churn.toml`): the logistic score of the churn factors that hold; 0 before one is scored",
+        changed_by: ChangedBy::Lifecycle,
+        value: |s| Value::Float(s.churn_risk()),
+    },
+    Field {
+        path: "subscriber.churn_reasons",
+        ty: FieldType::StringList,
+        meaning: "the reasons for the churn risk (`churn.toml`): up to four, the strongest first",
+        changed_by: ChangedBy::Lifecycle,
+        value: |s| {
+            let reasons = s.churn_reasons();
+            Value::List(Arc::new(reasons.into_iter().map(string).collect()))
+        },
     },
     Field {
         path: "household.id",
@@ -736,6 +834,13 @@ pub const VOCABULARY: &[Field] = &[
         meaning: "sum of the members' monthly fees",
         changed_by: Household,
         value: |s| Value::Float(s.household.map_or(0.0, |v| v.value_cents as f64 / 100.0)),
+    },
+    Field {
+        path: "household.stickiness",
+        ty: FieldType::Double,
+        meaning: "what the members hold together: the sum of their products' weights and family bonuses (`stickiness.toml`); 0 while unknown",
+        changed_by: Household,
+        value: |s| Value::Float(s.household.map_or(0.0, |v| f64::from(v.held_milli) / 1000.0)),
     },
     Field {
         path: "household.accounts",
@@ -845,6 +950,13 @@ pub const VOCABULARY: &[Field] = &[
         changed_by: Moment,
         value: |s| s.key_of(MomentKind::LifecycleChange),
     },
+    Field {
+        path: "moment.reason",
+        ty: FieldType::String,
+        meaning: "churn_risk: the strongest reason for the risk",
+        changed_by: Moment,
+        value: |s| s.key_of(MomentKind::ChurnRisk),
+    },
 ];
 
 #[cfg(test)]
@@ -885,6 +997,52 @@ mod tests {
     }
 
     #[test]
+    fn stickiness_adds_products_services_and_tenure_and_changes_when_a_service_leaves_the_window() {
+        let at = kairos_model::time::parse_rfc3339("2026-07-01T12:00:00Z").unwrap();
+        let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
+        let weight = |weight, family_shared| kairos_model::rule::ProductWeight { weight, family_shared };
+        let stickiness = kairos_model::Stickiness {
+            products: [
+                ("broadband".to_string(), weight(2.0, false)),
+                ("family-line".to_string(), weight(1.0, true)),
+            ]
+            .into_iter()
+            .collect(),
+            unlisted: 0.5,
+            family_bonus: 1.0,
+            services: [0.5, 0.5, 0.25, 0.25],
+            service_days: 30,
+            tenure_per_year: 0.25,
+            tenure_max_years: 6,
+        };
+        let weights = RuleSet {
+            stickiness,
+            ..Default::default()
+        };
+        let mut record = record(true);
+        record.products = vec!["broadband".into(), "family-line".into(), "an-add-on".into()];
+        let mut state = SubscriberState::default();
+        state.lifecycle.last[Activity::Data as usize] = at - 10 * DAY;
+        state.lifecycle.last[Activity::Voice as usize] = at - 40 * DAY;
+        let source = FieldSource::new(msisdn, &state, &record, at, None, &weights);
+        // 2 + (1 + 1) + 0.5 held; data (voice is 40 days old); two whole years since 2024-01-01.
+        assert_eq!(source.stickiness(), 4.5 + 0.5 + 0.5);
+        assert_eq!(
+            source.stickiness_clock(),
+            Some(at + 20 * DAY),
+            "data leaves the window first"
+        );
+        let later = FieldSource::new(msisdn, &state, &record, at + 20 * DAY, None, &weights);
+        assert_eq!(later.stickiness(), 4.5 + 0.5);
+        // Then the third year completes, at local midnight of 2026-12-31 (1,095 days).
+        let year = local_midnight(chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(), later.tz);
+        assert_eq!(later.stickiness_clock(), Some(year));
+        let no_rules = RuleSet::default();
+        let empty = FieldSource::new(msisdn, &state, &record, at, None, &no_rules);
+        assert_eq!(empty.stickiness(), 0.0, "no weights, no stickiness");
+    }
+
+    #[test]
     fn every_field_gives_a_value_of_its_type() {
         let at = kairos_model::time::parse_rfc3339("2026-07-01T12:00:00Z").unwrap();
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
@@ -897,13 +1055,14 @@ mod tests {
             previous_stage: None,
         };
         let mut state = SubscriberState::default();
+        let no_rules = RuleSet::default();
         for known in [false, true] {
             let record = record(known);
             if known {
                 state.country = CountryCode::parse("ES").ok();
                 state.activity.visit(at - 1, "cancel");
             }
-            let source = FieldSource::new(msisdn, &state, &record, at, Some(moment));
+            let source = FieldSource::new(msisdn, &state, &record, at, Some(moment), &no_rules);
             for field in VOCABULARY {
                 let value = (field.value)(&source);
                 let ty = match value {

@@ -31,15 +31,57 @@ pub(super) struct Judges {
     stats: Arc<DataflowStats>,
     /// How long marketing actions are kept for caps and arbitration.
     horizon: Millis,
-    /// The lifecycle stages' definitions, compiled, in file order (`None`: the catch-all).
-    stages: Vec<(Stage, Option<Expression>)>,
-    /// What the stages' definitions read, and after which events they can change (`None`:
-    /// any event).
-    stage_reads: Reads,
-    stage_triggers: Option<Vec<EventKind>>,
-    /// The fields of every declared moment and stage that event time moves: the review
-    /// timers' instants are their clocks' (empty: no reviews).
+    /// The lifecycle stages in file order, and their definitions (`None`: the catch-all).
+    stages: Vec<Stage>,
+    stage_definitions: Standing,
+    /// The churn model's factors, in file order.
+    factors: Standing,
+    /// The fields of every declared moment, stage and churn factor that event time moves:
+    /// the review timers' instants are their clocks' (empty: no reviews).
     clocked: Reads,
+}
+
+/// Conditions that decide where a subscriber stands — the stage definitions, the churn
+/// factors — compiled, with what they read.
+struct Standing {
+    /// In file order (`None`: holds always).
+    whens: Vec<Option<Expression>>,
+    reads: Reads,
+    /// After which events they can change (`None`: any event).
+    triggers: Option<Vec<EventKind>>,
+    /// Whether one reads something event time moves (then review timers decide again).
+    clocked: bool,
+}
+
+impl Standing {
+    fn new<'w>(whens: impl IntoIterator<Item = Option<&'w str>>) -> Standing {
+        let whens: Vec<Option<Expression>> = whens.into_iter().map(|w| w.map(compile_or_never)).collect();
+        let reads = Reads::union(whens.iter().flatten().map(|w| &w.reads));
+        Standing {
+            triggers: reads.triggers(),
+            clocked: !reads.clocked().is_empty(),
+            reads,
+            whens,
+        }
+    }
+
+    /// Whether `trigger` decides them again.
+    fn due(&self, trigger: Trigger) -> bool {
+        !self.whens.is_empty() && due(trigger, self.triggers.as_deref(), self.clocked)
+    }
+
+    /// Whether each holds for the subscriber of `source` (one whose evaluation fails is
+    /// counted, and does not hold).
+    fn holding<'s>(&'s self, source: &FieldSource<'_>, stats: &'s DataflowStats) -> impl Iterator<Item = bool> + 's {
+        let context = self.reads.context(source);
+        self.whens.iter().map(move |when| match when {
+            None => true,
+            Some(when) => condition::holds(&when.program, &context).unwrap_or_else(|_| {
+                DataflowStats::bump(&stats.condition_errors);
+                false
+            }),
+        })
+    }
 }
 
 /// Why declared moments are evaluated.
@@ -107,18 +149,20 @@ impl Judges {
                 })
             })
             .collect();
-        let stages: Vec<(Stage, Option<Expression>)> = rules
-            .stages
-            .definitions
-            .iter()
-            .map(|d| (d.stage, d.when.as_deref().map(compile_or_never)))
-            .collect();
-        let stage_reads = Reads::union(stages.iter().filter_map(|(_, when)| when.as_ref().map(|w| &w.reads)));
-        let clocked = Reads::union(declared.iter().map(|d| &d.reads).chain(std::iter::once(&stage_reads))).clocked();
+        let definitions = &rules.stages.definitions;
+        let stage_definitions = Standing::new(definitions.iter().map(|d| d.when.as_deref()));
+        let factors = Standing::new(rules.churn.factors.iter().map(|f| Some(f.when.as_str())));
+        let clocked = Reads::union(
+            declared
+                .iter()
+                .map(|d| &d.reads)
+                .chain([&stage_definitions.reads, &factors.reads]),
+        )
+        .clocked();
         Judges {
-            stage_triggers: stage_reads.triggers(),
-            stage_reads,
-            stages,
+            stages: definitions.iter().map(|d| d.stage).collect(),
+            stage_definitions,
+            factors,
             clocked,
             horizon: crate::policy::horizon(&rules.policy),
             rules,
@@ -202,7 +246,7 @@ impl Judges {
             threshold: rule.threshold,
             previous_stage: moment.previous_stage,
         };
-        let source = FieldSource::new(msisdn, state, record, moment.at, Some(fields));
+        let source = FieldSource::new(msisdn, state, record, moment.at, Some(fields), &self.rules);
         match condition::holds(&condition.program, &condition.reads.context(&source)) {
             Ok(holds) => holds,
             Err(_) => {
@@ -234,7 +278,7 @@ impl Judges {
         };
         let next = self
             .clocked
-            .next_change(&FieldSource::new(msisdn, state, record, at, None));
+            .next_change(&FieldSource::new(msisdn, state, record, at, None, &self.rules));
         if let Some(next) = next {
             review(state, msisdn, at, next, timers);
         }
@@ -257,18 +301,12 @@ impl Judges {
         let stage = if record.status == CustomerStatus::Terminated {
             Some(Stage::Gone)
         } else {
-            let source = FieldSource::new(msisdn, state, record, newest, None);
-            let context = self.stage_reads.context(&source);
-            self.stages.iter().find_map(|(stage, when)| match when {
-                None => Some(*stage),
-                Some(when) => match condition::holds(&when.program, &context) {
-                    Ok(holds) => holds.then_some(*stage),
-                    Err(_) => {
-                        DataflowStats::bump(&self.stats.condition_errors);
-                        None
-                    }
-                },
-            })
+            let source = FieldSource::new(msisdn, state, record, newest, None, &self.rules);
+            let holding = self.stage_definitions.holding(&source, &self.stats);
+            self.stages
+                .iter()
+                .zip(holding)
+                .find_map(|(stage, holds)| holds.then_some(*stage))
         };
         let before = state.lifecycle.stage;
         let Some(stage) = stage.filter(|s| before != Some(*s)) else {
@@ -290,9 +328,60 @@ impl Judges {
         true
     }
 
+    /// Scores the subscriber's churn risk at `at` — seen from the newest instant known of
+    /// them, as stages are — and returns whether the score changed. A rise to the model's
+    /// threshold or above from a score below it is a `churn_risk` moment, put in `found`
+    /// (`None`: the score changes without one, as when the model itself changed). The first
+    /// score is no rise. A terminated customer is not scored (their last score stays).
+    pub(super) fn churn(
+        &self,
+        state: &mut SubscriberState,
+        msisdn: Msisdn,
+        at: Millis,
+        found: Option<&mut Vec<Moment>>,
+    ) -> bool {
+        let Some(record) = state.record().filter(|r| r.status != CustomerStatus::Terminated) else {
+            return false;
+        };
+        let newest = at.max(state.recent.last_event);
+        let source = FieldSource::new(msisdn, state, record, newest, None, &self.rules);
+        let holding = self
+            .factors
+            .holding(&source, &self.stats)
+            .enumerate()
+            .fold(0u64, |bits, (i, holds)| if holds { bits | 1 << i } else { bits });
+        let before = state.lifecycle.churn;
+        if before == Some(holding) {
+            return false;
+        }
+        state.lifecycle.churn = Some(holding);
+        let model = &self.rules.churn;
+        let (risk, threshold) = (model.risk(holding), model.threshold);
+        if let (Some(before), Some(found)) = (before, found) {
+            if model.risk(before) < threshold && risk >= threshold {
+                let reason = model.reasons(holding).first().copied().unwrap_or_default().to_string();
+                found.push(Moment {
+                    kind: MomentKind::ChurnRisk,
+                    at: newest,
+                    key: reason.clone(),
+                    rule: None,
+                    previous_country: None,
+                    previous_stage: None,
+                    variables: vec![("risk", format!("{risk:.2}")), ("reason", reason)],
+                });
+            }
+        }
+        true
+    }
+
     /// Whether the stage definitions differ from `other`'s (a new rule set's).
     pub(super) fn same_stages(&self, other: &RuleSet) -> bool {
         self.rules.stages == other.stages
+    }
+
+    /// Whether the churn model differs from `other`'s.
+    pub(super) fn same_churn(&self, other: &RuleSet) -> bool {
+        self.rules.churn == other.churn
     }
 
     /// Declared moments: each whose `when` holds now, for a dedupe key it has not fired for
@@ -309,9 +398,13 @@ impl Judges {
         timers: &mut Vec<Timer>,
     ) {
         let mut trigger = trigger;
-        let stages_due = !self.stages.is_empty() && due(trigger, self.stage_triggers.as_deref(), true);
+        let stages_due = self.stage_definitions.due(trigger);
         if stages_due && self.stage(state, msisdn, at, Some(&mut *found)) {
-            // Every declared moment reads the stage, or may.
+            // Every declared moment reads the stage, or may — and so may the churn factors.
+            trigger = Trigger::Everything;
+        }
+        let churn_due = self.factors.due(trigger);
+        if churn_due && self.churn(state, msisdn, at, Some(&mut *found)) {
             trigger = Trigger::Everything;
         }
         let due: Vec<&DeclaredProgram> = self
@@ -319,12 +412,12 @@ impl Judges {
             .iter()
             .filter(|d| due(trigger, d.triggers.as_deref(), d.clocked))
             .collect();
-        if due.is_empty() && !stages_due {
+        if due.is_empty() && !stages_due && !churn_due {
             return;
         }
         let Some(record) = state.record() else { return };
         let reads = Reads::union(due.iter().map(|d| &d.reads));
-        let source = FieldSource::new(msisdn, state, record, at, None);
+        let source = FieldSource::new(msisdn, state, record, at, None, &self.rules);
         let context = reads.context(&source);
         // What evaluates them next when nothing happens to the subscriber — seen from the
         // newest instant known of them: a late event's own instant would hide what came
@@ -337,7 +430,7 @@ impl Judges {
             self.clocked.next_change(&source)
         } else {
             self.clocked
-                .next_change(&FieldSource::new(msisdn, state, record, newest, None))
+                .next_change(&FieldSource::new(msisdn, state, record, newest, None, &self.rules))
         };
         let mut outcomes = Vec::with_capacity(due.len());
         for declared in &due {

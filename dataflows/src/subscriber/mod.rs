@@ -28,7 +28,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::erased::ErasedIndex;
-use crate::evidence::{cell_hash, contact_slot, utc_day};
+use crate::evidence::{cell_hash, contact_slot, held_milli, utc_day};
 use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, Slot, ViewUpdate};
 use crate::state::{CustomerChange, CustomerState, SubscriberState};
 use crate::{moments, DataflowStats, Retention};
@@ -169,12 +169,16 @@ impl SubscriberLogic {
         decisions: &mut Vec<Decision>,
         timers: &mut Vec<Timer>,
     ) {
-        // New stage definitions move subscribers between stages with no change of theirs:
-        // those moves are made at `now`, without lifecycle_change moments.
+        // New stage definitions move subscribers between stages with no change of theirs, and
+        // a new churn model scores them anew: at `now`, without lifecycle_change or
+        // churn_risk moments.
         let restage = !self.judges.same_stages(&rules);
+        let rescore = !self.judges.same_churn(&rules);
+        // New weights: every member's holding weighs anew in their household.
+        let reweigh = self.households.is_some() && self.judges.rules.stickiness != rules.stickiness;
         self.judges = Judges::new(rules, Arc::clone(&self.stats));
         let clocks = self.judges.has_clocks();
-        if !clocks && !restage {
+        if !clocks && !restage && !rescore && !reweigh {
             return;
         }
         let mut numbers: Vec<Msisdn> = self.states.keys().copied().collect();
@@ -188,6 +192,13 @@ impl SubscriberLogic {
             }
             if restage {
                 self.judges.stage(state, msisdn, now, None);
+            }
+            if restage || rescore {
+                self.judges.churn(state, msisdn, now, None);
+            }
+            if reweigh {
+                let held = held_milli(state.record(), &self.judges.rules.stickiness);
+                state.household.reweigh(msisdn, held, now, &mut self.evidence);
             }
             if clocks {
                 let mut found = Vec::new();
@@ -235,7 +246,8 @@ impl SubscriberLogic {
                 },
             }));
             if self.households.is_some() {
-                state.household.re_emit(msisdn, from, &mut self.evidence);
+                let held = held_milli(state.record(), &self.judges.rules.stickiness);
+                state.household.re_emit(msisdn, held, from, &mut self.evidence);
             }
             self.stats
                 .held
@@ -285,6 +297,11 @@ impl SubscriberLogic {
         if let Some(dirty) = self.dirty.as_mut() {
             dirty.insert(msisdn);
         }
+    }
+
+    /// Every state, taken (when event time has ended).
+    pub fn take_states(&mut self) -> impl Iterator<Item = (Msisdn, SubscriberState)> {
+        std::mem::take(&mut self.states).into_iter()
     }
 
     /// The states changed since the last call, for a checkpoint: `None` for a state that
@@ -369,7 +386,8 @@ impl SubscriberLogic {
                     if let Some(config) = &self.households {
                         let record = state.record().cloned();
                         let household = &mut state.household;
-                        household.facts(event.msisdn, record.as_ref(), event.ts, &mut self.evidence);
+                        let weights = &self.judges.rules.stickiness;
+                        household.facts(event.msisdn, (record.as_ref(), weights), event.ts, &mut self.evidence);
                         if let Some(imei) = record.as_ref().and_then(|r| r.device.as_ref()?.imei.as_deref()) {
                             household.handset(config, event.msisdn, imei, event.ts, now, &mut self.evidence);
                         }
@@ -843,6 +861,8 @@ mod tests {
             rules: vec![rule("handset", MomentKind::HandsetAgeing, None)],
             policy: Default::default(),
             stages: Default::default(),
+            stickiness: Default::default(),
+            churn: Default::default(),
         };
         let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();
@@ -894,6 +914,8 @@ mod tests {
                 rules,
                 policy: quiet.clone(),
                 stages: Default::default(),
+                stickiness: Default::default(),
+                churn: Default::default(),
             })
         };
         let travel = rule("travel", MomentKind::RoamingArrival, None);
@@ -973,6 +995,8 @@ mod tests {
                 rules: vec![rule],
                 policy: Default::default(),
                 stages: Default::default(),
+                stickiness: Default::default(),
+                churn: Default::default(),
             }),
             Arc::clone(&stats),
             false,
@@ -1021,6 +1045,8 @@ mod tests {
                 rules: vec![rule],
                 policy: Default::default(),
                 stages: Default::default(),
+                stickiness: Default::default(),
+                churn: Default::default(),
             }),
             Arc::clone(&stats),
             false,
@@ -1099,6 +1125,8 @@ mod tests {
             rules: vec![rule("roaming-welcome", MomentKind::RoamingArrival, None)],
             policy: Default::default(),
             stages: Default::default(),
+            stickiness: Default::default(),
+            churn: Default::default(),
         };
         let mut logic = SubscriberLogic::new(Arc::new(rules), Arc::new(DataflowStats::default()), true, None);
         let msisdn = Msisdn::from_u64(351_910_000_001).unwrap();

@@ -75,7 +75,7 @@ pub fn subscriber_state<'scope>(
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
     households: Option<HouseholdConfig>,
-    retention: Retention,
+    (retention, mut final_states): (Retention, Option<crate::FinalStates>),
 ) -> (
     StreamVec<'scope, Millis, SubscriberOutput>,
     StreamVec<'scope, Millis, EvidenceUpdate>,
@@ -315,6 +315,14 @@ pub fn subscriber_state<'scope>(
                     let open = *cap_evidence.time();
                     let rounded = logic.evidence.drain(..).map(|(e, t, d)| (e, round(t).max(open), d));
                     evidence.session(&*cap_evidence).give_iterator(rounded);
+                }
+            }
+            // Event time has ended and everything held is applied: the states as they end.
+            if closed && pending.is_empty() {
+                if let Some(sink) = final_states.take() {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(logic.take_states());
                 }
             }
             match pending.keys().next() {

@@ -98,6 +98,8 @@ pub fn rules() -> RuleSet {
         ],
         policy: Default::default(),
         stages: Default::default(),
+        stickiness: Default::default(),
+        churn: Default::default(),
     }
 }
 
@@ -526,6 +528,7 @@ pub fn run_rules(
                 durability,
                 &config,
                 kairos_dataflows::Retention::default(),
+                None,
             );
             let (out, state) = (outputs.decisions, outputs.state);
             out.probe_with(&probe)
