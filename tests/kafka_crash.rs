@@ -182,23 +182,7 @@ fn a_process_killed_before_its_first_checkpoint_is_recalled_by_the_next() {
         "B did not read the world:\n{}",
         log()
     );
-    let got = common::read_actions(
-        &brokers,
-        &topics,
-        PARTITIONS,
-        expected.len() + 1,
-        Duration::from_secs(5),
-    );
-    let (twice, missing) = common::compare_actions(&got, &expected);
-    assert!(
-        twice.is_empty() && missing.is_empty(),
-        "{} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nlog:\n{}",
-        expected.len(),
-        got.len(),
-        twice.len(),
-        missing.len(),
-        log()
-    );
+    world.assert_exactly_the_replays_actions();
     // What B read back: A's actions and their decisions (every decision is on its topic).
     let text = log();
     let starts: Vec<&str> = text.lines().filter(|l| l.contains("kairos run: starting")).collect();
@@ -280,6 +264,28 @@ impl RecallWorld {
             self.log_path.clone(),
             self.port,
         )
+    }
+
+    /// Reads the action topics and fails unless they hold exactly the replay's actions:
+    /// none missing, none twice.
+    fn assert_exactly_the_replays_actions(&self) {
+        let got = common::read_actions(
+            &self.brokers,
+            &self.topics,
+            PARTITIONS,
+            self.expected.len() + 1,
+            Duration::from_secs(5),
+        );
+        let (twice, missing) = common::compare_actions(&got, &self.expected);
+        assert!(
+            twice.is_empty() && missing.is_empty(),
+            "{} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nlog:\n{}",
+            self.expected.len(),
+            got.len(),
+            twice.len(),
+            missing.len(),
+            self.log()
+        );
     }
 
     /// The log every process of the test appends to.
@@ -428,23 +434,7 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let got = common::read_actions(
-        &brokers,
-        &topics,
-        PARTITIONS,
-        expected.len() + 1,
-        Duration::from_secs(5),
-    );
-    let (twice, missing) = common::compare_actions(&got, &expected);
-    assert!(
-        twice.is_empty() && missing.is_empty(),
-        "{} actions expected, {} read; {} twice, {} missing\ntwice: {twice:?}\nlog:\n{}",
-        expected.len(),
-        got.len(),
-        twice.len(),
-        missing.len(),
-        log()
-    );
+    world.assert_exactly_the_replays_actions();
     eprintln!(
         "recall after a restart after a restart: {} actions, none twice",
         expected.len()

@@ -149,12 +149,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse_churn(Path::new("churn.toml"), text)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| e.to_string())
-            .collect()
+        crate::rules::error_lines(parse_churn(Path::new("churn.toml"), text))
     }
 
     #[test]

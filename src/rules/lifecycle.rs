@@ -124,12 +124,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse_lifecycle(Path::new("lifecycle.toml"), text)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| e.to_string())
-            .collect()
+        crate::rules::error_lines(parse_lifecycle(Path::new("lifecycle.toml"), text))
     }
 
     #[test]

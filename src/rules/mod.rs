@@ -599,6 +599,12 @@ fn errors_at<'a>(path: &'a Path, text: &'a str, errors: &'a mut Vec<RuleError>) 
     }
 }
 
+/// The errors of a parse, one line each as they are shown (none when it parsed).
+#[cfg(test)]
+pub(crate) fn error_lines<T>(parsed: Result<T, Vec<RuleError>>) -> Vec<String> {
+    parsed.err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

@@ -189,12 +189,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse_stickiness(Path::new("stickiness.toml"), text)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| e.to_string())
-            .collect()
+        crate::rules::error_lines(parse_stickiness(Path::new("stickiness.toml"), text))
     }
 
     #[test]
