@@ -150,32 +150,19 @@ fn kill_9_at_random_moments_loses_and_repeats_no_action() {
 fn a_process_killed_before_its_first_checkpoint_is_recalled_by_the_next() {
     let _serial = one_at_a_time();
     let world = RecallWorld::new("f", 29);
-    let (brokers, topics, lines, expected, log_path, port) = world.parts();
     let log = || world.log();
     let deciding = world.config("deciding", DECIDING);
     let settling = world.config("settling", SETTLING);
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers.as_str())
-        .create()
-        .unwrap();
-    for line in &lines {
-        common::send_line(&producer, &topics, line);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-
+    world.produce();
     // A: a first start, on an empty folder; decides the whole world and is killed.
-    let mut a = common::start_engine(&deciding, &log_path);
-    let decided = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(90));
-    assert_eq!(decided.len(), expected.len(), "A did not decide the world:\n{}", log());
-    a.0.kill().unwrap();
-    a.0.wait().unwrap();
+    let decided = world.decide_all_and_kill(&deciding);
 
     // B: resumes from A's first record, reads A's actions back and produces none again.
-    let _b = common::start_engine(&settling, &log_path);
-    let valid = lines.len() as u64;
+    let _b = common::start_engine(&settling, &world.log_path);
+    let valid = world.lines.len() as u64;
     assert!(
-        wait_for_metrics(port, Duration::from_secs(60), |page| counter(
+        wait_for_metrics(world.port, Duration::from_secs(60), |page| counter(
             page,
             "kairos_ingest_events_total"
         ) >= valid),
@@ -199,7 +186,7 @@ fn a_process_killed_before_its_first_checkpoint_is_recalled_by_the_next() {
     );
     eprintln!(
         "a kill before the first checkpoint: {} actions, none twice",
-        expected.len()
+        world.expected.len()
     );
 }
 
@@ -244,26 +231,35 @@ impl RecallWorld {
         }
     }
 
-    /// What the test body reads: brokers, topics, lines, expected actions, log path, port.
-    #[allow(clippy::type_complexity)]
-    fn parts(
-        &self,
-    ) -> (
-        String,
-        std::collections::BTreeMap<&'static str, String>,
-        Vec<String>,
-        std::collections::BTreeMap<String, String>,
-        std::path::PathBuf,
-        u16,
-    ) {
-        (
-            self.brokers.clone(),
-            self.topics.clone(),
-            self.lines.clone(),
-            self.expected.clone(),
-            self.log_path.clone(),
-            self.port,
-        )
+    /// Produces the world into its input topics; the producer is kept for later sends.
+    fn produce(&self) -> BaseProducer {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .unwrap();
+        for line in &self.lines {
+            common::send_line(&producer, &self.topics, line);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        producer
+    }
+
+    /// Process A: starts with `config`, decides the whole world and is killed with
+    /// SIGKILL; returns the actions it produced.
+    fn decide_all_and_kill(&self, config: &std::path::Path) -> Vec<String> {
+        let mut a = common::start_engine(config, &self.log_path);
+        let expected = self.expected.len();
+        let decided = common::read_actions(
+            &self.brokers,
+            &self.topics,
+            PARTITIONS,
+            expected,
+            Duration::from_secs(90),
+        );
+        assert_eq!(decided.len(), expected, "A did not decide the world:\n{}", self.log());
+        a.0.kill().unwrap();
+        a.0.wait().unwrap();
+        decided
     }
 
     /// Reads the action topics and fails unless they hold exactly the replay's actions:
@@ -347,7 +343,6 @@ fn counter(page: &str, name: &str) -> u64 {
 fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
     let _serial = one_at_a_time();
     let world = RecallWorld::new("g", 23);
-    let (brokers, topics, lines, expected, log_path, port) = world.parts();
     let log = || world.log();
     let deciding = world.config("deciding", DECIDING);
     // Holds event time a day behind the newest event (for a minute before the input
@@ -356,9 +351,9 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
     let settling = world.config("settling", SETTLING);
 
     // A first checkpoint before any input: a clean stop.
-    let mut first = common::start_engine(&deciding, &log_path);
+    let mut first = common::start_engine(&deciding, &world.log_path);
     assert!(
-        wait_for_metrics(port, Duration::from_secs(60), |_| true),
+        wait_for_metrics(world.port, Duration::from_secs(60), |_| true),
         "the engine did not start:\n{}",
         log()
     );
@@ -366,27 +361,16 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
     assert!(log().contains("final_checkpoint=true"), "{}", log());
 
     // A: decides the whole world, then is killed without a checkpoint after the first.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers.as_str())
-        .create()
-        .unwrap();
-    let send = |line: &str| common::send_line(&producer, &topics, line);
-    for line in &lines {
-        send(line);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    let mut a = common::start_engine(&deciding, &log_path);
-    let decided = common::read_actions(&brokers, &topics, PARTITIONS, expected.len(), Duration::from_secs(90));
-    assert_eq!(decided.len(), expected.len(), "A did not decide the world:\n{}", log());
-    a.0.kill().unwrap();
-    a.0.wait().unwrap();
+    let producer = world.produce();
+    let send = |line: &str| common::send_line(&producer, &world.topics, line);
+    world.decide_all_and_kill(&deciding);
 
     // B: recalls A's actions, reads the whole world while its event time is held back a
     // day, and stops: its final checkpoint lies a day before what A decided last.
-    let mut b = common::start_engine(&holding, &log_path);
-    let valid = lines.len() as u64;
+    let mut b = common::start_engine(&holding, &world.log_path);
+    let valid = world.lines.len() as u64;
     assert!(
-        wait_for_metrics(port, Duration::from_secs(60), |page| counter(
+        wait_for_metrics(world.port, Duration::from_secs(60), |page| counter(
             page,
             "kairos_ingest_events_total"
         ) >= valid),
@@ -404,8 +388,9 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
     // C: restores B's checkpoint and decides everything again; none of it is produced twice.
     // Only input moves event time: one event of a number that is no customer, a
     // millisecond after the world's newest, lets it pass what waits.
-    let _c = common::start_engine(&settling, &log_path);
-    let newest = lines
+    let _c = common::start_engine(&settling, &world.log_path);
+    let newest = world
+        .lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| kairos_model::time::parse_rfc3339(v["ts"].as_str()?).ok())
@@ -424,7 +409,7 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
             std::time::Instant::now() < deadline,
             "C's checkpoints did not settle:\n{}\nC's metrics:\n{}",
             log(),
-            common::http_get(port, "/metrics")
+            common::http_get(world.port, "/metrics")
                 .map(|(_, page)| page
                     .lines()
                     .filter(|l| l.starts_with("kairos_") && !l.starts_with("kairos_rules"))
@@ -437,6 +422,6 @@ fn a_restart_after_a_restart_recalls_what_the_first_killed_process_decided() {
     world.assert_exactly_the_replays_actions();
     eprintln!(
         "recall after a restart after a restart: {} actions, none twice",
-        expected.len()
+        world.expected.len()
     );
 }
