@@ -6,16 +6,12 @@
 
 mod world;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kairos_dataflows::checkpoint::{CheckpointRequests, Durability, StateRecord};
-use kairos_dataflows::state::SubscriberState;
-use kairos_dataflows::subscriber_worker;
-use kairos_model::Msisdn;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use world::{batch_epochs, batches_of, model, random_events, run, Outcome};
+use world::{batch_epochs, batches_of, model, random_events, run};
 
 #[test]
 fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
@@ -61,25 +57,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
             .filter(|(_, r)| matches!(r, StateRecord::Pending { .. }))
             .count();
         assert_eq!(markers, first_workers, "every worker takes part in the checkpoint");
-        let mut states: BTreeMap<Msisdn, SubscriberState> = BTreeMap::new();
-        let mut waiting = Vec::new();
-        for (_, record) in first.records {
-            match record {
-                StateRecord::Subscriber { msisdn, state } => match state {
-                    Some(state) => {
-                        states.insert(msisdn, *state);
-                    }
-                    None => {
-                        states.remove(&msisdn);
-                    }
-                },
-                StateRecord::Pending { events, .. } => waiting.extend(events),
-            }
-        }
-        let mut restored = vec![Vec::new(); second_workers];
-        for (msisdn, state) in states {
-            restored[subscriber_worker(msisdn, second_workers)].push((msisdn, state));
-        }
+        let (durability, waiting) = world::restore_from(first.records, second_workers, at);
         let second = run(
             Arc::clone(&batches),
             position,
@@ -87,23 +65,11 @@ fn a_restored_checkpoint_continues_exactly_where_the_first_run_stopped() {
             at,
             end,
             waiting,
-            Some(Durability {
-                requests: Arc::new(CheckpointRequests::default()),
-                restored: Arc::new(Mutex::new(restored)),
-                restored_at: at,
-                erased: Arc::default(),
-            }),
+            Some(durability),
             second_workers,
         );
 
-        let mut got: Vec<Outcome> = first
-            .decisions
-            .into_iter()
-            .filter(|(t, _)| *t < at)
-            .map(|(_, o)| o)
-            .collect();
-        got.extend(second.decisions.into_iter().map(|(_, o)| o));
-        got.sort();
+        let got = world::stitched(first.decisions, second.decisions, at);
         if got != expected {
             let missing: Vec<_> = expected.iter().filter(|o| !got.contains(o)).collect();
             let extra: Vec<_> = got.iter().filter(|o| !expected.contains(o)).collect();

@@ -7,11 +7,9 @@
 mod world;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use kairos_dataflows::checkpoint::{CheckpointRequests, Durability, StateRecord};
-use kairos_dataflows::state::SubscriberState;
-use kairos_dataflows::subscriber_worker;
+use kairos_dataflows::checkpoint::{CheckpointRequests, Durability};
 use kairos_model::event::{Consent, Customer, CustomerRecord, EventBody, Network, NetworkKind, Usage, UsageKind};
 use kairos_model::rule::Declared;
 use kairos_model::time::DAY;
@@ -284,25 +282,7 @@ fn moments_on_silence_survive_a_checkpoint_and_a_restart() {
             }),
             first_workers,
         );
-        let mut states: BTreeMap<Msisdn, SubscriberState> = BTreeMap::new();
-        let mut waiting = Vec::new();
-        for (_, record) in first.records {
-            match record {
-                StateRecord::Subscriber { msisdn, state } => match state {
-                    Some(state) => {
-                        states.insert(msisdn, *state);
-                    }
-                    None => {
-                        states.remove(&msisdn);
-                    }
-                },
-                StateRecord::Pending { events, .. } => waiting.extend(events),
-            }
-        }
-        let mut restored = vec![Vec::new(); second_workers];
-        for (msisdn, state) in states {
-            restored[subscriber_worker(msisdn, second_workers)].push((msisdn, state));
-        }
+        let (durability, waiting) = world::restore_from(first.records, second_workers, at);
         let second = run_rules(
             rules(),
             Arc::clone(&batches),
@@ -311,22 +291,10 @@ fn moments_on_silence_survive_a_checkpoint_and_a_restart() {
             at,
             end,
             waiting,
-            Some(Durability {
-                requests: Arc::new(CheckpointRequests::default()),
-                restored: Arc::new(Mutex::new(restored)),
-                restored_at: at,
-                erased: Arc::default(),
-            }),
+            Some(durability),
             second_workers,
         );
-        let mut got: Vec<Outcome> = first
-            .decisions
-            .into_iter()
-            .filter(|(t, _)| *t < at)
-            .map(|(_, o)| o)
-            .collect();
-        got.extend(second.decisions.into_iter().map(|(_, o)| o));
-        got.sort();
+        let got = world::stitched(first.decisions, second.decisions, at);
         compare(
             &format!("seed {seed}: checkpoint at {at}, workers {first_workers}→{second_workers}"),
             &got,

@@ -585,3 +585,44 @@ pub fn run_rules(
     let records = std::mem::take(&mut *records.lock().unwrap());
     RunOutput { decisions, records }
 }
+
+/// What a checkpoint's records restore, as a second run with `workers` workers takes it:
+/// the durability of that run (its states sharded as the dataflow places them, restored at
+/// `at`), and the events that were waiting.
+pub fn restore_from(records: Vec<(Millis, StateRecord)>, workers: usize, at: Millis) -> (Durability, Vec<Event>) {
+    let mut states: BTreeMap<Msisdn, kairos_dataflows::state::SubscriberState> = BTreeMap::new();
+    let mut waiting = Vec::new();
+    for (_, record) in records {
+        match record {
+            StateRecord::Subscriber { msisdn, state } => match state {
+                Some(state) => {
+                    states.insert(msisdn, *state);
+                }
+                None => {
+                    states.remove(&msisdn);
+                }
+            },
+            StateRecord::Pending { events, .. } => waiting.extend(events),
+        }
+    }
+    let mut restored = vec![Vec::new(); workers];
+    for (msisdn, state) in states {
+        restored[kairos_dataflows::subscriber_worker(msisdn, workers)].push((msisdn, state));
+    }
+    let durability = Durability {
+        requests: Arc::new(kairos_dataflows::checkpoint::CheckpointRequests::default()),
+        restored: Arc::new(Mutex::new(restored)),
+        restored_at: at,
+        erased: Arc::default(),
+    };
+    (durability, waiting)
+}
+
+/// The outcomes of a run cut at a checkpoint at `at`: the first run's before it, then all of
+/// the second's, sorted.
+pub fn stitched(first: Vec<(Millis, Outcome)>, second: Vec<(Millis, Outcome)>, at: Millis) -> Vec<Outcome> {
+    let mut got: Vec<Outcome> = first.into_iter().filter(|(t, _)| *t < at).map(|(_, o)| o).collect();
+    got.extend(second.into_iter().map(|(_, o)| o));
+    got.sort();
+    got
+}
