@@ -184,6 +184,50 @@ enum RulesCommand {
 
 #[derive(Subcommand)]
 enum ReportCommand {
+    /// Hold the churn-risk score against who really left, and the retention actions against
+    /// their control group (the closed loop).
+    ///
+    /// Replays the log (into OUT/replay/) keeping every customer's score as it stood at --at
+    /// (after everything before it), then counts who terminated (`customer` records with
+    /// "status": "terminated") within --horizon after it: AUC, top-decile lift, precision
+    /// at the top k, cumulative gains, a calibration table, hit rates per reason and the
+    /// stage distribution. The retention loop: subscribers sent a retention action vs held
+    /// out of every one (global_holdout, rule_holdout), the churn rate within the horizon
+    /// of the first such decision, with Wilson and Newcombe 95% intervals.
+    ///
+    /// Writes OUT/report.md, OUT/report.json, OUT/report.html (self-contained, with the
+    /// gains curve, calibration and stages plotted) and OUT/scores.jsonl (each customer's
+    /// score, reasons, factors and whether they left); prints the Markdown.
+    Churn {
+        /// Event files (.jsonl, .jsonl.gz) or folders of them: the whole log, before and
+        /// after the observation instant.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        /// Output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Rules folder, with its churn.toml and lifecycle.toml [default: ./rules, or else
+        /// the rules shipped with kairos].
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// The observation instant (RFC 3339) [default: the last event's ts minus --horizon].
+        #[arg(long)]
+        at: Option<String>,
+        /// How long after the instant a termination counts: a whole number and a unit, s,
+        /// m, h or d.
+        #[arg(long, default_value = "30d")]
+        horizon: String,
+        /// The sizes of the top of the scores to report, comma-separated.
+        #[arg(long, default_value = "100,500,1000")]
+        top: String,
+        /// A rule of the retention loop (repeat for several) [default: the rules on the
+        /// churn_risk and cancel_intent moments].
+        #[arg(long = "retention-rule")]
+        retention_rules: Vec<String>,
+        /// Worker threads of the replay; the report does not depend on it.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// A first look at a replay's output folder: events read, actions by rule and channel
     /// (and how many were held for quiet hours), suppressions by reason of the contact
     /// policy and the rules they held back, one message per rule as it would be sent (the
@@ -429,6 +473,33 @@ fn main() -> ExitCode {
         Command::Report {
             command: ReportCommand::Summary { dir },
         } => kairos::report::summary(&dir).map(|summary| print!("{}", summary.to_text())),
+        Command::Report {
+            command:
+                ReportCommand::Churn {
+                    events,
+                    out,
+                    rules,
+                    at,
+                    horizon,
+                    top,
+                    retention_rules,
+                    workers,
+                },
+        } => rules_dir(rules, "--rules").and_then(|rules| {
+            report_churn(
+                ChurnArgs {
+                    events,
+                    out,
+                    rules,
+                    at,
+                    horizon,
+                    top,
+                    retention_rules,
+                    workers,
+                },
+                display,
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -537,6 +608,72 @@ fn report_uplift(
             Ok(())
         }
     }
+}
+
+/// `kairos report churn`'s arguments, as given.
+struct ChurnArgs {
+    events: Vec<PathBuf>,
+    out: PathBuf,
+    rules: PathBuf,
+    at: Option<String>,
+    horizon: String,
+    top: String,
+    retention_rules: Vec<String>,
+    workers: usize,
+}
+
+fn report_churn(args: ChurnArgs, display: Display) -> Result<(), String> {
+    use kairos::report::uplift::parse_window;
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| {
+            kairos_model::time::parse_rfc3339(t).map_err(|e| format!("--at {t:?}: {e} (give an RFC 3339 instant)"))
+        })
+        .transpose()?;
+    let horizon = parse_window(&args.horizon).map_err(|e| format!("--horizon: {e}"))?;
+    let tops = args
+        .top
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|k| *k > 0)
+                .ok_or_else(|| format!("--top {:?}: {k:?} is not a whole number above 0", args.top))
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if args.workers == 0 {
+        return Err("--workers must be at least 1".to_string());
+    }
+    let reporter = Reporter::start("kairos report churn", Unit::Bytes, display);
+    let options = kairos::report::ChurnOptions {
+        events: args.events,
+        rules: args.rules,
+        out: args.out,
+        at,
+        horizon,
+        workers: args.workers,
+        tops,
+        retention_rules: (!args.retention_rules.is_empty()).then_some(args.retention_rules),
+        households: kairos_dataflows::households::HouseholdConfig::default(),
+        progress: reporter.progress(),
+    };
+    let run = kairos::report::churn(&options);
+    reporter.finish();
+    let run = run?;
+    print!("{}", run.report.to_markdown());
+    eprintln!(
+        "kairos report churn: {} customers scored at {}, {} left within the horizon → {}, {}, {}, {}",
+        run.report.base.scored,
+        run.report.inputs.at,
+        run.report.base.leavers,
+        run.markdown.display(),
+        run.json.display(),
+        run.html.display(),
+        run.scores.display()
+    );
+    Ok(())
 }
 
 /// The rules folder named by `flag`, or the default one ([`kairos::rules::default_dir`]),

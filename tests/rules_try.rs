@@ -8,13 +8,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The changed rule's English message: markup that must reach the page as text.
 const MARKUP: &str = "<script>alert(1)</script> & <b>bold</b>";
@@ -354,69 +350,11 @@ fn invalid_candidate_rules_are_reported_as_file_line_col_and_no_report_is_writte
     assert!(!out.join("report.html").exists() && !out.join("report.json").exists());
 }
 
-/// Runs headless Chromium on `page` with `mode` (`--dump-dom`, `--screenshot=…`), killing it
-/// after a minute; returns its stdout.
-fn chromium(page: &Path, mode: &str) -> String {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "headless Chromium is missing ({CHROMIUM}): run scripts/setup, which installs the Debian package `chromium`"
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.path().display()),
-            mode,
-            &format!("file://{}", page.display()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting chromium");
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let dom = reader.join().unwrap();
-    if !status.success() {
-        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
-        panic!("chromium failed ({status}): {stderr}");
-    }
-    dom
-}
-
-/// The text of the first element whose opening tag contains `attributes` (`data-rule="r"
-/// data-metric="sent"`), up to the next tag.
-fn text_after(dom: &str, attributes: &str) -> String {
-    let at = dom
-        .find(attributes)
-        .unwrap_or_else(|| panic!("no element with {attributes} in the rendered page"));
-    let rest = &dom[at + attributes.len()..];
-    let rest = &rest[rest.find('>').expect("the tag ends") + 1..];
-    rest[..rest.find('<').unwrap_or(rest.len())].trim().to_string()
-}
-
 #[test]
 fn headless_chromium_renders_the_reports_numbers() {
     let f = fixture();
     let page = f.out().join("report.html");
-    let dom = chromium(&page, "--dump-dom");
+    let dom = common::chromium(&page, "--dump-dom");
     assert!(
         dom.contains("<html") && dom.contains("Dry run"),
         "not the report: {}",
@@ -427,7 +365,7 @@ fn headless_chromium_renders_the_reports_numbers() {
     let num = |v: &Value| v.as_u64().unwrap().to_string();
     for rule in report["rules"].as_array().unwrap() {
         let id = rule["rule"].as_str().unwrap();
-        let cell = |metric: &str| text_after(&dom, &format!("data-rule=\"{id}\" data-metric=\"{metric}\""));
+        let cell = |metric: &str| common::text_after(&dom, &format!("data-rule=\"{id}\" data-metric=\"{metric}\""));
         assert_eq!(cell("status"), rule["status"].as_str().unwrap(), "{id}");
         let c = &rule["candidate"];
         if c.is_null() {
@@ -465,17 +403,20 @@ fn headless_chromium_renders_the_reports_numbers() {
                 step["step"].as_str().unwrap()
             );
             assert_eq!(
-                text_after(&dom, &attributes),
+                common::text_after(&dom, &attributes),
                 num(&step["remaining"]),
                 "{id}: funnel {step}"
             );
         }
     }
     let totals = &report["totals"]["candidate"];
-    assert_eq!(text_after(&dom, "data-total=\"sent\""), num(&totals["sent"]));
-    assert_eq!(text_after(&dom, "data-total=\"moments\""), num(&totals["moments"]));
+    assert_eq!(common::text_after(&dom, "data-total=\"sent\""), num(&totals["sent"]));
     assert_eq!(
-        text_after(&dom, "data-total=\"events_read\""),
+        common::text_after(&dom, "data-total=\"moments\""),
+        num(&totals["moments"])
+    );
+    assert_eq!(
+        common::text_after(&dom, "data-total=\"events_read\""),
         num(&report["inputs"]["events_read"])
     );
 
@@ -490,12 +431,12 @@ fn headless_chromium_renders_the_reports_numbers() {
     for day in days {
         let d = day["day"].as_str().unwrap();
         assert_eq!(
-            text_after(&dom, &format!("<td data-day=\"{d}\" data-channel=\"total\"")),
+            common::text_after(&dom, &format!("<td data-day=\"{d}\" data-channel=\"total\"")),
             num(&day["candidate"]["total"]),
             "{d}"
         );
         assert_eq!(
-            text_after(&dom, &format!("class=\"bar-total\" data-day=\"{d}\"")),
+            common::text_after(&dom, &format!("class=\"bar-total\" data-day=\"{d}\"")),
             num(&day["candidate"]["total"])
         );
     }

@@ -124,10 +124,23 @@ pub struct Outputs<'scope> {
 /// `subscribers.jsonl` is made from them).
 pub type FinalStates = Arc<std::sync::Mutex<Vec<(kairos_model::Msisdn, state::SubscriberState)>>>;
 
+/// Where customers stand at an instant, from every worker.
+pub type Standings = Arc<std::sync::Mutex<Vec<standing::Standing>>>;
+
+/// What a replay asks the dataflow to hand back besides the decisions.
+#[derive(Clone, Debug, Default)]
+pub struct Observe {
+    /// The states as event time ends, once the input has closed and what was held is applied.
+    pub final_states: Option<FinalStates>,
+    /// Where every customer stands at an instant `T`: after everything before `T` (events,
+    /// timers, household changes) is applied and before anything at `T` — the scores a
+    /// churn report holds against who left after `T`.
+    pub standings_at: Option<(Millis, Standings)>,
+}
+
 /// Builds kairos's dataflow on a stream of decoded events: every decision, (with
-/// `durability`) the checkpoint records of the subscriber state, and the households; with
-/// `final_states`, the states are put there once the events' input has closed and what was
-/// held is applied.
+/// `durability`) the checkpoint records of the subscriber state, and the households; what
+/// `observe` asks for is put where it says.
 // The streams in and the settings of the dataflow: grouping them would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn decisions<'scope>(
@@ -138,7 +151,7 @@ pub fn decisions<'scope>(
     durability: Option<Durability>,
     households: &HouseholdConfig,
     retention: Retention,
-    final_states: Option<FinalStates>,
+    observe: Observe,
 ) -> Outputs<'scope> {
     let scope = events.scope();
     // A rule set sent by any worker at instant `T` is in force on every worker from `T` on.
@@ -168,7 +181,7 @@ pub fn decisions<'scope>(
             stats,
             durability,
             None,
-            (retention, final_states),
+            (retention, observe.clone()),
         );
         let (decisions, state) = outputs.ok_err(|output| output);
         return Outputs {
@@ -190,7 +203,7 @@ pub fn decisions<'scope>(
         stats,
         durability,
         config,
-        (retention, final_states),
+        (retention, observe.clone()),
     );
     let (decisions, state) = outputs.ok_err(|output| output);
     let households = households::graph_counting(evidence.as_collection(), households, split)

@@ -18,6 +18,9 @@ pub struct Standing {
     pub churn_risk: f64,
     /// The strongest first, at most four.
     pub churn_reasons: Vec<String>,
+    /// The names of the churn factors that hold, in the file's order (the ones that lower
+    /// the risk too): what a fit of the weights reads.
+    pub churn_factors: Vec<String>,
 }
 
 /// The standing of the subscriber of `state` at `at` under `rules`; `None` for a number that
@@ -38,5 +41,10 @@ pub fn standing(msisdn: Msisdn, state: &SubscriberState, rules: &RuleSet, at: Mi
         stickiness: source.stickiness(),
         churn_risk: source.churn_risk(),
         churn_reasons: source.churn_reasons().into_iter().map(str::to_string).collect(),
+        churn_factors: state
+            .lifecycle
+            .churn
+            .map(|holding| rules.churn.holding(holding).into_iter().map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }

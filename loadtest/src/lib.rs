@@ -1,5 +1,6 @@
 //! kairos-loadtest: a seeded generator of synthetic operator worlds (and the load harness).
 
+pub mod churn;
 pub mod harness;
 pub mod households;
 /// Progress on stderr while a world is generated: kairos's own module (`src/progress.rs`),

@@ -1,5 +1,6 @@
 //! `kairos-loadtest`: the seeded event generator (and, later, the load harness).
 
+use kairos_loadtest::churn::{ChurnLayer, ChurnSpec, Offers};
 use kairos_loadtest::harness::engine::EngineSpec;
 use kairos_loadtest::harness::feed::Step;
 use kairos_loadtest::harness::{self, replay::ReplaySpec, LiveSpec};
@@ -73,6 +74,15 @@ enum Command {
         /// each (`rule`, `msisdn`, `moment_ts`), for `kairos-loadtest check`.
         #[arg(long)]
         moments: Option<PathBuf>,
+        /// Plant churners (decline, complaints, contract ends, prepaid lines drying up,
+        /// households leaving together) and the same signals as noise among stayers: the
+        /// default world's rates, or with `--params-seed` rates drawn from ranges.
+        #[arg(long)]
+        churn: bool,
+        /// With `--churn`: also write who was planted to leave, when and why, one JSON line
+        /// per subscriber (`.gz` compresses).
+        #[arg(long)]
+        churn_truth: Option<PathBuf>,
         /// Show no progress on stderr (by default a bar on a terminal, otherwise a line
         /// every 5 s; KAIROS_PROGRESS_INTERVAL_MS changes the interval).
         #[arg(long)]
@@ -258,6 +268,63 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Fit the weights of churn.toml on generated worlds of known churners (each world's
+    /// churn and households drawn from ranges by its seed): `kairos report churn` scores each
+    /// world 30 days before its end with the rules folder's factors, and an L2-penalised
+    /// logistic regression of who left within 30 days gives the intercept and the weights,
+    /// written into --write (comments, factors and threshold kept; `fitted` says from what).
+    FitChurn {
+        #[arg(long, default_value_t = 3)]
+        worlds: u32,
+        /// World k's parameters are drawn with seed `params_seed + k`.
+        #[arg(long, default_value_t = 100)]
+        params_seed: u64,
+        #[arg(long, default_value_t = 20_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long, default_value_t = 3)]
+        events_per_day: u32,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// The L2 penalty on the weights (not on the intercept).
+        #[arg(long, default_value_t = 1.0)]
+        penalty: f64,
+        /// The churn.toml to write (default: the rules folder's).
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Keep each world's events file.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The churn loop on worlds the weights were not fitted on: generate, replay, hand the
+    /// retention actions sent back to the generator, generate again with churners saved at the
+    /// planted rate, and `kairos report churn`: AUC, top-decile lift, the stage distribution,
+    /// and the retention reduction measured beside the one planted.
+    ChurnEval {
+        #[arg(long, default_value_t = 1)]
+        worlds: u32,
+        #[arg(long, default_value_t = 1)]
+        params_seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long, default_value_t = 3)]
+        events_per_day: u32,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long)]
+        keep: bool,
+        /// Also replay each world's first pass without the lifecycle features (one catch-all
+        /// stage, no churn factors): events/s and peak memory with and without them.
+        #[arg(long)]
+        cost: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Score reconstructed households against the true ones (pairwise precision, recall, F1,
     /// exact households, decision makers).
     ScoreHouseholds {
@@ -302,6 +369,29 @@ impl Common {
             ))
         })
     }
+}
+
+/// The churn harness's spec from the command's arguments.
+fn churn_spec(
+    common: &Common,
+    scenario: &str,
+    (worlds, params_seed, subscribers, days, events_per_day, workers, keep): (u32, u64, u64, u32, u32, usize, bool),
+) -> Result<kairos_loadtest::harness::churn_eval::ChurnEvalSpec> {
+    Ok(kairos_loadtest::harness::churn_eval::ChurnEvalSpec {
+        binary: common.binary()?,
+        rules: common.rules.clone(),
+        out: common.out(scenario),
+        worlds,
+        params_seed,
+        subscribers,
+        days,
+        events_per_day,
+        workers,
+        horizon_days: 30,
+        keep,
+        cost: false,
+        command: command_line(),
+    })
 }
 
 /// What the live scenarios take.
@@ -445,6 +535,8 @@ fn main() -> Result<()> {
             params_seed,
             truth,
             moments,
+            churn,
+            churn_truth,
             no_progress,
         } => {
             if ![travel_rate, invalid_rate, duplicate_rate]
@@ -472,6 +564,16 @@ fn main() -> Result<()> {
             if truth.is_some() && !households {
                 bail!("--truth needs a world with households (--households true)");
             }
+            if churn && !households {
+                bail!("--churn needs a world with households (--households true)");
+            }
+            if churn_truth.is_some() && !churn {
+                bail!("--churn-truth needs --churn");
+            }
+            let mut churn = churn.then(|| {
+                let rates = params_seed.map(ChurnSpec::drawn).unwrap_or_default();
+                ChurnLayer::new(rates, seed, start, days, subscribers, Offers::default())
+            });
             let started = Instant::now();
             let population = households.then(|| Population::build(&spec, &household_spec));
             if let (Some(path), Some(population)) = (&truth, &population) {
@@ -498,7 +600,7 @@ fn main() -> Result<()> {
                 Display::choose(!no_progress),
             );
             let progress = reporter.progress();
-            world::generate_reporting(&spec, population.as_ref(), progress.as_ref(), |line| {
+            world::generate_reporting(&spec, population.as_ref(), churn.as_mut(), progress.as_ref(), |line| {
                 if moments.is_some() {
                     if let Some(p) = truth::Parsed::from_line(line) {
                         newest = p.ts;
@@ -540,6 +642,21 @@ fn main() -> Result<()> {
                     planted.len(),
                     path.display()
                 );
+            }
+            if let (Some(path), Some(layer)) = (&churn_truth, &churn) {
+                let mut writer = create(path)?;
+                let mut churners = 0;
+                for record in layer.truth() {
+                    churners += u64::from(record.churner);
+                    serde_json::to_writer(&mut writer, &record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| writer.write_all(b"\n"))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                writer
+                    .flush()
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("kairos-loadtest: {churners} churners planted → {}", path.display());
             }
             if let Some(population) = &population {
                 let sizes = population.size_histogram();
@@ -729,6 +846,63 @@ fn main() -> Result<()> {
             let report = kairos_loadtest::harness::households_eval::run(&spec)?;
             print!("{}", kairos_loadtest::harness::households_eval::markdown(&report));
             eprintln!("households-eval: report in {}", spec.out.display());
+            Ok(())
+        }
+        Command::FitChurn {
+            worlds,
+            params_seed,
+            subscribers,
+            days,
+            events_per_day,
+            workers,
+            penalty,
+            write,
+            keep,
+            common,
+        } => {
+            if worlds == 0 || subscribers < 10 || days <= 30 {
+                bail!("--worlds and --subscribers (at least 10) must be positive, --days above the 30-day horizon");
+            }
+            let spec = churn_spec(
+                &common,
+                "fit-churn",
+                (worlds, params_seed, subscribers, days, events_per_day, workers, keep),
+            )?;
+            let target = write.unwrap_or_else(|| common.rules.join("churn.toml"));
+            let fit = kairos_loadtest::harness::churn_eval::fit_churn(&spec, &target, penalty)?;
+            print!("{}", std::fs::read_to_string(spec.out.join("fit.md"))?);
+            eprintln!(
+                "fit-churn: {} rows, {} leavers → {} (fit in {})",
+                fit.rows,
+                fit.leavers,
+                target.display(),
+                spec.out.display()
+            );
+            Ok(())
+        }
+        Command::ChurnEval {
+            worlds,
+            params_seed,
+            subscribers,
+            days,
+            events_per_day,
+            workers,
+            keep,
+            cost,
+            common,
+        } => {
+            if worlds == 0 || subscribers < 10 || days <= 30 {
+                bail!("--worlds and --subscribers (at least 10) must be positive, --days above the 30-day horizon");
+            }
+            let mut spec = churn_spec(
+                &common,
+                "churn-eval",
+                (worlds, params_seed, subscribers, days, events_per_day, workers, keep),
+            )?;
+            spec.cost = cost;
+            let report = kairos_loadtest::harness::churn_eval::churn_eval(&spec)?;
+            print!("{}", kairos_loadtest::harness::churn_eval::markdown(&report));
+            eprintln!("churn-eval: report in {}", spec.out.display());
             Ok(())
         }
         Command::ScoreHouseholds { truth, got, json } => {

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
+use crate::churn::ChurnLayer;
 use crate::households::{self, device_changes, Contact, HandDown, HouseholdSpec, Population};
 use crate::progress::Progress;
 
@@ -96,18 +97,23 @@ pub fn generate_with(spec: &WorldSpec, households: &HouseholdSpec, emit: impl Fn
 /// Generates the world's events for a population built by [`Population::build`] from the same
 /// `spec` (or for no households at all).
 pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, emit: impl FnMut(&str)) {
-    generate_reporting(spec, population, None, emit);
+    generate_reporting(spec, population, None, None, emit);
 }
 
-/// [`generate_population`], counting on `progress` the subscriber-days generated (of
-/// `subscribers × days`), the lines emitted and the newest event time; the world is the
-/// same with or without it.
+/// [`generate_population`], with the churners and retention answers of `churn` planted (a
+/// world with households only; see [`crate::churn`]), counting on `progress` the
+/// subscriber-days generated (of `subscribers × days`), the lines emitted and the newest
+/// event time; the world is the same with or without progress.
 pub fn generate_reporting(
     spec: &WorldSpec,
     population: Option<&Population>,
+    mut churn: Option<&mut ChurnLayer>,
     progress: Option<&Progress>,
     mut emit: impl FnMut(&str),
 ) {
+    if population.is_none() {
+        churn = None;
+    }
     if let Some(progress) = progress {
         progress.begin(spec.subscribers.saturating_mul(u64::from(spec.days)));
     }
@@ -136,10 +142,16 @@ pub fn generate_reporting(
                 if changes.contains_key(&(i as u32)) {
                     records.insert(i as u32, record.clone());
                 }
+                if let Some(layer) = churn.as_deref_mut() {
+                    layer.observe(i as u32, &record);
+                }
                 record
             }
         };
         emit(&record.to_string());
+    }
+    if let (Some(layer), Some(pop)) = (churn.as_deref_mut(), population) {
+        layer.draw(pop);
     }
     if let Some(progress) = progress {
         progress.add_events(spec.subscribers);
@@ -194,7 +206,7 @@ pub fn generate_reporting(
                 _ => (home.0, home.3),
             };
             for _ in 0..events {
-                let (at, event) = match population {
+                let (at, mut event) = match population {
                     None => legacy_event(&mut rng, spec, i, &id, day_start, place),
                     Some(pop) => {
                         let day = Day::of(pop, i as u32, day_start, weekday);
@@ -202,7 +214,12 @@ pub fn generate_reporting(
                         household_event(&mut rng, pop, i as u32, &id, &day, place, imei)
                     }
                 };
-                day_lines.push((at, i, event.to_string()));
+                if churn
+                    .as_deref()
+                    .is_none_or(|layer| layer.keep(i as u32, at, &mut event))
+                {
+                    day_lines.push((at, i, event.to_string()));
+                }
             }
             // The contacts of who they know: friends, busy colleagues, the service line.
             if let Some(pop) = population {
@@ -210,12 +227,22 @@ pub fn generate_reporting(
                 for (peer, contact) in pop.planned(&mut rng, i as u32, day, weekday) {
                     let at = day_start + Duration::milliseconds(rng.random_range(0..86_400_000));
                     let at = day_of.retime(&mut rng, contact, at);
-                    let event = if rng.random_bool(0.5) {
+                    let mut event = if rng.random_bool(0.5) {
                         json!({"type":"usage","ts":rfc3339(at),"msisdn":id,"kind":"sms","count":rng.random_range(1u64..=3),"peer":peer})
                     } else {
                         json!({"type":"usage","ts":rfc3339(at),"msisdn":id,"kind":"voice","seconds":rng.random_range(5u64..900),"peer":peer})
                     };
-                    day_lines.push((at, i, event.to_string()));
+                    if churn
+                        .as_deref()
+                        .is_none_or(|layer| layer.keep(i as u32, at, &mut event))
+                    {
+                        day_lines.push((at, i, event.to_string()));
+                    }
+                }
+                if let Some(layer) = churn.as_deref_mut() {
+                    for (at, event) in layer.day_events(pop, i as u32, day_start) {
+                        day_lines.push((at, i, event.to_string()));
+                    }
                 }
             }
             if let Some(progress) = progress {
@@ -226,12 +253,17 @@ pub fn generate_reporting(
             if let Some(trip) = trip {
                 let (abroad, abroad_mcc, arrival) = (trip.country, trip.mcc, trip.arrival);
                 let ts = rfc3339(arrival);
-                day_lines.push((arrival, i, json!({"type":"network","ts":ts,"msisdn":id,"event":"location_update","country":abroad,"mcc":abroad_mcc}).to_string()));
+                let mut lines = vec![(arrival, json!({"type":"network","ts":ts,"msisdn":id,"event":"location_update","country":abroad,"mcc":abroad_mcc}).to_string())];
                 if flaps {
                     let back = arrival + Duration::minutes(rng.random_range(5..90));
                     let again = back + Duration::minutes(rng.random_range(5..90));
-                    day_lines.push((back, i, json!({"type":"network","ts":rfc3339(back),"msisdn":id,"event":"location_update","country":home.0}).to_string()));
-                    day_lines.push((again, i, json!({"type":"network","ts":rfc3339(again),"msisdn":id,"event":"location_update","country":abroad}).to_string()));
+                    lines.push((back, json!({"type":"network","ts":rfc3339(back),"msisdn":id,"event":"location_update","country":home.0}).to_string()));
+                    lines.push((again, json!({"type":"network","ts":rfc3339(again),"msisdn":id,"event":"location_update","country":abroad}).to_string()));
+                }
+                // A churner who has left travels with no SIM of this operator (the draws are
+                // made all the same: the world's random stream must not depend on who left).
+                if churn.as_deref().is_none_or(|layer| !layer.gone(i as u32, arrival)) {
+                    day_lines.extend(lines.into_iter().map(|(at, line)| (at, i, line)));
                 }
             }
         }
@@ -246,6 +278,13 @@ pub fn generate_reporting(
                     json!({"imei": new_imei(hd.giver), "model": "Phone Z", "acquired": at.date().to_string()});
                 for (s, mut record) in [(hd.giver, giver), (hd.receiver, receiver)] {
                     record["ts"] = json!(rfc3339(at));
+                    if let Some(layer) = churn.as_deref_mut() {
+                        // A new record of someone who has left would make them a customer again.
+                        if layer.gone(s, at) {
+                            continue;
+                        }
+                        layer.restate(s, &record);
+                    }
                     day_lines.push((at, u64::from(s), record.to_string()));
                 }
             }

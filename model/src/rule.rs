@@ -553,6 +553,16 @@ impl ChurnModel {
         1.0 / (1.0 + (-logit).exp())
     }
 
+    /// The names of the factors that hold, in file order (those that lower the risk too).
+    pub fn holding(&self, holding: u64) -> Vec<&str> {
+        self.factors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| holding & (1 << i) != 0)
+            .map(|(_, f)| f.name.as_str())
+            .collect()
+    }
+
     /// The reasons for a score: the factors that hold with a positive weight, the largest
     /// first (then in file order), at most [`ChurnModel::REASONS`].
     pub fn reasons(&self, holding: u64) -> Vec<&str> {

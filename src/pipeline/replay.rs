@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
 use kairos_dataflows::standing::{standing, Standing};
 use kairos_dataflows::Retention;
-use kairos_dataflows::{DataflowStats, FinalStates};
+use kairos_dataflows::{DataflowStats, FinalStates, Observe, Standings};
 use kairos_model::{Decision, Millis, Msisdn, RuleSet};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -31,8 +31,8 @@ use crate::sinks::files::{write_replay_outputs, ReplayOutputs, ReplaySummary};
 use crate::telemetry::IngestTally;
 
 /// Builds the replay's dataflow on `worker`: an input of events, the decisions handed to
-/// `deliver` and the household updates to `households` as they are made, the states put in
-/// `final_states` as event time ends, and a probe that tells when an epoch is fully decided
+/// `deliver` and the household updates to `households` as they are made, what `observe` asks
+/// for put where it says, and a probe that tells when an epoch is fully decided
 /// (households included).
 #[allow(clippy::too_many_arguments)]
 fn build_dataflow(
@@ -40,7 +40,7 @@ fn build_dataflow(
     rules: Arc<RuleSet>,
     stats: Arc<DataflowStats>,
     config: &HouseholdConfig,
-    (retention, final_states): (Retention, FinalStates),
+    (retention, observe): (Retention, Observe),
     mut deliver: impl FnMut(&mut Vec<Decision>) + 'static,
     mut households: impl FnMut(&mut Vec<ViewUpdate>) + 'static,
 ) -> (EventInput, ProbeHandle<Millis>) {
@@ -55,7 +55,7 @@ fn build_dataflow(
             None,
             config,
             retention,
-            Some(final_states),
+            observe,
         );
         outputs
             .decisions
@@ -91,6 +91,16 @@ pub struct ReplayOptions {
     pub progress: Option<crate::progress::Progress>,
 }
 
+/// A replay's outputs, as written, and where customers stood at the instant asked for.
+#[derive(Debug)]
+pub struct Replayed {
+    pub summary: ReplaySummary,
+    /// With [`replay_observing`]'s instant: every customer's standing then, in number order.
+    pub standings_at: Vec<Standing>,
+    /// Just past the newest event of the input: where event time ended.
+    pub end: Millis,
+}
+
 struct WorkerOutput {
     /// Just past the newest event of the input: where event time ended.
     end: Millis,
@@ -121,6 +131,12 @@ pub enum ReplayError {
 
 /// Runs a replay (contract §3) and writes its outputs.
 pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    replay_observing(options, None).map(|replayed| replayed.summary)
+}
+
+/// [`replay`], also keeping where every customer stood at `at` (after everything before it),
+/// when asked.
+pub fn replay_observing(options: &ReplayOptions, at: Option<Millis>) -> Result<Replayed, ReplayError> {
     if options.workers == 0 {
         return Err(ReplayError::NoWorkers);
     }
@@ -143,7 +159,11 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         .enabled
         .then(|| household_config.granularity_ms.saturating_mul(2));
     let final_states: FinalStates = Arc::default();
-    let worker_states = Arc::clone(&final_states);
+    let observed: Standings = Arc::default();
+    let observe = Observe {
+        final_states: Some(Arc::clone(&final_states)),
+        standings_at: at.map(|at| (at, Arc::clone(&observed))),
+    };
     let worker_rules = Arc::clone(&rules);
 
     let guards = timely::execute(timely::Config::process(options.workers), move |worker| {
@@ -160,7 +180,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
             Arc::clone(&worker_rules),
             Arc::clone(&worker_stats),
             &household_config,
-            (retention, Arc::clone(&worker_states)),
+            (retention, observe.clone()),
             move |decisions| sink.borrow_mut().append(decisions),
             move |updates| {
                 let mut current = household_sink.borrow_mut();
@@ -303,5 +323,11 @@ pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
         out: options.out.clone(),
         source,
     })?;
-    Ok(summary)
+    let mut standings_at = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
+    standings_at.sort_by_key(|s| s.msisdn);
+    Ok(Replayed {
+        summary,
+        standings_at,
+        end,
+    })
 }

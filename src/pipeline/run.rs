@@ -608,7 +608,7 @@ impl RunWorker {
                 Some(shared.durability.clone()),
                 &shared.households,
                 shared.retention,
-                None,
+                kairos_dataflows::Observe::default(),
             );
             sink_and_checkpoint(outputs.decisions, outputs.state, &probe, shared.outputs.clone(), index);
         });

@@ -5,10 +5,11 @@
 //! A path that cannot be read is an error; a line that is not a decision, or not a valid
 //! event, is a [`Problem`]: counted, the first few kept to be shown, and skipped.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kairos_model::event::EventBody;
+use kairos_model::event::{Customer, CustomerStatus, EventBody};
 use kairos_model::{time, Channel, Msisdn, Origin};
 use serde_json::Value;
 
@@ -326,6 +327,58 @@ pub fn event_time_range(
         })?;
     }
     Ok(range)
+}
+
+/// What the churn report reads from the events: each subscriber's first termination
+/// (`customer` with `"status": "terminated"`, contract §5.1), the range of event time, and
+/// the valid and invalid lines.
+#[derive(Debug, Default)]
+pub struct Terminations {
+    pub first: HashMap<Msisdn, kairos_model::Millis>,
+    pub records: u64,
+    pub range: Option<(kairos_model::Millis, kairos_model::Millis)>,
+    pub valid: u64,
+    pub invalid: u64,
+}
+
+/// Reads the terminations of the events under `paths` (invalid lines are counted, not fatal).
+pub fn read_terminations(paths: &[PathBuf], progress: Option<&Progress>) -> Result<Terminations, String> {
+    let found = files::discover(paths)?;
+    begin(progress, &found);
+    let mut read = Terminations::default();
+    for (index, path) in found.iter().enumerate() {
+        let source = u32::try_from(index).unwrap_or(u32::MAX);
+        files::read_lines_counted(path, progress, |number, line| {
+            match decode(
+                line,
+                Origin {
+                    source,
+                    position: number,
+                },
+            ) {
+                Ok(event) => {
+                    read.valid += 1;
+                    if let Some(progress) = progress {
+                        progress.saw_event_time(event.ts);
+                    }
+                    read.range = Some(match read.range {
+                        None => (event.ts, event.ts),
+                        Some((first, last)) => (first.min(event.ts), last.max(event.ts)),
+                    });
+                    if let EventBody::Customer(Customer::Upsert(record)) = &event.body {
+                        if record.status == CustomerStatus::Terminated {
+                            read.records += 1;
+                            let at = read.first.entry(event.msisdn).or_insert(event.ts);
+                            *at = (*at).min(event.ts);
+                        }
+                    }
+                }
+                Err(_) => read.invalid += 1,
+            }
+            Ok::<(), String>(())
+        })?;
+    }
+    Ok(read)
 }
 
 #[cfg(test)]

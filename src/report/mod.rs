@@ -4,11 +4,14 @@
 //! set and with the published one, and reports what would change.
 //!
 //! `kairos report summary` shows what a replay's output folder holds, for a first look.
+//! `kairos report churn` holds the churn-risk score at an instant against who terminated
+//! after it, and the retention actions against their control group.
 //!
 //! [`input`] reads decisions, actions and events (with ingest's reader and the decoder);
 //! [`uplift`], [`dryrun`] and [`summary`] are the pure parts — counting, statistics,
 //! rendering.
 
+pub mod churn;
 pub mod dryrun;
 pub mod input;
 pub mod summary;
@@ -254,4 +257,175 @@ fn count_lines(path: &Path) -> Result<u64, String> {
         Ok::<(), String>(())
     })?;
     Ok(lines)
+}
+
+/// What `kairos report churn` is asked to do.
+#[derive(Clone, Debug)]
+pub struct ChurnOptions {
+    /// Event files or folders of them (the whole log: before and after the instant).
+    pub events: Vec<PathBuf>,
+    pub rules: PathBuf,
+    /// Where `report.md`, `report.json`, `report.html`, `scores.jsonl` and the replay
+    /// (`replay/`) go; created if missing.
+    pub out: PathBuf,
+    /// The observation instant; by default the last event's `ts` minus the horizon.
+    pub at: Option<kairos_model::Millis>,
+    pub horizon: kairos_model::Millis,
+    pub workers: usize,
+    /// The sizes of the top of the scores to report.
+    pub tops: Vec<u64>,
+    /// The retention rules of the loop; by default the rules on `churn_risk` and
+    /// `cancel_intent`.
+    pub retention_rules: Option<Vec<String>>,
+    pub households: kairos_dataflows::households::HouseholdConfig,
+    pub progress: Option<Progress>,
+}
+
+/// A finished churn report and where its files are.
+#[derive(Debug)]
+pub struct ChurnRun {
+    pub report: churn::ChurnReport,
+    pub markdown: PathBuf,
+    pub json: PathBuf,
+    pub html: PathBuf,
+    pub scores: PathBuf,
+}
+
+/// One line of `scores.jsonl`: a customer as scored at the observation instant, and whether
+/// they left within the horizon.
+#[derive(serde::Serialize)]
+struct ScoreLine<'a> {
+    msisdn: String,
+    lifecycle: &'a str,
+    churn_risk: f64,
+    churn_reasons: &'a [String],
+    churn_factors: &'a [String],
+    left: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terminated: Option<String>,
+}
+
+/// `kairos report churn`: reads the log's terminations and event time, replays it (into
+/// `out/replay/`) keeping every customer's standing at the observation instant, and writes
+/// the report. Errors (one line) when the rules are invalid, an input cannot be read, the
+/// instant leaves no horizon inside the log, or an output cannot be written.
+pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
+    use kairos_model::MomentKind;
+    use kairos_model::Stage;
+
+    let rules = pipeline::load_rules(&options.rules).map_err(|e| e.to_string())?;
+    let retention_rules = match &options.retention_rules {
+        Some(ids) => {
+            if let Some(unknown) = ids.iter().find(|id| !rules.rules.iter().any(|r| &r.id == *id)) {
+                return Err(format!(
+                    "--retention-rule {unknown}: no such rule in {}",
+                    options.rules.display()
+                ));
+            }
+            ids.clone()
+        }
+        None => rules
+            .rules
+            .iter()
+            .filter(|r| {
+                r.moment == MomentKind::ChurnRisk || r.declared.as_ref().is_some_and(|d| d.name == "cancel_intent")
+            })
+            .map(|r| r.id.clone())
+            .collect(),
+    };
+    if let Some(progress) = &options.progress {
+        progress.set_step("terminations 1/2");
+    }
+    let read = input::read_terminations(&options.events, options.progress.as_ref())?;
+    let Some((first, last)) = read.range else {
+        return Err("the events hold no valid event: nothing to report".to_string());
+    };
+    let at = options.at.unwrap_or(last.saturating_sub(options.horizon));
+    if at <= first || at.saturating_add(options.horizon) > last.saturating_add(1) {
+        return Err(format!(
+            "--at {}: the log runs from {} to {}, so an instant with {} days after it inside the log is between {} and {}",
+            churn::instant(at),
+            churn::instant(first),
+            churn::instant(last),
+            churn::horizon_days(options.horizon),
+            churn::instant(first.saturating_add(1)),
+            churn::instant(last.saturating_sub(options.horizon)),
+        ));
+    }
+    if let Some(progress) = &options.progress {
+        progress.set_step("replay 2/2");
+    }
+    std::fs::create_dir_all(&options.out).map_err(|e| format!("cannot create {}: {e}", options.out.display()))?;
+    let replay = ReplayOptions {
+        events: options.events.clone(),
+        out: options.out.join("replay"),
+        rules: options.rules.clone(),
+        workers: options.workers,
+        allowed_lateness_ms: 0,
+        max_future_ms: crate::decode::Horizon::DEFAULT_MAX_FUTURE,
+        households: options.households.clone(),
+        retention: Default::default(),
+        progress: options.progress.clone(),
+    };
+    let replayed = pipeline::replay_observing(&replay, Some(at)).map_err(|e| e.to_string())?;
+    let horizon_end = at.saturating_add(options.horizon);
+    let left = |msisdn: &kairos_model::Msisdn| read.first.get(msisdn).filter(|t| **t > at && **t <= horizon_end);
+    let mut gone = 0;
+    let mut scored = Vec::new();
+    let scores_path = options.out.join("scores.jsonl");
+    let mut lines = String::new();
+    for s in &replayed.standings_at {
+        let terminated = read.first.get(&s.msisdn).copied();
+        if s.lifecycle == Stage::Gone || terminated.is_some_and(|t| t <= at) {
+            gone += 1;
+            continue;
+        }
+        let line = ScoreLine {
+            msisdn: s.msisdn.to_string(),
+            lifecycle: s.lifecycle.as_str(),
+            churn_risk: s.churn_risk,
+            churn_reasons: &s.churn_reasons,
+            churn_factors: &s.churn_factors,
+            left: left(&s.msisdn).is_some(),
+            terminated: terminated.map(churn::instant),
+        };
+        lines.push_str(&serde_json::to_string(&line).unwrap_or_default());
+        lines.push('\n');
+        scored.push(churn::Scored {
+            msisdn: s.msisdn,
+            risk: s.churn_risk,
+            stage: s.lifecycle.as_str().to_string(),
+            reasons: s.churn_reasons.clone(),
+            left: left(&s.msisdn).is_some(),
+        });
+    }
+    std::fs::write(&scores_path, lines).map_err(|e| format!("cannot write {}: {e}", scores_path.display()))?;
+    let decisions = input::read_decisions(std::slice::from_ref(&replay.out), None)?;
+    let retention = churn::retention(&decisions.records, &retention_rules, &read.first, options.horizon, last);
+    let inputs = churn::Inputs {
+        events: options.events.iter().map(|p| p.display().to_string()).collect(),
+        rules: options.rules.display().to_string(),
+        model: rules.churn.fitted.clone(),
+        at: churn::instant(at),
+        horizon_days: churn::horizon_days(options.horizon),
+        first_event: Some(churn::instant(first)),
+        last_event: Some(churn::instant(last)),
+        terminations: read.records,
+        events_read: read.valid + read.invalid,
+        events_invalid: read.invalid,
+        generated_by: format!("kairos {}", env!("CARGO_PKG_VERSION")),
+    };
+    let report = churn::build(inputs, &scored, gone, &options.tops, retention);
+    let write = |name: &str, text: String| {
+        let path = options.out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok::<PathBuf, String>(path)
+    };
+    Ok(ChurnRun {
+        markdown: write("report.md", report.to_markdown())?,
+        json: write("report.json", report.to_json())?,
+        html: write("report.html", report.to_html())?,
+        scores: scores_path,
+        report,
+    })
 }

@@ -135,6 +135,7 @@ struct SubscriberLine<'a> {
     stickiness: f64,
     churn_risk: f64,
     churn_reasons: &'a [String],
+    churn_factors: &'a [String],
 }
 
 fn subscriber_line(standing: &Standing) -> String {
@@ -150,6 +151,7 @@ fn subscriber_line(standing: &Standing) -> String {
         stickiness: round(standing.stickiness, 3),
         churn_risk: round(standing.churn_risk, 4),
         churn_reasons: &standing.churn_reasons,
+        churn_factors: &standing.churn_factors,
     };
     serde_json::to_string(&line).unwrap_or_default()
 }

@@ -450,3 +450,64 @@ pub fn stop_engine(engine: &mut Engine, log: &str) {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(engine.0.wait().unwrap().success(), "{log}");
 }
+
+/// Where headless Chromium is (the Debian package `chromium`, installed by scripts/setup).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs headless Chromium on `page` with `mode` (`--dump-dom`, `--screenshot=…`), killing it
+/// after a minute; returns its stdout.
+pub fn chromium(page: &Path, mode: &str) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "headless Chromium is missing ({CHROMIUM}): run scripts/setup, which installs the Debian package `chromium`"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            mode,
+            &format!("file://{}", page.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting chromium");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let dom = reader.join().unwrap();
+    if !status.success() {
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+        panic!("chromium failed ({status}): {stderr}");
+    }
+    dom
+}
+
+/// The text of the first element whose opening tag contains `attributes` (`data-rule="r"
+/// data-metric="sent"`), up to the next tag.
+pub fn text_after(dom: &str, attributes: &str) -> String {
+    let at = dom
+        .find(attributes)
+        .unwrap_or_else(|| panic!("no element with {attributes} in the rendered page"));
+    let rest = &dom[at + attributes.len()..];
+    let rest = &rest[rest.find('>').expect("the tag ends") + 1..];
+    rest[..rest.find('<').unwrap_or(rest.len())].trim().to_string()
+}

@@ -299,6 +299,14 @@ impl SubscriberLogic {
         }
     }
 
+    /// Where each customer of this worker stands at `at`.
+    pub fn standings(&self, at: Millis) -> Vec<crate::standing::Standing> {
+        self.states
+            .iter()
+            .filter_map(|(msisdn, state)| crate::standing::standing(*msisdn, state, &self.judges.rules, at))
+            .collect()
+    }
+
     /// Every state, taken (when event time has ended).
     pub fn take_states(&mut self) -> impl Iterator<Item = (Msisdn, SubscriberState)> {
         std::mem::take(&mut self.states).into_iter()

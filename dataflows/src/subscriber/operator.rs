@@ -75,7 +75,7 @@ pub fn subscriber_state<'scope>(
     stats: Arc<DataflowStats>,
     durability: Option<Durability>,
     households: Option<HouseholdConfig>,
-    (retention, mut final_states): (Retention, Option<crate::FinalStates>),
+    (retention, observe): (Retention, crate::Observe),
 ) -> (
     StreamVec<'scope, Millis, SubscriberOutput>,
     StreamVec<'scope, Millis, EvidenceUpdate>,
@@ -130,6 +130,10 @@ pub fn subscriber_state<'scope>(
         // The restored states' evidence goes out on the first activation.
         let mut restore_cap = Some(initial_evidence.delayed(&round(last_checkpoint)));
         drop((initial, initial_evidence));
+        let crate::Observe {
+            mut final_states,
+            standings_at: mut snapshot,
+        } = observe;
         let mut decisions = Vec::new();
         let mut timers = Vec::new();
         move |frontiers| {
@@ -209,6 +213,17 @@ pub fn subscriber_state<'scope>(
             let mut checkpoint = (requested > last_checkpoint).then_some(requested);
             loop {
                 let next = pending.keys().next().copied();
+                // Where everyone stands at the instant asked for: once nothing before it can
+                // still come, and before anything at it applies.
+                if let Some((at, _)) = &snapshot {
+                    let at = *at;
+                    if next.is_none_or(|n| n >= at) && (closed || passed(frontiers, at.saturating_sub(1))) {
+                        if let Some((_, sink)) = snapshot.take() {
+                            let standings = logic.standings(at);
+                            sink.lock().unwrap_or_else(|p| p.into_inner()).extend(standings);
+                        }
+                    }
+                }
                 // Take the checkpoint once every instant before it is applied; nothing at or
                 // after it is applied before it is taken.
                 if let Some(at) = checkpoint.filter(|at| next.is_none_or(|n| n >= *at)) {

@@ -528,7 +528,7 @@ pub fn run_rules(
                 durability,
                 &config,
                 kairos_dataflows::Retention::default(),
-                None,
+                kairos_dataflows::Observe::default(),
             );
             let (out, state) = (outputs.decisions, outputs.state);
             out.probe_with(&probe)

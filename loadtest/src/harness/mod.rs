@@ -3,6 +3,7 @@
 //! generated files (`replay`). Every run checks what the engine decided against the world's
 //! ground truth and writes a report (`report.json`, `report.md`, `report.svg`).
 
+pub mod churn_eval;
 pub mod engine;
 pub mod faults;
 pub mod feed;
