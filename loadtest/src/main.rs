@@ -293,6 +293,10 @@ enum Command {
         /// The churn.toml to write (default: the rules folder's).
         #[arg(long)]
         write: Option<PathBuf>,
+        /// Fit on these `scores.jsonl` files of `kairos report churn` (your own history, or
+        /// worlds scored before) instead of generating worlds.
+        #[arg(long, num_args = 1..)]
+        scores: Vec<PathBuf>,
         /// Keep each world's events file.
         #[arg(long)]
         keep: bool,
@@ -857,6 +861,7 @@ fn main() -> Result<()> {
             workers,
             penalty,
             write,
+            scores,
             keep,
             common,
         } => {
@@ -869,7 +874,7 @@ fn main() -> Result<()> {
                 (worlds, params_seed, subscribers, days, events_per_day, workers, keep),
             )?;
             let target = write.unwrap_or_else(|| common.rules.join("churn.toml"));
-            let fit = kairos_loadtest::harness::churn_eval::fit_churn(&spec, &target, penalty)?;
+            let fit = kairos_loadtest::harness::churn_eval::fit_churn(&spec, &target, penalty, &scores)?;
             print!("{}", std::fs::read_to_string(spec.out.join("fit.md"))?);
             eprintln!(
                 "fit-churn: {} rows, {} leavers → {} (fit in {})",

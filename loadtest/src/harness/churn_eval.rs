@@ -277,17 +277,36 @@ pub fn fit(rows: &[(Vec<usize>, bool)], k: usize, penalty: f64) -> Fit {
     let leavers: f64 = patterns.iter().map(|p| p.2).sum();
     let total: f64 = patterns.iter().map(|p| p.1).sum();
     let d = k + 1;
+    let logit = |beta: &[f64], pattern: &[usize]| beta[0] + pattern.iter().map(|&j| beta[j + 1]).sum::<f64>();
+    // The penalised log-likelihood, which each step must not lower.
+    let objective = |beta: &[f64]| {
+        let likelihood: f64 = patterns
+            .iter()
+            .map(|(pattern, n, y)| {
+                let z = logit(beta, pattern);
+                // log σ(z), stable for large |z|; log(1 − σ(z)) = log σ(z) − z.
+                let log_p = if z >= 0.0 {
+                    -(-z).exp().ln_1p()
+                } else {
+                    z - z.exp().ln_1p()
+                };
+                let log_q = log_p - z;
+                y * log_p + (n - y) * log_q
+            })
+            .sum();
+        likelihood - 0.5 * penalty * beta[1..].iter().map(|b| b * b).sum::<f64>()
+    };
     let mut beta = vec![0.0; d];
     let rate = (leavers / total.max(1.0)).clamp(1e-6, 1.0 - 1e-6);
     beta[0] = (rate / (1.0 - rate)).ln();
     let mut iterations = 0;
+    let mut current = objective(&beta);
     for _ in 0..100 {
         iterations += 1;
         let mut gradient = vec![0.0; d];
         let mut hessian = vec![vec![0.0; d]; d];
         for (pattern, n, y) in &patterns {
-            let logit = beta[0] + pattern.iter().map(|&j| beta[j + 1]).sum::<f64>();
-            let p = 1.0 / (1.0 + (-logit).exp());
+            let p = 1.0 / (1.0 + (-logit(&beta, pattern)).exp());
             let features: Vec<usize> = std::iter::once(0).chain(pattern.iter().map(|j| j + 1)).collect();
             for &a in &features {
                 gradient[a] += y - n * p;
@@ -301,10 +320,26 @@ pub fn fit(rows: &[(Vec<usize>, bool)], k: usize, penalty: f64) -> Fit {
             hessian[j][j] += penalty;
         }
         let step = solve(hessian, gradient);
-        let size: f64 = step.iter().map(|s| s.abs()).fold(0.0, f64::max);
-        for (b, s) in beta.iter_mut().zip(&step) {
-            *b += s;
+        // Damped: halve the step until the objective does not fall (a full Newton step can
+        // overshoot far from the optimum, where a factor nearly separates leavers).
+        let mut scale = 1.0;
+        let mut next = beta.clone();
+        let mut improved = false;
+        for _ in 0..40 {
+            next = beta.iter().zip(&step).map(|(b, s)| b + scale * s).collect();
+            let value = objective(&next);
+            if value.is_finite() && value >= current - 1e-12 {
+                current = value;
+                improved = true;
+                break;
+            }
+            scale /= 2.0;
         }
+        let size: f64 = step.iter().map(|s| (s * scale).abs()).fold(0.0, f64::max);
+        if !improved {
+            break;
+        }
+        beta = next;
         if size < 1e-9 {
             break;
         }
@@ -400,13 +435,27 @@ fn toml_string(text: &str) -> String {
 
 /// `fit-churn`: fits the weights on `spec.worlds` worlds and writes them into `target`
 /// (a `churn.toml`); the fit and each world's scores go to `spec.out`.
-pub fn fit_churn(spec: &ChurnEvalSpec, target: &Path, penalty: f64) -> Result<Fit> {
+///
+/// With `scores` (files written by `kairos report churn`: a replay of real history, or of
+/// worlds generated before), the rows are read from them instead and no world is generated.
+pub fn fit_churn(spec: &ChurnEvalSpec, target: &Path, penalty: f64, scores: &[PathBuf]) -> Result<Fit> {
     std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;
     let churn_toml = std::fs::read_to_string(spec.rules.join("churn.toml"))
         .with_context(|| format!("cannot read {}/churn.toml", spec.rules.display()))?;
     let names = factor_names(&churn_toml)?;
     let mut all = Vec::new();
-    for k in 0..spec.worlds {
+    for path in scores {
+        let read = rows(path, &names)?;
+        eprintln!(
+            "fit-churn: {}: {} customers scored, {} left within the horizon",
+            path.display(),
+            read.len(),
+            read.iter().filter(|r| r.1).count()
+        );
+        all.extend(read);
+    }
+    let worlds = if scores.is_empty() { spec.worlds } else { 0 };
+    for k in 0..worlds {
         let seed = spec.params_seed + u64::from(k);
         let dir = spec.out.join(format!("world-{seed}"));
         std::fs::create_dir_all(&dir)?;
@@ -425,16 +474,19 @@ pub fn fit_churn(spec: &ChurnEvalSpec, target: &Path, penalty: f64) -> Result<Fi
         }
     }
     let fit = fit(&all, names.len(), penalty);
+    let data = if scores.is_empty() {
+        format!(
+            "{} generated worlds (params seeds {}..{})",
+            spec.worlds,
+            spec.params_seed,
+            spec.params_seed + u64::from(spec.worlds) - 1
+        )
+    } else {
+        format!("{} scores file(s)", scores.len())
+    };
     let provenance = format!(
-        "{} — {} customers of {} generated worlds (params seeds {}..{}), {} left within {} days; L2 penalty {penalty}; mean log-loss {:.4}",
-        spec.command,
-        fit.rows,
-        spec.worlds,
-        spec.params_seed,
-        spec.params_seed + u64::from(spec.worlds) - 1,
-        fit.leavers,
-        spec.horizon_days,
-        fit.log_loss
+        "{} — {} customers of {data}, {} left within {} days; L2 penalty {penalty}; mean log-loss {:.4}",
+        spec.command, fit.rows, fit.leavers, spec.horizon_days, fit.log_loss
     );
     std::fs::write(target, rewrite(&churn_toml, &fit, &provenance))
         .with_context(|| format!("cannot write {}", target.display()))?;
@@ -608,7 +660,11 @@ pub fn churn_eval(spec: &ChurnEvalSpec) -> Result<EvalReport> {
         let (replay_seconds, replay_peak_mb) =
             replay(spec, &spec.rules, &first.events, &replay_out, "kairos replay (pass 1)")?;
         let sent = offers(&loop_decisions(&replay_out.join("decisions.jsonl"))?);
-        // What the features cost: the same events, the same rules but the lifecycle ones.
+        // Pass 2: the same world, the offers answered with the planted effect.
+        let second = generate(spec, seed, &dir, "events.jsonl", sent)?;
+        let (measured, report_seconds) = churn_report(spec, &spec.rules, &second.events, &dir.join("report"))?;
+        // What the features cost: the first pass's events again, the same rules but the
+        // lifecycle ones (after the report, so that a long evaluation has its main numbers first).
         let cost = if spec.cost {
             let bare = dir.join("rules-without-lifecycle");
             without_lifecycle(&spec.rules, &bare)?;
@@ -632,9 +688,6 @@ pub fn churn_eval(spec: &ChurnEvalSpec) -> Result<EvalReport> {
         if !spec.keep {
             std::fs::remove_file(&first.events).ok();
         }
-        // Pass 2: the same world, the offers answered with the planted effect.
-        let second = generate(spec, seed, &dir, "events.jsonl", sent)?;
-        let (measured, report_seconds) = churn_report(spec, &spec.rules, &second.events, &dir.join("report"))?;
         // The reduction planted, for the arms of the report's pooled row: in each arm, the
         // share who would have left within the horizon of their first decision and were
         // saved (by that offer or a later one); the difference is what the report should find.
@@ -794,6 +847,25 @@ mod tests {
         // A penalty pulls the weights towards 0.
         let penalised = super::fit(&rows, 2, 5_000.0);
         assert!(penalised.weights[0].abs() < fit.weights[0].abs());
+    }
+
+    #[test]
+    fn the_fit_stays_finite_when_a_rare_factor_separates_the_leavers() {
+        // 3 % leave at random; a factor held by 8, all of whom leave; one held by nobody.
+        let mut rows: Vec<(Vec<usize>, bool)> = (0..20_000).map(|i| (vec![], i % 33 == 0)).collect();
+        rows.extend((0..8).map(|_| (vec![0], true)));
+        rows.extend((0..500).map(|i| (vec![1], i % 10 == 0)));
+        let fit = fit(&rows, 3, 1.0);
+        assert!(
+            fit.intercept.is_finite() && fit.weights.iter().all(|w| w.is_finite() && w.abs() < 20.0),
+            "{fit:?}"
+        );
+        // The base rate is the intercept's; the separating factor is strong but bounded;
+        // the factor nobody holds stays at 0; the log-loss is near the base rate's entropy.
+        assert!((fit.intercept - (1.0f64 / 32.0).ln()).abs() < 0.1, "{fit:?}");
+        assert!(fit.weights[0] > 2.0, "{fit:?}");
+        assert!(fit.weights[2].abs() < 1e-9, "{fit:?}");
+        assert!(fit.log_loss < 0.2, "{fit:?}");
     }
 
     #[test]
