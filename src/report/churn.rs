@@ -712,7 +712,8 @@ impl ChurnReport {
         h.push_str("</table>\n<h2>The retention loop</h2>\n");
         let _ = write!(
             h,
-            "<p class=\"note\">Rules: {}. Treated: sent at least one retention action; control: held out of every one. \
+            "<p class=\"note\">Rules: {}. By intention to treat: a subscriber is treated when their first retention \
+             decision was sent, control when it was held out; the pooled row takes the rules that hold someone out. \
              Decisions whose horizon ends after the log, not counted: {}.</p>\n<table><tr><th class=\"text\">rule</th>\
              <th>treated</th><th>left</th><th>churn</th><th>control</th><th>left</th><th>churn</th><th>reduction</th><th>95 % (Newcombe)</th><th>relative</th></tr>",
             escape_html(&self.retention.rules.join(", ")),
@@ -834,7 +835,7 @@ fn plot(h: &mut String, id: &str, title: &str, x_label: &str, y_label: &str, poi
          <rect x=\"{L}\" y=\"{T}\" width=\"{S}\" height=\"{S}\" fill=\"#fff\" stroke=\"#cbd5e1\"/>\
          <line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"#94a3b8\" stroke-dasharray=\"4 3\"/>\
          <text x=\"{L}\" y=\"{xl}\" font-size=\"11\">{x_label}</text>\
-         <text x=\"10\" y=\"{T}\" font-size=\"11\" transform=\"rotate(-90 10 {yl})\">{y_label}</text>",
+         <text x=\"12\" y=\"{yl}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12 {yl})\">{y_label}</text>",
         w = L + S + 16.0,
         ht = T + S + 34.0,
         title = escape_html(title),
