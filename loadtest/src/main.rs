@@ -375,6 +375,20 @@ impl Common {
     }
 }
 
+/// Writes `records` to `path` (`.gz` compresses), one JSON line each.
+fn write_json_lines<T: serde::Serialize>(path: &Path, records: impl IntoIterator<Item = T>) -> Result<()> {
+    let mut writer = create(path)?;
+    for record in records {
+        serde_json::to_writer(&mut writer, &record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writer.write_all(b"\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The churn harness's spec from the command's arguments.
 fn churn_spec(
     common: &Common,
@@ -581,16 +595,7 @@ fn main() -> Result<()> {
             let started = Instant::now();
             let population = households.then(|| Population::build(&spec, &household_spec));
             if let (Some(path), Some(population)) = (&truth, &population) {
-                let mut writer = create(path)?;
-                for record in population.truth_records() {
-                    serde_json::to_writer(&mut writer, &record)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| writer.write_all(b"\n"))
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                writer
-                    .flush()
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_json_lines(path, population.truth_records())?;
             }
             let mut writer = create(&out)?;
             let mut lines = 0u64;
@@ -648,18 +653,8 @@ fn main() -> Result<()> {
                 );
             }
             if let (Some(path), Some(layer)) = (&churn_truth, &churn) {
-                let mut writer = create(path)?;
-                let mut churners = 0;
-                for record in layer.truth() {
-                    churners += u64::from(record.churner);
-                    serde_json::to_writer(&mut writer, &record)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| writer.write_all(b"\n"))
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                writer
-                    .flush()
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let churners = layer.truth().filter(|t| t.churner).count();
+                write_json_lines(path, layer.truth())?;
                 eprintln!("kairos-loadtest: {churners} churners planted → {}", path.display());
             }
             if let Some(population) = &population {

@@ -100,6 +100,33 @@ pub fn generate_population(spec: &WorldSpec, population: Option<&Population>, em
     generate_reporting(spec, population, None, None, emit);
 }
 
+/// Generates the world into the file `path`, a JSON line per event, with `churn` planted as
+/// [`generate_reporting`] does; the number of lines written.
+pub fn write_world(
+    path: &std::path::Path,
+    spec: &WorldSpec,
+    population: Option<&Population>,
+    churn: Option<&mut ChurnLayer>,
+) -> std::io::Result<u64> {
+    use std::io::Write as _;
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut lines = 0u64;
+    let mut failure = None;
+    generate_reporting(spec, population, churn, None, |line| {
+        if failure.is_none() {
+            if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
+                failure = Some(e);
+            }
+        }
+        lines += 1;
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    writer.flush()?;
+    Ok(lines)
+}
+
 /// [`generate_population`], with the churners and retention answers of `churn` planted (a
 /// world with households only; see [`crate::churn`]), counting on `progress` the
 /// subscriber-days generated (of `subscribers × days`), the lines emitted and the newest

@@ -20,7 +20,7 @@
 //!   would have left within the horizon and were saved).
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write as _};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -98,23 +98,8 @@ fn generate(spec: &ChurnEvalSpec, params_seed: u64, dir: &Path, name: &str, offe
         offers,
     );
     let events = dir.join(name);
-    let mut writer = std::io::BufWriter::new(
-        std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?,
-    );
-    let mut lines = 0u64;
-    let mut failure = None;
-    world::generate_reporting(&world, Some(&population), Some(&mut layer), None, |line| {
-        if failure.is_none() {
-            if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
-                failure = Some(e);
-            }
-        }
-        lines += 1;
-    });
-    if let Some(e) = failure {
-        return Err(e).with_context(|| format!("cannot write {}", events.display()));
-    }
-    writer.flush()?;
+    let lines = world::write_world(&events, &world, Some(&population), Some(&mut layer))
+        .with_context(|| format!("cannot write {}", events.display()))?;
     Ok(Generated {
         events,
         lines,

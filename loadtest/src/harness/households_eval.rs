@@ -7,7 +7,6 @@
 //! mean and the **worst**.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -116,24 +115,8 @@ fn one_world(spec: &EvalSpec, params_seed: u64) -> Result<WorldResult> {
     let truth: Vec<Assignment> = population.truth_records().map(|t| Assignment::from(&t)).collect();
 
     let events_path = dir.join("events.jsonl");
-    let mut writer = std::io::BufWriter::new(
-        std::fs::File::create(&events_path).with_context(|| format!("cannot create {}", events_path.display()))?,
-    );
-    let mut events = 0u64;
-    let mut failure = None;
-    world::generate_population(&world, Some(&population), |line| {
-        if failure.is_none() {
-            if let Err(e) = writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")) {
-                failure = Some(e);
-            }
-        }
-        events += 1;
-    });
-    if let Some(e) = failure {
-        return Err(e).with_context(|| format!("cannot write {}", events_path.display()));
-    }
-    writer.flush()?;
-    drop(writer);
+    let events = world::write_world(&events_path, &world, Some(&population), None)
+        .with_context(|| format!("cannot write {}", events_path.display()))?;
 
     let out = dir.join("replay");
     let started = Instant::now();
