@@ -221,9 +221,14 @@ enum ReportCommand {
         #[arg(long, default_value = "100,500,1000")]
         top: String,
         /// A rule of the retention loop (repeat for several) [default: the rules on the
-        /// churn_risk and cancel_intent moments].
+        /// churn_risk and cancel_intent moments, and the declared moments that read the
+        /// score].
         #[arg(long = "retention-rule")]
         retention_rules: Vec<String>,
+        /// Also score as of every day (00:00 UTC) whose horizon lies in the log: AUC, lift
+        /// and the stages day by day, and the stage flows.
+        #[arg(long)]
+        daily: bool,
         /// Worker threads of the replay; the report does not depend on it.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -483,6 +488,7 @@ fn main() -> ExitCode {
                     horizon,
                     top,
                     retention_rules,
+                    daily,
                     workers,
                 },
         } => rules_dir(rules, "--rules").and_then(|rules| {
@@ -495,6 +501,7 @@ fn main() -> ExitCode {
                     horizon,
                     top,
                     retention_rules,
+                    daily,
                     workers,
                 },
                 display,
@@ -619,6 +626,7 @@ struct ChurnArgs {
     horizon: String,
     top: String,
     retention_rules: Vec<String>,
+    daily: bool,
     workers: usize,
 }
 
@@ -656,6 +664,7 @@ fn report_churn(args: ChurnArgs, display: Display) -> Result<(), String> {
         workers: args.workers,
         tops,
         retention_rules: (!args.retention_rules.is_empty()).then_some(args.retention_rules),
+        daily: args.daily,
         households: kairos_dataflows::households::HouseholdConfig::default(),
         progress: reporter.progress(),
     };

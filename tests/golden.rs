@@ -1,7 +1,8 @@
 //! Golden cases: `tests/golden/<case>/` holds `events.jsonl`, optionally a `rules/` folder
 //! (the shipped `rules/` otherwise), `expected-actions.jsonl` and `expected-decisions.jsonl`,
-//! for household cases `expected-households.jsonl`, and for lifecycle and churn cases
-//! `expected-subscribers.jsonl` (compared when the case is one of those).
+//! for household cases `expected-households.jsonl`, and for lifecycle and churn cases (and
+//! those whose name ends in `-at-risk`) `expected-subscribers.jsonl` (compared when the case is
+//! one of those).
 //! Each case is replayed with 1 and 3 workers and must give exactly the expected files.
 //!
 //! To regenerate the expectations after a deliberate change, run
@@ -60,7 +61,8 @@ fn run_case(case: &Path, regenerate: bool) -> Result<(), String> {
         if name == "expected-households.jsonl" && !kind.starts_with("household") {
             continue;
         }
-        if name == "expected-subscribers.jsonl" && !(kind.starts_with("churn") || kind.starts_with("lifecycle")) {
+        let standings = kind.starts_with("churn") || kind.starts_with("lifecycle") || kind.ends_with("-at-risk");
+        if name == "expected-subscribers.jsonl" && !standings {
             continue;
         }
         if regenerate {

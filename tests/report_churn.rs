@@ -135,6 +135,7 @@ fn fixture() -> Fixture {
         "30d",
         "--top",
         "4,20",
+        "--daily",
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -271,6 +272,49 @@ fn the_retention_loop_is_recounted_from_the_decisions_and_the_log() {
     assert_eq!(f.report["retention"]["rows"][0]["treated"], row["treated"]);
 }
 
+/// `--daily`: the same scores as of every day whose horizon lies in the log — the row of the
+/// observation instant is the report itself; day 41 (after the cancel visits) worked by hand.
+#[test]
+fn the_scores_day_by_day_agree_with_the_instant_and_by_hand() {
+    let f = fixture();
+    let r = &f.report;
+    // The report's instants: whole seconds, UTC.
+    let ts = |ms: i64| kairos_model::time::format_rfc3339(ms as u64);
+    let daily = r["daily"].as_array().unwrap();
+    // Days 1 to 60: the last event is on day 90, the horizon 30 days.
+    assert_eq!(daily.len(), 60);
+    assert_eq!(daily[0]["at"], ts(START + DAY));
+    assert_eq!(daily[59]["at"], ts(START + 60 * DAY));
+    let same = daily.iter().find(|d| d["at"] == ts(START + 50 * DAY)).unwrap();
+    assert_eq!(same["base"], r["base"]);
+    assert_eq!(same["auc"], r["auc"]);
+    assert_eq!(same["top_decile_lift"], r["top_decile_lift"]);
+    assert_eq!(same["stages"], r["stages"]);
+    // Day 41: 42 customers, nobody gone; leavers within 30 days: 0–7 and 10–11 (cancel
+    // visitors 0–9 scored σ(0), everyone else σ(-3)) and 40. Pairs (leaver, stayer): 8 × 29
+    // won, 8 × 2 and 3 × 29 tied, of 11 × 31.
+    let day41 = daily.iter().find(|d| d["at"] == ts(START + 41 * DAY)).unwrap();
+    assert_eq!(day41["base"]["scored"], 42);
+    assert_eq!(day41["base"]["leavers"], 11);
+    close(
+        &day41["auc"],
+        (8.0 * 29.0 + 0.5 * (8.0 * 2.0 + 3.0 * 29.0)) / (11.0 * 31.0),
+    );
+    let leaving = day41["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "leaving")
+        .unwrap();
+    assert_eq!(leaving["n"], 10);
+    // Before the visits nobody stands out: every score ties (day 20: one leaver, on day 45).
+    assert_eq!(daily[19]["at"], ts(START + 20 * DAY));
+    assert_eq!(daily[19]["base"]["leavers"], 1);
+    close(&daily[19]["auc"], 0.5);
+    let markdown = std::fs::read_to_string(f.out.join("report.md")).unwrap();
+    assert!(markdown.contains("## Day by day"), "{markdown}");
+}
+
 #[test]
 fn headless_chromium_renders_the_churn_reports_numbers() {
     let f = fixture();
@@ -287,7 +331,18 @@ fn headless_chromium_renders_the_churn_reports_numbers() {
         format!("{:.2}×", r["top_decile_lift"].as_f64().unwrap())
     );
     assert_eq!(common::text_after(&dom, "data-stage=\"leaving\""), "10");
-    for chart in ["gains-chart", "calibration-chart", "stages-chart"] {
+    let row = &dom[dom.find("data-day=\"2026-07-21\"").unwrap()..];
+    assert_eq!(
+        common::text_after(row, "data-metric=\"auc\""),
+        format!("{:.3}", r["auc"].as_f64().unwrap())
+    );
+    for chart in [
+        "gains-chart",
+        "calibration-chart",
+        "stages-chart",
+        "daily-auc-chart",
+        "stage-flows-chart",
+    ] {
         assert!(dom.contains(&format!("<svg id=\"{chart}\"")), "{chart}");
     }
 }
@@ -382,20 +437,41 @@ fn standings_at_an_instant_are_those_of_the_log_cut_there_whatever_the_workers()
     let events = dir.path().join("world.jsonl");
     common::write_jsonl(&events, &lines);
     let at = START + 20 * DAY;
-    let observed = |workers: usize| {
+    let days: Vec<u64> = (1..=25).map(|d| (START + d * DAY) as u64).collect();
+    let replayed = |workers: usize| {
         let options = replay_options(&events, dir.path().join(format!("full-{workers}")), workers);
-        kairos::pipeline::replay_observing(&options, Some(at as u64))
-            .unwrap()
-            .standings_at
+        let watch = kairos::pipeline::Watch {
+            at: Some(at as u64),
+            daily: days.clone(),
+        };
+        kairos::pipeline::replay_observing(&options, &watch).unwrap()
     };
-    let one = observed(1);
+    let (full, three) = (replayed(1), replayed(3));
+    // The day-by-day series: every day asked for, the same for 3 workers, and at the
+    // instant the same risks and stages as the standings.
+    let instants: std::collections::BTreeSet<u64> = full.daily.iter().map(|(t, _, _, _)| *t).collect();
+    assert_eq!(instants.into_iter().collect::<Vec<_>>(), days);
+    assert_eq!(full.daily, three.daily, "3 workers differ from 1");
+    let at_instant: Vec<(kairos_model::Msisdn, f32, kairos_model::Stage)> = full
+        .daily
+        .iter()
+        .filter(|(t, _, _, _)| *t == at as u64)
+        .map(|(_, m, r, s)| (*m, *r, *s))
+        .collect();
+    let standing: Vec<(kairos_model::Msisdn, f32, kairos_model::Stage)> = full
+        .standings_at
+        .iter()
+        .map(|s| (s.msisdn, s.churn_risk as f32, s.lifecycle))
+        .collect();
+    assert_eq!(at_instant, standing);
+    let one = full.standings_at;
     assert!(one.len() > 250, "{} customers", one.len());
     assert!(
         one.iter().any(|s| s.lifecycle == kairos_model::Stage::Gone),
         "the world has leavers by day 20"
     );
     assert!(one.iter().any(|s| !s.churn_factors.is_empty()));
-    assert_eq!(one, observed(3), "3 workers differ from 1");
+    assert_eq!(one, three.standings_at, "3 workers differ from 1");
 
     // The log cut before the instant, and one event of a number that is no customer 1 ms
     // before it, so that event time ends there.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, TimeZone as _, Timelike};
 use chrono_tz::Tz;
-use kairos_model::event::CustomerRecord;
+use kairos_model::event::{CustomerRecord, CustomerStatus};
 use kairos_model::{Millis, Msisdn, Stickiness};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,9 @@ pub struct HouseholdState {
     pub pending_views: Vec<(Millis, HouseholdView, isize)>,
     /// What the products weigh in the graph, in thousandths (0: nothing in it).
     pub held: u32,
+    /// The churn risk in the graph, in thousandths (`None`: nothing in it — no score yet,
+    /// or no longer a customer).
+    pub risk: Option<u32>,
 }
 
 impl HouseholdState {
@@ -88,10 +91,13 @@ impl HouseholdState {
             first_seen,
             account: r.account_id.clone(),
             address: r.address_id.clone(),
+            // A terminated line pays nothing: it stays a member (its links, and that it
+            // left, still say something of the household) worth nothing.
             fee_cents: r
                 .plan
                 .as_ref()
                 .and_then(|p| p.monthly_fee)
+                .filter(|_| r.status != CustomerStatus::Terminated)
                 .map_or(0, |fee| (fee.max(0.0) * 100.0).round() as u64),
             postpaid: !r.prepaid.unwrap_or(false),
         });
@@ -164,6 +170,9 @@ impl HouseholdState {
         if let Some((imei, since)) = self.handset.take() {
             out.push((Evidence::Holder(imei, since, msisdn), now, -1));
         }
+        if let Some(risk) = self.risk.take() {
+            out.push((Evidence::Risk(msisdn, risk), now, -1));
+        }
     }
 
     /// Forgets the erased numbers at instant `now`: the soft evidence naming them leaves the
@@ -207,12 +216,37 @@ impl HouseholdState {
         self.held = held;
     }
 
+    /// The churn risk in the graph becomes `risk` (thousandths; `None`: out of it) at event
+    /// time `ts`.
+    pub fn rescore(&mut self, msisdn: Msisdn, risk: Option<u32>, ts: Millis, out: &mut Vec<EvidenceUpdate>) {
+        if risk == self.risk {
+            return;
+        }
+        if let Some(old) = self.risk {
+            out.push((Evidence::Risk(msisdn, old), ts, -1));
+        }
+        if let Some(new) = risk {
+            out.push((Evidence::Risk(msisdn, new), ts, 1));
+        }
+        self.risk = risk;
+    }
+
     /// Everything this subscriber holds in force, again, at instant `at` (a restart: the
-    /// graph starts empty) — what the products weigh as `held` (by the weights in force now:
-    /// they may have changed while kairos was stopped, and a state stored before weights
-    /// weighed nothing).
-    pub fn re_emit(&mut self, msisdn: Msisdn, held: u32, at: Millis, out: &mut Vec<EvidenceUpdate>) {
+    /// graph starts empty) — what the products weigh as `held` and the churn risk as `risk`
+    /// (by the weights and the model in force now: they may have changed while kairos was
+    /// stopped, and a state stored before weights weighed nothing).
+    pub fn re_emit(
+        &mut self,
+        msisdn: Msisdn,
+        (held, risk): (u32, Option<u32>),
+        at: Millis,
+        out: &mut Vec<EvidenceUpdate>,
+    ) {
         self.held = held;
+        self.risk = risk;
+        if let Some(risk) = risk {
+            out.push((Evidence::Risk(msisdn, risk), at, 1));
+        }
         if let Some(facts) = &self.facts {
             out.push((Evidence::Facts(msisdn, facts.clone()), at, 1));
         }

@@ -14,7 +14,9 @@
 //!                                       ─▶ propagate: connected components, label = the
 //!                                          oldest member (first seen, then number)
 //!                                       ─▶ per household: decision maker, value, accounts,
-//!                                          cancel intents, a competitor's number they all call
+//!                                          cancel intents, complaints, members who left, the
+//!                                          member most at risk of leaving, a competitor's
+//!                                          number they all call
 //!                                       ─▶ (msisdn, HouseholdView) ──feedback──▶ SubscriberState
 //! ```
 //!
@@ -175,6 +177,12 @@ pub enum Evidence {
     Night(Msisdn, u64),
     /// What the subscriber's products weigh in stickiness, in thousandths (`stickiness.toml`).
     Held(Msisdn, u32),
+    /// The subscriber filed a complaint (self-care page `complaint`).
+    Complaint(Msisdn),
+    /// The subscriber's line was terminated (a record with status `terminated`).
+    Left(Msisdn),
+    /// The subscriber's churn risk (`churn.toml`), in thousandths, while they are a customer.
+    Risk(Msisdn, u32),
 }
 
 /// When in the caller's local week a contact happened.
@@ -206,7 +214,10 @@ impl Evidence {
             | Evidence::Holder(_, _, m)
             | Evidence::Cancel(m)
             | Evidence::Night(m, _)
-            | Evidence::Held(m, _) => *m == msisdn,
+            | Evidence::Held(m, _)
+            | Evidence::Complaint(m)
+            | Evidence::Left(m)
+            | Evidence::Risk(m, _) => *m == msisdn,
             Evidence::Call(a, b) | Evidence::Paid(a, b) | Evidence::Contact(a, b, _, _) => *a == msisdn || *b == msisdn,
         }
     }
@@ -255,6 +266,13 @@ pub struct HouseholdView {
     pub held_milli: u32,
     /// Members who visited the cancel page within the window.
     pub cancel_intents: u32,
+    /// Members who filed a complaint within the window.
+    pub complaints: u32,
+    /// Members whose line was terminated within the window.
+    pub members_left: u32,
+    /// This subscriber is the member most at risk of leaving: the highest churn risk among
+    /// the members who are customers, then the lowest number.
+    pub most_at_risk: bool,
     /// An off-net number strongly tied to several members.
     pub competitor_peer: Option<Msisdn>,
     /// This subscriber's handset went to another member within the window.
@@ -295,6 +313,9 @@ enum Part {
     Label((Millis, Msisdn)),
     Summary(Summary),
     Cancels(u32),
+    Complaints(u32),
+    Left(u32),
+    Riskiest(Msisdn),
     Held(u32),
     Competitor(Msisdn),
     Gave,
@@ -630,16 +651,37 @@ pub fn graph_counting<'scope>(
     let member_of = labels.clone().map(|(m, label)| (label, m));
 
     // Cancel intents per household.
-    let cancels = evidence
+    let cancels = members_with(&evidence, &labels, |e| match e {
+        Evidence::Cancel(m) => Some(*m),
+        _ => None,
+    });
+    // Members who complained, and members who left, per household.
+    let complaints = members_with(&evidence, &labels, |e| match e {
+        Evidence::Complaint(m) => Some(*m),
+        _ => None,
+    });
+    let left = members_with(&evidence, &labels, |e| match e {
+        Evidence::Left(m) => Some(*m),
+        _ => None,
+    });
+
+    // The member most at risk of leaving: the highest risk, then the lowest number.
+    let riskiest = evidence
         .clone()
         .flat_map(|e| match e {
-            Evidence::Cancel(m) => Some(m),
+            Evidence::Risk(m, milli) => Some((m, milli)),
             _ => None,
         })
-        .distinct()
-        .map(|m| (m, ()))
-        .join_map(labels.clone(), |_, _, label| *label)
-        .count();
+        .join_map(labels.clone(), |m, milli, label| (*label, (*milli, *m)))
+        .reduce(|_, members, out: &mut Vec<(Msisdn, isize)>| {
+            let best = members
+                .iter()
+                .map(|((milli, m), _)| (*milli, std::cmp::Reverse(*m)))
+                .max();
+            if let Some((_, std::cmp::Reverse(m))) = best {
+                out.push((m, 1));
+            }
+        });
 
     // What the members hold together, in stickiness (each member's latest weight).
     let held = evidence
@@ -703,6 +745,9 @@ pub fn graph_counting<'scope>(
     let household_parts = summaries
         .map(|(label, s)| (label, Part::Summary(s)))
         .concat(cancels.map(|(label, n)| (label, Part::Cancels(n as u32))))
+        .concat(complaints.map(|(label, n)| (label, Part::Complaints(n as u32))))
+        .concat(left.map(|(label, n)| (label, Part::Left(n as u32))))
+        .concat(riskiest.map(|(label, m)| (label, Part::Riskiest(m))))
         .concat(held.map(|(label, milli)| (label, Part::Held(milli))))
         .concat(competitors.map(|(label, peer)| (label, Part::Competitor(peer))))
         .join_map(member_of, |_, part, m| (*m, part.clone()));
@@ -729,9 +774,10 @@ pub fn graph_counting<'scope>(
         );
     household_parts
         .concat(member_parts)
-        .reduce(|_, parts, out: &mut Vec<(HouseholdView, isize)>| {
+        .reduce(|member, parts, out: &mut Vec<(HouseholdView, isize)>| {
             let (mut founder, mut summary) = (None, None);
             let (mut cancel_intents, mut competitor_peer, mut held_milli) = (0, None, 0);
+            let (mut complaints, mut members_left, mut most_at_risk) = (0, 0, false);
             let (mut gave_handset, mut got_handset) = (false, false);
             let mut links: BTreeMap<Msisdn, LinkKind> = BTreeMap::new();
             for (part, _) in parts {
@@ -739,6 +785,9 @@ pub fn graph_counting<'scope>(
                     Part::Label((_, f)) => founder = Some(*f),
                     Part::Summary(s) => summary = Some(s),
                     Part::Cancels(n) => cancel_intents = *n,
+                    Part::Complaints(n) => complaints = *n,
+                    Part::Left(n) => members_left = *n,
+                    Part::Riskiest(m) => most_at_risk = m == member,
                     Part::Held(milli) => held_milli = *milli,
                     Part::Competitor(peer) => competitor_peer = Some(*peer),
                     Part::Gave => gave_handset = true,
@@ -758,6 +807,9 @@ pub fn graph_counting<'scope>(
                         accounts: s.accounts,
                         held_milli,
                         cancel_intents,
+                        complaints,
+                        members_left,
+                        most_at_risk,
                         competitor_peer,
                         gave_handset,
                         got_handset,
@@ -767,6 +819,21 @@ pub fn graph_counting<'scope>(
                 ));
             }
         })
+}
+
+/// Per household label, how many distinct members some evidence (picked by `pick`) names.
+fn members_with<'scope>(
+    evidence: &VecCollection<'scope, Millis, Evidence, isize>,
+    labels: &Labels<'scope>,
+    pick: impl Fn(&Evidence) -> Option<Msisdn> + 'static,
+) -> VecCollection<'scope, Millis, (Label, isize), isize> {
+    evidence
+        .clone()
+        .flat_map(move |e| pick(&e))
+        .distinct()
+        .map(|m| (m, ()))
+        .join_map(labels.clone(), |_, _, label| *label)
+        .count()
 }
 
 /// Pairs whose two ends are both members.

@@ -127,6 +127,10 @@ pub type FinalStates = Arc<std::sync::Mutex<Vec<(kairos_model::Msisdn, state::Su
 /// Where customers stand at an instant, from every worker.
 pub type Standings = Arc<std::sync::Mutex<Vec<standing::Standing>>>;
 
+/// Every customer's churn risk and lifecycle stage at instants: (instant, number, risk,
+/// stage), from every worker.
+pub type DailyStandings = Arc<std::sync::Mutex<Vec<(Millis, kairos_model::Msisdn, f32, kairos_model::Stage)>>>;
+
 /// What a replay asks the dataflow to hand back besides the decisions.
 #[derive(Clone, Debug, Default)]
 pub struct Observe {
@@ -136,6 +140,9 @@ pub struct Observe {
     /// timers, household changes) is applied and before anything at `T` — the scores a
     /// churn report holds against who left after `T`.
     pub standings_at: Option<(Millis, Standings)>,
+    /// Every customer's risk and stage at each of these instants (ascending), taken as
+    /// `standings_at` is: a churn report's day-by-day series, lighter than a standing.
+    pub daily: Option<(Vec<Millis>, DailyStandings)>,
 }
 
 /// Builds kairos's dataflow on a stream of decoded events: every decision, (with

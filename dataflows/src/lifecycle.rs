@@ -1,6 +1,6 @@
 //! The customer's lifecycle, as far as the state keeps it: when kairos first heard of the
-//! subscriber, the last activity of each kind, the complaints and cancel-page visits of the
-//! last 90 days (contract §5.1), and when the subscriber's time-moving features must be
+//! subscriber, the last activity of each kind, the complaints, cancel-page visits (contract
+//! §5.1) and plan downgrades of the last 90 days, and when the subscriber's time-moving features must be
 //! looked at again although nothing happens to them (`review_at`).
 //!
 //! What these mean to a rule — days since the last data session, complaints in 90 days, and
@@ -9,13 +9,13 @@
 
 use kairos_model::event::{EventBody, UsageKind};
 use kairos_model::time::DAY;
-use kairos_model::{Event, Millis, Stage};
+use kairos_model::{ChurnModel, Event, Millis, Stage};
 use serde::{Deserialize, Serialize};
 
-/// How long complaints and cancel-page visits are remembered (the longest window that reads
+/// How long complaints, cancel-page visits and downgrades are remembered (the longest window that reads
 /// them).
 pub const PAGES_DAYS: u64 = 90;
-/// At most this many complaints or cancel visits are kept, whatever their age: a bound far
+/// At most this many complaints, cancel visits or downgrades are kept, whatever their age: a bound far
 /// above what 90 days of a real customer hold.
 pub const PAGES_KEPT: usize = 64;
 
@@ -57,6 +57,9 @@ pub struct Lifecycle {
     /// The churn factors (`churn.toml`) that held when the subscriber was last scored, one
     /// bit each in file order; `None` before a score.
     pub churn: Option<u64>,
+    /// `ts` of the plan downgrades (a newer record with a lower monthly fee) of the last
+    /// [`PAGES_DAYS`] days, oldest first.
+    pub downgrades: Vec<Millis>,
 }
 
 impl Lifecycle {
@@ -89,6 +92,19 @@ impl Lifecycle {
             let last = &mut self.last[kind as usize];
             *last = (*last).max(ts);
         }
+    }
+
+    /// A newer customer record at `ts` with a lower monthly fee than the one before.
+    pub fn downgraded(&mut self, ts: Millis) {
+        remember(&mut self.downgrades, ts);
+    }
+
+    /// The churn risk the subscriber was last scored with by `model` (`None` before a score,
+    /// or when the model has no factors).
+    pub fn risk(&self, model: &ChurnModel) -> Option<f64> {
+        self.churn
+            .filter(|_| !model.factors.is_empty())
+            .map(|holding| model.risk(holding))
     }
 
     /// The lifecycle of a state stored by a kairos before it was kept, as far as the rest of

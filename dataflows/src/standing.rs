@@ -28,12 +28,7 @@ pub struct Standing {
 pub fn standing(msisdn: Msisdn, state: &SubscriberState, rules: &RuleSet, at: Millis) -> Option<Standing> {
     let record = state.record()?;
     let source = FieldSource::new(msisdn, state, record, at, None, rules);
-    // A rule set without stage definitions (one built in code) decides none: a terminated
-    // customer is still gone, anyone else stable.
-    let lifecycle = state.lifecycle.stage.unwrap_or(match record.status {
-        CustomerStatus::Terminated => Stage::Gone,
-        _ => Stage::Stable,
-    });
+    let lifecycle = stage_of(state, record);
     Some(Standing {
         msisdn,
         household: state.household.view.as_ref().map(|v| v.id()),
@@ -46,5 +41,14 @@ pub fn standing(msisdn: Msisdn, state: &SubscriberState, rules: &RuleSet, at: Mi
             .churn
             .map(|holding| rules.churn.holding(holding).into_iter().map(str::to_string).collect())
             .unwrap_or_default(),
+    })
+}
+
+/// The lifecycle stage of a customer. A rule set without stage definitions (one built in
+/// code) decides none: a terminated customer is still gone, anyone else stable.
+pub fn stage_of(state: &SubscriberState, record: &kairos_model::CustomerRecord) -> Stage {
+    state.lifecycle.stage.unwrap_or(match record.status {
+        CustomerStatus::Terminated => Stage::Gone,
+        _ => Stage::Stable,
     })
 }

@@ -160,6 +160,12 @@ impl SubscriberState {
         }
         match update {
             Customer::Upsert(record) => {
+                let fee = |r: &CustomerRecord| r.plan.as_ref().and_then(|p| p.monthly_fee);
+                if let (Some(before), Some(now)) = (self.record().and_then(fee), fee(record)) {
+                    if now < before {
+                        self.lifecycle.downgraded(ts);
+                    }
+                }
                 self.customer = CustomerState::Known {
                     since: ts,
                     record: record.clone(),

@@ -7,13 +7,19 @@
 //! - **complaint**: one to three visits of the `complaint` page in the 6 weeks before;
 //! - **contract**: the contract ends a few days before they go (port-out at contract end);
 //! - **prepaid dry**: a prepaid line whose top-ups stop 6–10 weeks before;
+//! - **silent**: a prepaid SIM left in a drawer — nothing at all for 3–6 weeks, then the
+//!   operator terminates it;
 //! - **household**: the decision maker left, and this member follows within 10 days;
 //! - **abrupt**: no signal at all (a port-out nobody saw coming: the score cannot find them).
 //!
-//! Many churners also look at the `cancel` page in their last two weeks. The same signals
-//! appear as noise among those who stay: holidays (two weeks of near silence, then back),
-//! complaints that were resolved, a look at the cancel page, contracts that end and are
-//! renewed (a new customer record with a later `contract_end`).
+//! Customers hold products (`"products"` in their records: mobile, and broadband, TV, cloud
+//! storage, music for some); those with broadband or TV leave half as often. Many churners
+//! also look at the `cancel` page in their last two weeks, and some of those
+//! whose use declines first move to a cheaper plan (a customer record with a lower
+//! `monthly_fee`). The same signals appear as noise among those who stay: holidays (two weeks
+//! of near silence, then back), complaints that were resolved, a look at the cancel page, a
+//! cheaper plan, contracts that end and are renewed (a new customer record with a later
+//! `contract_end`).
 //!
 //! **Retention with a planted effect.** The generator cannot see what kairos decides while it
 //! writes the log, so the loop is closed in two passes ([`crate::harness::churn_eval`]): the
@@ -58,6 +64,11 @@ pub struct ChurnSpec {
     pub holiday: f64,
     /// Chance that a churner sent a retention offer before leaving is saved by it.
     pub effect: f64,
+    /// The weight of the silent driver beside `drivers` (prepaid lines only).
+    pub silent: f64,
+    /// Share of declining churners who move to a cheaper plan first, and of stayers who do.
+    pub downgrade: f64,
+    pub stayer_downgrade: f64,
 }
 
 impl Default for ChurnSpec {
@@ -73,6 +84,9 @@ impl Default for ChurnSpec {
             stayer_cancel: 0.02,
             holiday: 0.08,
             effect: 0.4,
+            silent: 0.15,
+            downgrade: 0.4,
+            stayer_downgrade: 0.03,
         }
     }
 }
@@ -93,6 +107,9 @@ impl ChurnSpec {
             stayer_cancel: range(0.005, 0.03),
             holiday: range(0.03, 0.15),
             effect: range(0.2, 0.6),
+            silent: range(0.05, 0.3),
+            downgrade: range(0.2, 0.6),
+            stayer_downgrade: range(0.01, 0.05),
         }
     }
 }
@@ -105,6 +122,7 @@ pub enum Driver {
     Complaint,
     Contract,
     PrepaidDry,
+    Silent,
     Household,
     Abrupt,
 }
@@ -120,6 +138,31 @@ struct Profile {
     tenure_days: i64,
     /// Day of the world the contract ends on (may be negative or past the world).
     contract_day: i64,
+    /// The products held, one bit each in [`PRODUCTS`] order.
+    products: u8,
+}
+
+/// The products a customer of this world may hold (`rules/stickiness.toml` weighs them), and
+/// the share of postpaid and of prepaid customers who hold each. Everyone holds `mobile`.
+const PRODUCTS: [(&str, f64, f64); 5] = [
+    ("mobile", 1.0, 1.0),
+    ("broadband", 0.3, 0.0),
+    ("tv", 0.15, 0.0),
+    ("cloud-storage", 0.15, 0.05),
+    ("music", 0.15, 0.1),
+];
+/// Those of [`PRODUCTS`] hard to replace: a customer holding one leaves half as often.
+const STICKY_PRODUCTS: u8 = 0b0000_0110;
+
+impl Profile {
+    fn products(&self) -> Vec<&'static str> {
+        PRODUCTS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.products & (1 << i) != 0)
+            .map(|(_, (name, _, _))| *name)
+            .collect()
+    }
 }
 
 /// One subscriber's fate. Instants are milliseconds since the epoch.
@@ -131,6 +174,10 @@ struct Fate {
     fade_from: Option<i64>,
     /// From when a prepaid line stops topping up.
     dry_from: Option<i64>,
+    /// From when a line sends nothing at all (until `leave`).
+    silent_from: Option<i64>,
+    /// When the customer moves to a cheaper plan.
+    downgrade: Option<i64>,
     /// A quiet stretch of a stayer.
     holiday: Option<(i64, i64)>,
     /// Self-care visits planted: (instant, page).
@@ -224,27 +271,43 @@ impl ChurnLayer {
         }
     }
 
-    /// Takes note of subscriber `s`'s day-0 customer record.
-    pub fn observe(&mut self, s: u32, record: &Value) {
+    /// Takes note of subscriber `s`'s day-0 customer record, and gives it the products they
+    /// hold (drawn here: a world without churn has records without products).
+    pub fn observe(&mut self, s: u32, record: &mut Value) {
         let day = |key: &str| {
             record[key]
                 .as_str()
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
                 .map(|d| (d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis() - self.start) / DAY_MS)
         };
+        let prepaid = record["prepaid"].as_bool().unwrap_or(false);
+        let products = PRODUCTS
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, postpaid_share, prepaid_share))| {
+                let share = if prepaid { prepaid_share } else { postpaid_share };
+                uniform(self.seed, s, 0, 20 + *i as u64) < *share
+            })
+            .fold(0u8, |bits, (i, _)| bits | 1 << i);
         let profile = Profile {
-            prepaid: record["prepaid"].as_bool().unwrap_or(false),
+            prepaid,
             tenure_days: day("tenure_start").map_or(0, |d| -d),
             contract_day: day("contract_end").unwrap_or(i64::MAX / 4),
+            products,
         };
+        record["products"] = json!(profile.products());
         if let Some(slot) = self.profiles.get_mut(s as usize) {
             *slot = Some(profile);
         }
         self.records.insert(s, record.clone());
     }
 
-    /// The record `s`'s customer record now is (after a hand-down, for instance).
-    pub fn restate(&mut self, s: u32, record: &Value) {
+    /// The record `s`'s customer record now is (after a hand-down, for instance), with the
+    /// products they hold.
+    pub fn restate(&mut self, s: u32, record: &mut Value) {
+        if let Some(Some(profile)) = self.profiles.get(s as usize) {
+            record["products"] = json!(profile.products());
+        }
         self.records.insert(s, record.clone());
     }
 
@@ -266,6 +329,9 @@ impl ChurnLayer {
             } else if p.tenure_days >= 1095 {
                 hazard *= 0.6;
             }
+            if p.products & STICKY_PRODUCTS != 0 {
+                hazard *= 0.5;
+            }
             // Leaving days from day 14 on, so that every churner has a history before.
             let span = i64::from(self.days).saturating_sub(14);
             let contract_in_world = (14..i64::from(self.days)).contains(&p.contract_day);
@@ -276,18 +342,23 @@ impl ChurnLayer {
                 && rng.random_bool((1.0 - (1.0 - hazard.min(0.9)).powf(span as f64 / 30.0)).clamp(0.0, 1.0))
             {
                 let at = self.start + (14 + rng.random_range(0..span)) * DAY_MS + rng.random_range(0..DAY_MS);
-                let mut weights = self.spec.drivers;
+                let [decline, complaint, dry, abrupt] = self.spec.drivers;
+                let mut weights = [decline, complaint, dry, abrupt, self.spec.silent];
                 if !p.prepaid {
                     weights[2] = 0.0;
+                    weights[4] = 0.0;
                 }
                 let total: f64 = weights.iter().sum();
                 let mut roll = rng.random::<f64>() * total;
                 let mut driver = Driver::Abrupt;
-                for (w, d) in
-                    weights
-                        .iter()
-                        .zip([Driver::Decline, Driver::Complaint, Driver::PrepaidDry, Driver::Abrupt])
-                {
+                let drivers = [
+                    Driver::Decline,
+                    Driver::Complaint,
+                    Driver::PrepaidDry,
+                    Driver::Abrupt,
+                    Driver::Silent,
+                ];
+                for (w, d) in weights.iter().zip(drivers) {
                     if roll < *w {
                         driver = d;
                         break;
@@ -339,7 +410,16 @@ impl ChurnLayer {
                 Some((at, driver)) => {
                     match driver {
                         Driver::Decline => {
-                            fate.fade_from = Some(at - rng.random_range(14..42) * DAY_MS);
+                            let from = at - rng.random_range(14..42) * DAY_MS;
+                            fate.fade_from = Some(from);
+                            // Draws of their own (not the stream's), so the rest stays as it was.
+                            if uniform(self.seed, s, 0, 7) < self.spec.downgrade {
+                                let before = (uniform(self.seed, s, 0, 8) * 28.0 * DAY_MS as f64) as i64;
+                                fate.downgrade = Some((at - 7 * DAY_MS - before).max(earliest));
+                            }
+                        }
+                        Driver::Silent => {
+                            fate.silent_from = Some(at - rng.random_range(21..42) * DAY_MS);
                         }
                         Driver::Complaint => {
                             for _ in 0..rng.random_range(1..=3) {
@@ -356,7 +436,7 @@ impl ChurnLayer {
                         }
                         Driver::Contract | Driver::Abrupt => {}
                     }
-                    if driver != Driver::Abrupt && rng.random_bool(self.spec.cancel_look) {
+                    if !matches!(driver, Driver::Abrupt | Driver::Silent) && rng.random_bool(self.spec.cancel_look) {
                         for _ in 0..rng.random_range(1..=2) {
                             let t = within(&mut rng, at - 14 * DAY_MS, at - 3_600_000);
                             fate.visits.push((t, "cancel"));
@@ -379,11 +459,16 @@ impl ChurnLayer {
                         let from = within(&mut rng, earliest, end);
                         fate.holiday = Some((from, from + rng.random_range(7..17) * DAY_MS));
                     }
+                    if uniform(self.seed, s, 0, 7) < self.spec.stayer_downgrade {
+                        let span = (end - earliest).max(1) as f64;
+                        fate.downgrade = Some(earliest + (uniform(self.seed, s, 0, 8) * span) as i64);
+                    }
                 }
             }
             // A saved churner does nothing of their plan after the offer.
             if let Some((offered, _)) = &fate.saved {
                 fate.visits.retain(|(t, _)| t < offered);
+                fate.downgrade = fate.downgrade.filter(|t| t < offered);
             }
             fate.visits.sort_unstable();
         }
@@ -398,6 +483,16 @@ impl ChurnLayer {
             (Some((at, _)), None) if *at < end => Some(*at),
             _ => None,
         }
+    }
+
+    /// Whether `s` sends nothing of its own at `at`: terminated, or a line gone silent.
+    pub fn quiet(&self, s: u32, at: NaiveDateTime) -> bool {
+        let t = at.and_utc().timestamp_millis();
+        self.gone(s, at)
+            || self.fates.get(s as usize).is_some_and(|f| {
+                let recovered = f.saved.as_ref().is_some_and(|(offered, _)| t >= *offered);
+                !recovered && f.silent_from.is_some_and(|from| t >= from)
+            })
     }
 
     /// Whether `s` has terminated by `at`.
@@ -434,6 +529,9 @@ impl ChurnLayer {
             if fate.dry_from.is_some_and(|from| t >= from) && event["type"] == "topup" {
                 return false;
             }
+            if fate.silent_from.is_some_and(|from| t >= from) {
+                return false;
+            }
         }
         if let Some((from, to)) = fate.holiday {
             if (from..to).contains(&t) && uniform(self.seed, s, t, 5) < 0.85 {
@@ -466,6 +564,19 @@ impl ChurnLayer {
             if (from..to).contains(&answered) {
                 let event = json!({"type":"response","ts":rfc3339(answered),"msisdn":id,"action_id":action,"outcome":"accepted"});
                 out.extend(at_of(answered).map(|at| (at, event)));
+            }
+        }
+        if let Some(t) = fate.downgrade.filter(|t| (from..to).contains(t)) {
+            if let Some(record) = self.records.get_mut(&s) {
+                // A cheaper plan with the same pack: the fee is what moves.
+                if let Some(fee) = record["plan"]["monthly_fee"].as_f64() {
+                    record["plan"]["monthly_fee"] = json!((fee * 60.0).round() / 100.0);
+                    if let Some(id) = record["plan"]["id"].as_str().map(|id| format!("{id}-SAVER")) {
+                        record["plan"]["id"] = json!(id);
+                    }
+                    record["ts"] = json!(rfc3339(t));
+                    out.extend(at_of(t).map(|at| (at, record.clone())));
+                }
             }
         }
         let renewal = fate.renew.filter(|t| (from..to).contains(t));
@@ -589,11 +700,49 @@ mod tests {
             Driver::Decline,
             Driver::Complaint,
             Driver::Contract,
+            Driver::PrepaidDry,
+            Driver::Silent,
             Driver::Household,
             Driver::Abrupt,
         ] {
             assert!(truth.iter().any(|t| t.driver == Some(driver)), "{driver:?}");
         }
+        // A silent line sends nothing of its own in its last three weeks (the operator's
+        // records still come).
+        for t in truth
+            .iter()
+            .filter(|t| t.driver == Some(Driver::Silent) && t.terminated.is_some())
+        {
+            let end = terminated[t.msisdn.as_str()];
+            let sent = lines
+                .iter()
+                .find(|l| l["msisdn"] == t.msisdn.as_str() && l["type"] != "customer" && ms(l) > end - 21 * DAY_MS);
+            assert!(sent.is_none(), "{sent:?}");
+        }
+        // Cheaper plans: a later record with a lower fee, among churners and stayers.
+        let downgraded: HashSet<&str> = lines
+            .iter()
+            .filter(|l| l["type"] == "customer" && l["plan"]["id"].as_str().is_some_and(|id| id.ends_with("-SAVER")))
+            .map(|l| l["msisdn"].as_str().unwrap())
+            .collect();
+        assert!(downgraded.iter().any(|m| terminated.contains_key(m)));
+        assert!(downgraded.iter().any(|m| !terminated.contains_key(m)));
+        assert!(downgraded.len() * 10 < truth.len(), "{}", downgraded.len());
+        // Products in every record; the hard-to-replace ones keep customers.
+        let holds = |l: &Value, product: &str| l["products"].as_array().is_some_and(|p| p.iter().any(|x| x == product));
+        let records: Vec<&Value> = lines.iter().filter(|l| l["type"] == "customer").collect();
+        assert!(records.iter().all(|l| holds(l, "mobile")));
+        let sticky: HashSet<&str> = records
+            .iter()
+            .filter(|l| holds(l, "broadband") || holds(l, "tv"))
+            .map(|l| l["msisdn"].as_str().unwrap())
+            .collect();
+        let rate = |who: &dyn Fn(&str) -> bool| {
+            let n = truth.iter().filter(|t| who(&t.msisdn)).count();
+            truth.iter().filter(|t| who(&t.msisdn) && t.churner).count() as f64 / n.max(1) as f64
+        };
+        assert!(sticky.len() > 100, "{}", sticky.len());
+        assert!(rate(&|m| sticky.contains(m)) < rate(&|m| !sticky.contains(m)));
         let visitors = |page: &str| -> HashSet<&str> {
             lines
                 .iter()

@@ -165,12 +165,12 @@ pub fn generate_reporting(
             Some(pop) => {
                 let home = HOMES[pop.household(i as u32).home];
                 homes.push(home);
-                let record = household_customer(&mut rng, i, home, start, pop);
+                let mut record = household_customer(&mut rng, i, home, start, pop);
                 if changes.contains_key(&(i as u32)) {
                     records.insert(i as u32, record.clone());
                 }
                 if let Some(layer) = churn.as_deref_mut() {
-                    layer.observe(i as u32, &record);
+                    layer.observe(i as u32, &mut record);
                 }
                 record
             }
@@ -287,9 +287,10 @@ pub fn generate_reporting(
                     lines.push((back, json!({"type":"network","ts":rfc3339(back),"msisdn":id,"event":"location_update","country":home.0}).to_string()));
                     lines.push((again, json!({"type":"network","ts":rfc3339(again),"msisdn":id,"event":"location_update","country":abroad}).to_string()));
                 }
-                // A churner who has left travels with no SIM of this operator (the draws are
-                // made all the same: the world's random stream must not depend on who left).
-                if churn.as_deref().is_none_or(|layer| !layer.gone(i as u32, arrival)) {
+                // A churner who has left (or whose SIM lies in a drawer) travels with no SIM
+                // of this operator (the draws are made all the same: the world's random
+                // stream must not depend on who left).
+                if churn.as_deref().is_none_or(|layer| !layer.quiet(i as u32, arrival)) {
                     day_lines.extend(lines.into_iter().map(|(at, line)| (at, i, line)));
                 }
             }
@@ -310,7 +311,7 @@ pub fn generate_reporting(
                         if layer.gone(s, at) {
                             continue;
                         }
-                        layer.restate(s, &record);
+                        layer.restate(s, &mut record);
                     }
                     day_lines.push((at, u64::from(s), record.to_string()));
                 }

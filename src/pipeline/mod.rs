@@ -29,7 +29,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-pub use replay::{replay, replay_observing, ReplayError, ReplayOptions, Replayed};
+pub use replay::{replay, replay_observing, ReplayError, ReplayOptions, Replayed, Watch};
 pub use run::{run, RunError};
 
 use crate::ingest::{DeadLetter, Received};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kairos_dataflows::households::{HouseholdConfig, HouseholdView, ViewUpdate};
 use kairos_dataflows::standing::{standing, Standing};
 use kairos_dataflows::Retention;
-use kairos_dataflows::{DataflowStats, FinalStates, Observe, Standings};
+use kairos_dataflows::{DailyStandings, DataflowStats, FinalStates, Observe, Standings};
 use kairos_model::{Decision, Millis, Msisdn, RuleSet};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -91,14 +91,23 @@ pub struct ReplayOptions {
     pub progress: Option<crate::progress::Progress>,
 }
 
-/// A replay's outputs, as written, and where customers stood at the instant asked for.
+/// What a replay keeps besides its outputs: where customers stood, and when.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    /// Every customer's standing at this instant (after everything before it).
+    pub at: Option<Millis>,
+    /// Every customer's churn risk and stage at each of these instants (ascending).
+    pub daily: Vec<Millis>,
+}
+
+/// A replay's outputs, as written, and where customers stood at the instants asked for.
 #[derive(Debug)]
 pub struct Replayed {
     pub summary: ReplaySummary,
-    /// With [`replay_observing`]'s instant: every customer's standing then, in number order.
+    /// With [`Watch::at`]: every customer's standing then, in number order.
     pub standings_at: Vec<Standing>,
-    /// Just past the newest event of the input: where event time ended.
-    pub end: Millis,
+    /// With [`Watch::daily`]: (instant, number, churn risk, stage), by instant then number.
+    pub daily: Vec<(Millis, Msisdn, f32, kairos_model::Stage)>,
 }
 
 struct WorkerOutput {
@@ -131,12 +140,12 @@ pub enum ReplayError {
 
 /// Runs a replay (contract §3) and writes its outputs.
 pub fn replay(options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
-    replay_observing(options, None).map(|replayed| replayed.summary)
+    replay_observing(options, &Watch::default()).map(|replayed| replayed.summary)
 }
 
-/// [`replay`], also keeping where every customer stood at `at` (after everything before it),
-/// when asked.
-pub fn replay_observing(options: &ReplayOptions, at: Option<Millis>) -> Result<Replayed, ReplayError> {
+/// [`replay`], also keeping where customers stood at the instants `watch` asks for (each
+/// after everything before it).
+pub fn replay_observing(options: &ReplayOptions, watch: &Watch) -> Result<Replayed, ReplayError> {
     if options.workers == 0 {
         return Err(ReplayError::NoWorkers);
     }
@@ -160,9 +169,14 @@ pub fn replay_observing(options: &ReplayOptions, at: Option<Millis>) -> Result<R
         .then(|| household_config.granularity_ms.saturating_mul(2));
     let final_states: FinalStates = Arc::default();
     let observed: Standings = Arc::default();
+    let daily: DailyStandings = Arc::default();
+    let mut daily_at = watch.daily.clone();
+    daily_at.sort_unstable();
+    daily_at.dedup();
     let observe = Observe {
         final_states: Some(Arc::clone(&final_states)),
-        standings_at: at.map(|at| (at, Arc::clone(&observed))),
+        standings_at: watch.at.map(|at| (at, Arc::clone(&observed))),
+        daily: (!daily_at.is_empty()).then(|| (daily_at, Arc::clone(&daily))),
     };
     let worker_rules = Arc::clone(&rules);
 
@@ -325,9 +339,11 @@ pub fn replay_observing(options: &ReplayOptions, at: Option<Millis>) -> Result<R
     })?;
     let mut standings_at = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
     standings_at.sort_by_key(|s| s.msisdn);
+    let mut daily = std::mem::take(&mut *daily.lock().unwrap_or_else(|p| p.into_inner()));
+    daily.sort_unstable_by_key(|(at, msisdn, _, _)| (*at, *msisdn));
     Ok(Replayed {
         summary,
         standings_at,
-        end,
+        daily,
     })
 }

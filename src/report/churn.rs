@@ -19,7 +19,8 @@
 //!   - **Reasons**: per reason code given at `T`, how many held it and how many of them left.
 //!   - **Stages**: the lifecycle stage at `T` and the churn rate of each.
 //! - **The retention loop.** Among the decisions of the retention rules (by default those on
-//!   the `churn_risk` and `cancel_intent` moments) whose horizon lies within the log, by
+//!   the `churn_risk` and `cancel_intent` moments, and declared moments whose `when` reads
+//!   the score, as `household_at_risk` does) whose horizon lies within the log, by
 //!   intention to treat: a subscriber is *treated* when their first decision was sent,
 //!   *control* when it was held out (`global_holdout`, `rule_holdout`); any other suppression
 //!   leaves them out of the comparison. From that decision's `moment_ts`, did they terminate
@@ -33,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use kairos_model::time::{format_rfc3339, DAY};
-use kairos_model::{Millis, Msisdn};
+use kairos_model::{Millis, Msisdn, Stage};
 use serde::Serialize;
 
 use super::dryrun::escape_html;
@@ -183,6 +184,60 @@ pub struct ChurnReport {
     pub reasons: Vec<ReasonRow>,
     pub stages: Vec<StageRow>,
     pub retention: RetentionLoop,
+    /// With `--daily`: the same scores day by day (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub daily: Vec<DayRow>,
+}
+
+/// The scores as of one day (its first instant, UTC) against who left within the horizon
+/// after it, and where customers stood.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DayRow {
+    pub at: String,
+    pub base: Base,
+    pub auc: Option<f64>,
+    pub top_decile_lift: Option<f64>,
+    /// The stage distribution (the gone among it) and each stage's churn rate.
+    pub stages: Vec<StageRow>,
+}
+
+/// The day-by-day series of `standings` — (instant, number, risk, stage), as a replay's
+/// `Watch::daily` gives them — against `terminated` (each subscriber's termination instant)
+/// within `horizon` after each instant.
+pub fn daily(
+    standings: &[(Millis, Msisdn, f32, Stage)],
+    terminated: &HashMap<Msisdn, Millis>,
+    horizon: Millis,
+) -> Vec<DayRow> {
+    let mut rows = Vec::new();
+    for day in standings.chunk_by(|a, b| a.0 == b.0) {
+        let at = day[0].0;
+        let mut gone = 0;
+        let mut scored = Vec::with_capacity(day.len());
+        for (_, msisdn, risk, stage) in day {
+            let ended = terminated.get(msisdn).copied();
+            if *stage == Stage::Gone || ended.is_some_and(|t| t <= at) {
+                gone += 1;
+                continue;
+            }
+            scored.push(Scored {
+                msisdn: *msisdn,
+                risk: f64::from(*risk),
+                stage: stage.as_str().to_string(),
+                reasons: Vec::new(),
+                left: ended.is_some_and(|t| t > at && t <= at.saturating_add(horizon)),
+            });
+        }
+        let (base, auc, top_decile_lift, _, _) = score(&scored, gone, &[]);
+        rows.push(DayRow {
+            at: instant(at),
+            base,
+            auc,
+            top_decile_lift,
+            stages: stages(&scored, gone),
+        });
+    }
+    rows
 }
 
 /// The report format's version.
@@ -471,6 +526,7 @@ pub fn build(inputs: Inputs, scored: &[Scored], gone: u64, tops: &[u64], retenti
         top,
         gains,
         retention,
+        daily: Vec::new(),
     }
 }
 
@@ -603,6 +659,39 @@ impl ChurnReport {
                 pct(s.rate)
             );
         }
+        if !self.daily.is_empty() {
+            let _ = write!(
+                m,
+                "\n## Day by day\n\nThe scores as of each day (00:00 UTC) against who left within the horizon after it, \
+                 and the stages then (shares of every customer known, the gone among them).\n\n\
+                 | day | scored | left | churn rate | AUC | top-decile lift |"
+            );
+            for stage in STAGES {
+                let _ = write!(m, " {stage} |");
+            }
+            let _ = write!(m, "\n|---|---:|---:|---:|---:|---:|");
+            for _ in STAGES {
+                m.push_str("---:|");
+            }
+            m.push('\n');
+            for d in &self.daily {
+                let _ = write!(
+                    m,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    d.at.get(..10).unwrap_or(&d.at),
+                    d.base.scored,
+                    d.base.leavers,
+                    pct(d.base.rate),
+                    opt(d.auc, |a| format!("{a:.3}")),
+                    opt(d.top_decile_lift, |l| format!("{l:.2}×")),
+                );
+                for stage in STAGES {
+                    let share = d.stages.iter().find(|s| s.stage == stage).map_or(0.0, |s| s.share);
+                    let _ = write!(m, " {} |", pct(share));
+                }
+                m.push('\n');
+            }
+        }
         let r = &self.retention;
         let _ = writeln!(
             m,
@@ -709,7 +798,9 @@ impl ChurnReport {
                 r.lift
             );
         }
-        h.push_str("</table>\n<h2>The retention loop</h2>\n");
+        h.push_str("</table>\n");
+        self.daily_html(&mut h);
+        h.push_str("<h2>The retention loop</h2>\n");
         let _ = write!(
             h,
             "<p class=\"note\">Rules: {}. By intention to treat: a subscriber is treated when their first retention \
@@ -759,12 +850,15 @@ impl ChurnReport {
             .collect();
         plot(
             h,
-            "gains-chart",
-            "Cumulative gains",
-            "top share of scores",
-            "share of leavers",
+            (
+                "gains-chart",
+                "Cumulative gains",
+                "top share of scores",
+                "share of leavers",
+            ),
             &points,
             true,
+            Reference::Diagonal,
         );
     }
 
@@ -784,13 +878,110 @@ impl ChurnReport {
         let title = format!("Calibration (axes to {})", pct(max));
         plot(
             h,
-            "calibration-chart",
-            &title,
-            "predicted risk",
-            "observed churn",
+            ("calibration-chart", &title, "predicted risk", "observed churn"),
             &points,
             false,
+            Reference::Diagonal,
         );
+    }
+
+    /// The day-by-day section: AUC by day, the stage flows (each stage's share of the
+    /// customers day by day, stacked) and the table. Nothing without `--daily`.
+    fn daily_html(&self, h: &mut String) {
+        if self.daily.is_empty() {
+            return;
+        }
+        h.push_str("<h2>Day by day</h2>\n<p class=\"note\">The scores as of each day (00:00 UTC) against who left within the horizon after it, and the stages then.</p>\n<div class=\"grid\">");
+        let last = (self.daily.len().max(2) - 1) as f64;
+        let points: Vec<(f64, f64)> = self
+            .daily
+            .iter()
+            .enumerate()
+            .filter_map(|(k, d)| Some((k as f64 / last, d.auc?)))
+            .collect();
+        let x_label = format!(
+            "day, {} to {}",
+            self.daily[0].at.get(..10).unwrap_or_default(),
+            self.daily[self.daily.len() - 1].at.get(..10).unwrap_or_default()
+        );
+        plot(
+            h,
+            ("daily-auc-chart", "AUC day by day (0.5: chance)", &x_label, "AUC"),
+            &points,
+            true,
+            Reference::Half,
+        );
+        self.stage_flows_svg(h);
+        h.push_str("</div>\n<table><tr><th class=\"text\">day</th><th>scored</th><th>left</th><th>churn rate</th><th>AUC</th><th>top-decile lift</th>");
+        for stage in STAGES {
+            let _ = write!(h, "<th>{stage}</th>");
+        }
+        h.push_str("</tr>");
+        for d in &self.daily {
+            let day = d.at.get(..10).unwrap_or(&d.at);
+            let _ = write!(
+                h,
+                "<tr data-day=\"{day}\"><td class=\"text\">{day}</td><td>{}</td><td>{}</td><td>{}</td><td data-metric=\"auc\">{}</td><td>{}</td>",
+                d.base.scored,
+                d.base.leavers,
+                pct(d.base.rate),
+                opt(d.auc, |a| format!("{a:.3}")),
+                opt(d.top_decile_lift, |l| format!("{l:.2}×")),
+                day = escape_html(day),
+            );
+            for stage in STAGES {
+                let share = d.stages.iter().find(|s| s.stage == stage).map_or(0.0, |s| s.share);
+                let _ = write!(h, "<td data-stage=\"{stage}\">{}</td>", pct(share));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>\n");
+    }
+
+    /// The stage flows: each stage's share of the customers, day by day, stacked in stage
+    /// order (new at the bottom, gone on top).
+    fn stage_flows_svg(&self, h: &mut String) {
+        const W: f64 = 300.0;
+        const H: f64 = 220.0;
+        const L: f64 = 10.0;
+        const T: f64 = 28.0;
+        const COLOURS: [&str; 6] = ["#16a34a", "#65a30d", "#2563eb", "#f59e0b", "#dc2626", "#64748b"];
+        let n = self.daily.len();
+        let x = |k: usize| L + if n > 1 { k as f64 / (n - 1) as f64 * W } else { W / 2.0 };
+        let y = |v: f64| T + (1.0 - v.clamp(0.0, 1.0)) * H;
+        let _ = write!(
+            h,
+            "<figure><svg id=\"stage-flows-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" role=\"img\" aria-label=\"stage flows\">\
+             <text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"600\">Stage flows (share of customers)</text>",
+            w = L + W + 90.0,
+            ht = T + H + 20.0,
+        );
+        let share = |d: &DayRow, stage: &str| d.stages.iter().find(|s| s.stage == stage).map_or(0.0, |s| s.share);
+        let mut below = vec![0.0; n];
+        for (stage, colour) in STAGES.iter().zip(COLOURS) {
+            let above: Vec<f64> = self
+                .daily
+                .iter()
+                .zip(&below)
+                .map(|(d, b)| b + share(d, stage))
+                .collect();
+            let mut points: Vec<String> = (0..n).map(|k| format!("{:.1},{:.1}", x(k), y(above[k]))).collect();
+            points.extend((0..n).rev().map(|k| format!("{:.1},{:.1}", x(k), y(below[k]))));
+            let _ = write!(
+                h,
+                "<polygon points=\"{}\" fill=\"{colour}\" fill-opacity=\"0.8\"><title>{stage}</title></polygon>",
+                points.join(" ")
+            );
+            let middle = (above[n - 1] + below[n - 1]) / 2.0;
+            let _ = write!(
+                h,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{stage}</text>",
+                L + W + 6.0,
+                y(middle) + 4.0
+            );
+            below = above;
+        }
+        h.push_str("</svg></figure>");
     }
 
     /// The stage distribution at the observation instant.
@@ -820,9 +1011,23 @@ impl ChurnReport {
     }
 }
 
-/// A line plot in the unit square with the diagonal (`gains`: a chance line; otherwise
-/// perfect calibration), points as dots.
-fn plot(h: &mut String, id: &str, title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)], line: bool) {
+/// What a plot's dashed reference line is.
+#[derive(Clone, Copy)]
+enum Reference {
+    /// The diagonal: chance for gains, perfect calibration.
+    Diagonal,
+    /// The level 0.5: chance for an AUC.
+    Half,
+}
+
+/// A line plot in the unit square with a dashed reference line, points as dots.
+fn plot(
+    h: &mut String,
+    (id, title, x_label, y_label): (&str, &str, &str, &str),
+    points: &[(f64, f64)],
+    line: bool,
+    reference: Reference,
+) {
     const S: f64 = 220.0;
     const L: f64 = 44.0;
     const T: f64 = 28.0;
@@ -840,9 +1045,15 @@ fn plot(h: &mut String, id: &str, title: &str, x_label: &str, y_label: &str, poi
         ht = T + S + 34.0,
         title = escape_html(title),
         x0 = x(0.0),
-        y0 = y(0.0),
+        y0 = y(match reference {
+            Reference::Diagonal => 0.0,
+            Reference::Half => 0.5,
+        }),
         x1 = x(1.0),
-        y1 = y(1.0),
+        y1 = y(match reference {
+            Reference::Diagonal => 1.0,
+            Reference::Half => 0.5,
+        }),
         xl = T + S + 24.0,
         yl = T + S / 2.0,
     );

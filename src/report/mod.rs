@@ -275,8 +275,10 @@ pub struct ChurnOptions {
     /// The sizes of the top of the scores to report.
     pub tops: Vec<u64>,
     /// The retention rules of the loop; by default the rules on `churn_risk` and
-    /// `cancel_intent`.
+    /// `cancel_intent`, and the declared moments that read the score.
     pub retention_rules: Option<Vec<String>>,
+    /// Also score as of every day (00:00 UTC) whose horizon lies in the log.
+    pub daily: bool,
     pub households: kairos_dataflows::households::HouseholdConfig,
     pub progress: Option<Progress>,
 }
@@ -328,7 +330,10 @@ pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
             .rules
             .iter()
             .filter(|r| {
-                r.moment == MomentKind::ChurnRisk || r.declared.as_ref().is_some_and(|d| d.name == "cancel_intent")
+                r.moment == MomentKind::ChurnRisk
+                    || r.declared.as_ref().is_some_and(|d| {
+                        d.name == "cancel_intent" || kairos_dataflows::condition::reads_churn_risk(&d.when)
+                    })
             })
             .map(|r| r.id.clone())
             .collect(),
@@ -367,7 +372,18 @@ pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
         retention: Default::default(),
         progress: options.progress.clone(),
     };
-    let replayed = pipeline::replay_observing(&replay, Some(at)).map_err(|e| e.to_string())?;
+    // Each day's first instant after the log's first event whose horizon ends in the log.
+    let daily: Vec<kairos_model::Millis> = if options.daily {
+        let day = kairos_model::time::DAY;
+        (first / day + 1..)
+            .map(|d| d * day)
+            .take_while(|d| d.saturating_add(options.horizon) <= last.saturating_add(1))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let watch = pipeline::Watch { at: Some(at), daily };
+    let replayed = pipeline::replay_observing(&replay, &watch).map_err(|e| e.to_string())?;
     let horizon_end = at.saturating_add(options.horizon);
     let left = |msisdn: &kairos_model::Msisdn| read.first.get(msisdn).filter(|t| **t > at && **t <= horizon_end);
     let mut gone = 0;
@@ -415,7 +431,8 @@ pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
         events_invalid: read.invalid,
         generated_by: format!("kairos {}", env!("CARGO_PKG_VERSION")),
     };
-    let report = churn::build(inputs, &scored, gone, &options.tops, retention);
+    let mut report = churn::build(inputs, &scored, gone, &options.tops, retention);
+    report.daily = churn::daily(&replayed.daily, &read.first, options.horizon);
     let write = |name: &str, text: String| {
         let path = options.out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -2,7 +2,8 @@
 //!
 //! | byte | kairos | value |
 //! |---|---|---|
-//! | `0x03` | this release | bincode of [`SubscriberState`] |
+//! | `0x04` | this release | bincode of [`SubscriberState`] |
+//! | `0x03` | before plan downgrades and the churn risk in the household graph | bincode of [`V3`]: a lifecycle without `downgrades` ([`LifecycleV3`]), a household part without `risk` and views without the members' complaints, leavers and most at risk ([`HouseholdStateV3`]) |
 //! | `0x02` | before `lifecycle` (layout 4) | bincode of [`V2`]: the same fields but the last, and a customer record without status and products ([`RecordV2`]) |
 //! | `0x01` | before `recent` (layout 3) | bincode of [`V1`]: those of `V2` but the last |
 //!
@@ -19,6 +20,10 @@
 //! and SMS, the oldest day kept as `first_seen`), so a customer already silent at the
 //! upgrade is still seen as silent; complaints and cancel visits start empty; an older
 //! customer record is `active` with no products (what it said, since it could not say more).
+//! A version-3 value keeps everything it had; its plan downgrades start empty, and the
+//! household views' new parts (the members' complaints and leavers, the member most at
+//! risk) and its churn risk in the graph are set again at the restart, when the graph is
+//! rebuilt from every state.
 
 use chrono::NaiveDate;
 use kairos_dataflows::evidence::HouseholdState;
@@ -31,7 +36,7 @@ use kairos_model::event::{
     Consent, Customer, CustomerRecord, CustomerStatus, Device, EventBody, Network, Plan, Response, Selfcare, Topup,
     Usage,
 };
-use kairos_model::{CountryCode, Event, Millis, Msisdn, Origin, TimeZone};
+use kairos_model::{CountryCode, Event, Millis, Msisdn, Origin, Stage, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_body, Limit, StateError};
@@ -210,6 +215,10 @@ impl From<HouseholdViewV2> for HouseholdView {
             // Until the member's next record puts what they hold in the graph.
             held_milli: 0,
             cancel_intents: v.cancel_intents,
+            // Until the graph says again (it does at the restart).
+            complaints: 0,
+            members_left: 0,
+            most_at_risk: false,
             competitor_peer: v.competitor_peer,
             gave_handset: v.gave_handset,
             got_handset: v.got_handset,
@@ -232,15 +241,118 @@ impl From<HouseholdStateV2> for HouseholdState {
                 .map(|(at, view, diff)| (at, view.into(), diff))
                 .collect(),
             held: 0,
+            risk: None,
+        }
+    }
+}
+
+/// A household view before the members' complaints, leavers and most at risk (subscriber
+/// values 3). Frozen.
+#[derive(Deserialize, Serialize)]
+pub(super) struct HouseholdViewV3 {
+    founder: Msisdn,
+    decision_maker: Msisdn,
+    size: u32,
+    value_cents: u64,
+    accounts: u32,
+    held_milli: u32,
+    cancel_intents: u32,
+    competitor_peer: Option<Msisdn>,
+    gave_handset: bool,
+    got_handset: bool,
+    links: Vec<(Msisdn, LinkKind)>,
+}
+
+impl From<HouseholdViewV3> for HouseholdView {
+    fn from(v: HouseholdViewV3) -> HouseholdView {
+        HouseholdView {
+            founder: v.founder,
+            decision_maker: v.decision_maker,
+            size: v.size,
+            value_cents: v.value_cents,
+            accounts: v.accounts,
+            held_milli: v.held_milli,
+            cancel_intents: v.cancel_intents,
+            // Until the graph says again: the restart rebuilds it from every state.
+            complaints: 0,
+            members_left: 0,
+            most_at_risk: false,
+            competitor_peer: v.competitor_peer,
+            gave_handset: v.gave_handset,
+            got_handset: v.got_handset,
+            links: v.links,
+        }
+    }
+}
+
+/// A subscriber's part in the household graph before the churn risk was in it (subscriber
+/// values 3). Frozen.
+#[derive(Default, Deserialize, Serialize)]
+pub(super) struct HouseholdStateV3 {
+    first_seen: Option<Millis>,
+    facts: Option<Facts>,
+    handset: Option<(String, Millis)>,
+    evidence: std::collections::BTreeMap<(Millis, Evidence), isize>,
+    view: Option<HouseholdViewV3>,
+    pending_views: Vec<(Millis, HouseholdViewV3, isize)>,
+    held: u32,
+}
+
+impl From<HouseholdStateV3> for HouseholdState {
+    fn from(h: HouseholdStateV3) -> HouseholdState {
+        HouseholdState {
+            first_seen: h.first_seen,
+            facts: h.facts,
+            handset: h.handset,
+            evidence: h.evidence,
+            view: h.view.map(HouseholdView::from),
+            pending_views: h
+                .pending_views
+                .into_iter()
+                .map(|(at, view, diff)| (at, view.into(), diff))
+                .collect(),
+            held: h.held,
+            // The restart puts the score in force in the graph (`re_emit`).
+            risk: None,
+        }
+    }
+}
+
+/// The lifecycle before plan downgrades were kept (subscriber values 3). Frozen.
+#[derive(Default, Deserialize, Serialize)]
+pub(super) struct LifecycleV3 {
+    first_seen: Millis,
+    last: [Millis; 6],
+    complaints: Vec<Millis>,
+    cancels: Vec<Millis>,
+    review_at: Millis,
+    stage: Option<Stage>,
+    stage_since: Millis,
+    churn: Option<u64>,
+}
+
+impl From<LifecycleV3> for Lifecycle {
+    fn from(l: LifecycleV3) -> Lifecycle {
+        Lifecycle {
+            first_seen: l.first_seen,
+            last: l.last,
+            complaints: l.complaints,
+            cancels: l.cancels,
+            review_at: l.review_at,
+            stage: l.stage,
+            stage_since: l.stage_since,
+            churn: l.churn,
+            // Downgrades before the upgrade are not known.
+            downgrades: Vec::new(),
         }
     }
 }
 
 /// The byte in front of a subscriber value written by this release.
-const SUBSCRIBER_VERSION: u8 = 3;
+const SUBSCRIBER_VERSION: u8 = 4;
 
 /// A subscriber value of version 1, as kairos wrote it before `recent`. Frozen: never
-/// change it; a later change of [`SubscriberState`] gets a version 3 and its own type.
+/// change it; a later change of [`SubscriberState`] gets a new version and its own type.
 #[derive(Deserialize, Serialize)]
 pub(super) struct V1 {
     customer: CustomerStateV2,
@@ -305,6 +417,41 @@ impl From<V2> for SubscriberState {
     }
 }
 
+/// A subscriber value of version 3, as kairos wrote it before plan downgrades, the
+/// household's complaints and leavers and the churn risk in the graph. Frozen, as [`V1`].
+#[derive(Deserialize, Serialize)]
+pub(super) struct V3 {
+    customer: CustomerState,
+    country: Option<CountryCode>,
+    previous_country: Option<CountryCode>,
+    data_cycle: Option<DataCycle>,
+    unassigned_data: Vec<(Millis, u64)>,
+    fired: Vec<(String, String)>,
+    contacts: ContactHistory,
+    activity: Activity,
+    household: HouseholdStateV3,
+    recent: Recent,
+    lifecycle: LifecycleV3,
+}
+
+impl From<V3> for SubscriberState {
+    fn from(v3: V3) -> SubscriberState {
+        SubscriberState {
+            customer: v3.customer,
+            country: v3.country,
+            previous_country: v3.previous_country,
+            data_cycle: v3.data_cycle,
+            unassigned_data: v3.unassigned_data,
+            fired: v3.fired,
+            contacts: v3.contacts,
+            activity: v3.activity,
+            household: v3.household.into(),
+            recent: v3.recent,
+            lifecycle: v3.lifecycle.into(),
+        }
+    }
+}
+
 /// The bytes stored for a subscriber's state.
 pub(super) fn encode_subscriber(state: &SubscriberState) -> Vec<u8> {
     let mut bytes = vec![SUBSCRIBER_VERSION];
@@ -317,6 +464,7 @@ pub(super) fn encode_subscriber(state: &SubscriberState) -> Vec<u8> {
 pub(super) fn decode_subscriber(key: impl Fn() -> String, bytes: &[u8]) -> Result<SubscriberState, StateError> {
     match bytes.split_first() {
         Some((&SUBSCRIBER_VERSION, rest)) => decode_body(key, rest, Limit::Subscriber),
+        Some((3, rest)) => decode_body::<V3>(key, rest, Limit::Subscriber).map(SubscriberState::from),
         Some((2, rest)) => decode_body::<V2>(key, rest, Limit::Subscriber).map(SubscriberState::from),
         Some((1, rest)) => {
             decode_body::<V1>(key, rest, Limit::Subscriber).map(|v1| SubscriberState::from(V2::from(v1)))
@@ -439,6 +587,91 @@ mod tests {
         assert_eq!(decode_subscriber(|| "s".into(), &again).unwrap(), state);
         let mut wrong = again.clone();
         wrong[0] = 2;
+        assert!(decode_subscriber(|| "s".into(), &wrong).is_err());
+    }
+
+    #[test]
+    fn a_value_of_version_3_reads_as_the_same_state_without_downgrades_and_risk() {
+        let day = kairos_model::time::DAY;
+        let member = Msisdn::from_u64(351_910_000_002).unwrap();
+        let v3 = V3 {
+            customer: CustomerState::Deleted { since: 42 },
+            country: None,
+            previous_country: None,
+            data_cycle: None,
+            unassigned_data: vec![],
+            fired: vec![("retention-churn".into(), "".into())],
+            contacts: ContactHistory::default(),
+            activity: Activity::default(),
+            household: HouseholdStateV3 {
+                view: Some(HouseholdViewV3 {
+                    founder: member,
+                    decision_maker: member,
+                    size: 3,
+                    value_cents: 9_000,
+                    accounts: 2,
+                    held_milli: 2_500,
+                    cancel_intents: 1,
+                    competitor_peer: None,
+                    gave_handset: true,
+                    got_handset: false,
+                    links: vec![(member, LinkKind::Calls)],
+                }),
+                held: 1_500,
+                ..Default::default()
+            },
+            recent: Recent {
+                last_event: 30 * day,
+                ..Recent::default()
+            },
+            lifecycle: LifecycleV3 {
+                first_seen: day,
+                last: [2 * day, 3 * day, 0, 0, 4 * day, 5 * day],
+                complaints: vec![6 * day],
+                cancels: vec![7 * day, 8 * day],
+                review_at: 31 * day,
+                stage: Some(Stage::Decline),
+                stage_since: 20 * day,
+                churn: Some(0b101),
+            },
+        };
+        let mut bytes = vec![3];
+        bytes.extend(bincode::serde::encode_to_vec(&v3, bincode::config::standard()).unwrap());
+        let state = decode_subscriber(|| "s".into(), &bytes).unwrap();
+        let life = &state.lifecycle;
+        assert_eq!(
+            (life.first_seen, life.last[4], life.review_at),
+            (day, 4 * day, 31 * day)
+        );
+        assert_eq!((life.complaints.len(), life.cancels.len()), (1, 2));
+        assert_eq!(
+            (life.stage, life.stage_since, life.churn),
+            (Some(Stage::Decline), 20 * day, Some(0b101))
+        );
+        assert!(
+            life.downgrades.is_empty(),
+            "downgrades before the upgrade are not known"
+        );
+        let household = &state.household;
+        assert_eq!((household.held, household.risk), (1_500, None));
+        let view = household.view.as_ref().unwrap();
+        assert_eq!(
+            (
+                view.size,
+                view.value_cents,
+                view.accounts,
+                view.held_milli,
+                view.cancel_intents
+            ),
+            (3, 9_000, 2, 2_500, 1)
+        );
+        assert!(view.gave_handset && !view.most_at_risk && view.complaints == 0 && view.members_left == 0);
+        assert_eq!(state.fired, vec![("retention-churn".to_string(), String::new())]);
+        let again = encode_subscriber(&state);
+        assert_eq!(again[0], SUBSCRIBER_VERSION);
+        assert_eq!(decode_subscriber(|| "s".into(), &again).unwrap(), state);
+        let mut wrong = again.clone();
+        wrong[0] = 3;
         assert!(decode_subscriber(|| "s".into(), &wrong).is_err());
     }
 

@@ -273,28 +273,42 @@ pub fn check_key(source: &str) -> Result<(), Vec<String>> {
 pub fn check_stage(source: &str) -> Result<(), Vec<String>> {
     check_not_reading(
         source,
-        &["subscriber.lifecycle.", "subscriber.churn_"],
+        &["subscriber.lifecycle.", "subscriber.churn_", "household.most_at_risk"],
         "a stage's definition",
         "what the stage definitions decide, or decided after them",
     )
 }
 
 /// [`check_when`] for a churn factor (`churn.toml`), which cannot read the score it makes
-/// (`subscriber.churn_risk`, `subscriber.churn_reasons`); it may read the stage, decided
-/// before it.
+/// (`subscriber.churn_risk`, `subscriber.churn_reasons`, `subscriber.churn_at_risk`) nor
+/// what the household graph makes of the members' scores (`household.most_at_risk`: a score
+/// that read it could move the member most at risk back and forth); it may read the stage,
+/// decided before it.
 ///
 /// ```
 /// use kairos_dataflows::condition::check_factor;
 /// assert!(check_factor("subscriber.lifecycle.stage == 'decline'").is_ok());
 /// assert!(check_factor("subscriber.churn_risk > 0.5").is_err());
+/// assert!(check_factor("household.most_at_risk").is_err());
 /// ```
 pub fn check_factor(source: &str) -> Result<(), Vec<String>> {
     check_not_reading(
         source,
-        &["subscriber.churn_"],
+        &["subscriber.churn_", "household.most_at_risk"],
         "a churn factor",
         "the score the factors make",
     )
+}
+
+/// Whether a declared moment's `when` reads the churn score (`subscriber.churn_risk`,
+/// `subscriber.churn_at_risk`): a retention rule, for `kairos report churn`. An expression
+/// that does not compile reads nothing.
+pub fn reads_churn_risk(source: &str) -> bool {
+    Expression::compile(source).is_ok_and(|e| {
+        e.reads
+            .fields()
+            .any(|f| matches!(f.path, "subscriber.churn_risk" | "subscriber.churn_at_risk"))
+    })
 }
 
 /// [`check_when`], and no field under one of `prefixes` read.

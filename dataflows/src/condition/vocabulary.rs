@@ -274,11 +274,7 @@ impl<'a> FieldSource<'a> {
     /// The churn risk of the factors that held when the subscriber was last scored (0 before,
     /// and without a model).
     pub fn churn_risk(&self) -> f64 {
-        let model = &self.rules.churn;
-        match self.state.lifecycle.churn {
-            Some(holding) if !model.factors.is_empty() => model.risk(holding),
-            _ => 0.0,
-        }
+        self.state.lifecycle.risk(&self.rules.churn).unwrap_or(0.0)
     }
 
     /// The reasons for [`Self::churn_risk`].
@@ -770,6 +766,13 @@ pub const VOCABULARY: &[Field] = &[
         value: |s| int(lifecycle::in_window(&s.state.lifecycle.complaints, s.at, 90).0),
     },
     Field {
+        path: "subscriber.downgrades_90d",
+        ty: FieldType::Int,
+        meaning: "plan downgrades (a newer customer record with a lower monthly fee) in the 90 days up to the moment",
+        changed_by: EventsAndTime(&[Customer], |s| lifecycle::in_window(&s.state.lifecycle.downgrades, s.at, 90).1),
+        value: |s| int(lifecycle::in_window(&s.state.lifecycle.downgrades, s.at, 90).0),
+    },
+    Field {
         path: "subscriber.cancel_visits_30d",
         ty: FieldType::Int,
         meaning: "visits to the self-care cancel page in the 30 days up to the moment",
@@ -813,6 +816,13 @@ pub const VOCABULARY: &[Field] = &[
             let reasons = s.churn_reasons();
             Value::List(Arc::new(reasons.into_iter().map(string).collect()))
         },
+    },
+    Field {
+        path: "subscriber.churn_at_risk",
+        ty: FieldType::Bool,
+        meaning: "the churn risk is at or above `churn.toml`'s threshold (where the `churn_risk` moment happens)",
+        changed_by: ChangedBy::Lifecycle,
+        value: |s| Value::Bool(s.churn_risk() >= s.rules.churn.threshold),
     },
     Field {
         path: "household.id",
@@ -869,6 +879,27 @@ pub const VOCABULARY: &[Field] = &[
         meaning: "members who visited the self-care cancel page within the window",
         changed_by: Household,
         value: |s| int(s.household.map_or(0, |v| u64::from(v.cancel_intents))),
+    },
+    Field {
+        path: "household.complaints",
+        ty: FieldType::Int,
+        meaning: "members who filed a complaint (self-care page complaint) within the window",
+        changed_by: Household,
+        value: |s| int(s.household.map_or(0, |v| u64::from(v.complaints))),
+    },
+    Field {
+        path: "household.members_left",
+        ty: FieldType::Int,
+        meaning: "members whose line was terminated (status terminated) within the window",
+        changed_by: Household,
+        value: |s| int(s.household.map_or(0, |v| u64::from(v.members_left))),
+    },
+    Field {
+        path: "household.most_at_risk",
+        ty: FieldType::Bool,
+        meaning: "this subscriber is the member most at risk of leaving: the highest churn risk among the members who are customers (then the lowest number)",
+        changed_by: Household,
+        value: |s| Value::Bool(s.household.is_some_and(|v| v.most_at_risk)),
     },
     Field {
         path: "household.competitor_peer",

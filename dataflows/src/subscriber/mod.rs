@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use kairos_model::event::{EventBody, ResponseOutcome, UsageKind};
+use kairos_model::event::{CustomerStatus, EventBody, ResponseOutcome, UsageKind};
 use kairos_model::{Decision, Event, Millis, Msisdn, RuleSet};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ use crate::erased::ErasedIndex;
 use crate::evidence::{cell_hash, contact_slot, held_milli, utc_day};
 use crate::households::{Evidence, EvidenceUpdate, HouseholdConfig, HouseholdView, Slot, ViewUpdate};
 use crate::state::{CustomerChange, CustomerState, SubscriberState};
-use crate::{moments, DataflowStats, Retention};
+use crate::{lifecycle, moments, DataflowStats, Retention};
 use detect::{cycle_of, data_pack_check, handset_check, record_imei, roaming_check};
 use judge::{deliver, Judges, Trigger};
 pub use operator::{subscriber_state, Broadcasts, SubscriberOutput};
@@ -200,6 +200,9 @@ impl SubscriberLogic {
                 let held = held_milli(state.record(), &self.judges.rules.stickiness);
                 state.household.reweigh(msisdn, held, now, &mut self.evidence);
             }
+            if self.households.is_some() && (restage || rescore) {
+                share_risk(&self.judges.rules, state, msisdn, &mut self.evidence);
+            }
             if clocks {
                 let mut found = Vec::new();
                 self.judges
@@ -247,7 +250,8 @@ impl SubscriberLogic {
             }));
             if self.households.is_some() {
                 let held = held_milli(state.record(), &self.judges.rules.stickiness);
-                state.household.re_emit(msisdn, held, from, &mut self.evidence);
+                let risk = risk_milli(&state, &self.judges.rules);
+                state.household.re_emit(msisdn, (held, risk), from, &mut self.evidence);
             }
             self.stats
                 .held
@@ -304,6 +308,21 @@ impl SubscriberLogic {
         self.states
             .iter()
             .filter_map(|(msisdn, state)| crate::standing::standing(*msisdn, state, &self.judges.rules, at))
+            .collect()
+    }
+
+    /// Every customer's churn risk and lifecycle stage at `at`, as [`Self::standings`] would
+    /// give them (the same stage for a rule set without stage definitions).
+    pub fn risks_and_stages(&self, at: Millis) -> Vec<(Millis, Msisdn, f32, kairos_model::Stage)> {
+        let model = &self.judges.rules.churn;
+        self.states
+            .iter()
+            .filter_map(|(msisdn, state)| {
+                let record = state.record()?;
+                let stage = crate::standing::stage_of(state, record);
+                let risk = state.lifecycle.risk(model).unwrap_or(0.0) as f32;
+                Some((at, *msisdn, risk, stage))
+            })
             .collect()
     }
 
@@ -370,6 +389,7 @@ impl SubscriberLogic {
             household_evidence(config, state, event, now, &mut self.evidence);
         }
         let held = state.contacts.deferred.len() as i64;
+        let was_terminated = state.record().is_some_and(|r| r.status == CustomerStatus::Terminated);
         match &event.body {
             EventBody::Customer(update) => match state.apply_customer(event.ts, update) {
                 CustomerChange::Stale => DataflowStats::bump(&self.stats.stale_customer_records),
@@ -396,6 +416,18 @@ impl SubscriberLogic {
                         let household = &mut state.household;
                         let weights = &self.judges.rules.stickiness;
                         household.facts(event.msisdn, (record.as_ref(), weights), event.ts, &mut self.evidence);
+                        // The line terminated: the members see one of them leave.
+                        let terminated = record.as_ref().is_some_and(|r| r.status == CustomerStatus::Terminated);
+                        if terminated && !was_terminated {
+                            household.soft(
+                                config,
+                                Evidence::Left(event.msisdn),
+                                event.ts,
+                                now,
+                                1,
+                                &mut self.evidence,
+                            );
+                        }
                         if let Some(imei) = record.as_ref().and_then(|r| r.device.as_ref()?.imei.as_deref()) {
                             household.handset(config, event.msisdn, imei, event.ts, now, &mut self.evidence);
                         }
@@ -450,6 +482,9 @@ impl SubscriberLogic {
         let trigger = Trigger::after(event.kind());
         self.judges
             .declared(state, event.msisdn, event.ts, trigger, &mut found, timers);
+        if self.households.is_some() {
+            share_risk(&self.judges.rules, state, event.msisdn, &mut self.evidence);
+        }
         self.judges.decide(state, event.msisdn, found, decisions, timers);
     }
 
@@ -496,6 +531,7 @@ impl SubscriberLogic {
         let mut found = Vec::new();
         self.judges
             .declared(state, msisdn, now, Trigger::Everything, &mut found, timers);
+        share_risk(&self.judges.rules, state, msisdn, &mut self.evidence);
         self.judges.decide(state, msisdn, found, decisions, timers);
     }
 
@@ -546,6 +582,9 @@ impl SubscriberLogic {
                 state.lifecycle.review_at = 0;
                 self.judges
                     .declared(state, timer.msisdn, timer.due, Trigger::Clock, &mut found, timers);
+                if self.households.is_some() {
+                    share_risk(&self.judges.rules, state, timer.msisdn, &mut self.evidence);
+                }
             }
             TimerKind::Forget => return,
         }
@@ -582,6 +621,24 @@ fn forget_timer(retention: &Retention, msisdn: Msisdn, state: &SubscriberState, 
 
 /// What an activity event says about the subscriber's household (customer records are
 /// handled with the record).
+/// The churn risk a customer has in the household graph, in thousandths: the score in
+/// force (`None` before one, for a terminated customer — who is no longer at risk — and
+/// when the model has no factors).
+fn risk_milli(state: &SubscriberState, rules: &RuleSet) -> Option<u32> {
+    state.record().filter(|r| r.status != CustomerStatus::Terminated)?;
+    let risk = state.lifecycle.risk(&rules.churn)?;
+    Some((risk.clamp(0.0, 1.0) * 1000.0).round() as u32)
+}
+
+/// Puts the subscriber's churn risk in the household graph when it changed there (the
+/// graph finds each household's member most at risk), at the newest instant known of them,
+/// as the score is decided (so the graph's updates of one subscriber never go back in time).
+fn share_risk(rules: &RuleSet, state: &mut SubscriberState, msisdn: Msisdn, out: &mut Vec<EvidenceUpdate>) {
+    let risk = risk_milli(state, rules);
+    let at = state.recent.last_event;
+    state.household.rescore(msisdn, risk, at, out);
+}
+
 fn household_evidence(
     config: &HouseholdConfig,
     state: &mut SubscriberState,
@@ -636,8 +693,10 @@ fn household_evidence(
             if let Some(account) = login {
                 household.soft(config, Evidence::Login(me, account), event.ts, now, 1, out);
             }
-            if visit.page == "cancel" {
-                household.soft(config, Evidence::Cancel(me), event.ts, now, 1, out);
+            match visit.page.as_str() {
+                lifecycle::CANCEL_PAGE => household.soft(config, Evidence::Cancel(me), event.ts, now, 1, out),
+                lifecycle::COMPLAINT_PAGE => household.soft(config, Evidence::Complaint(me), event.ts, now, 1, out),
+                _ => {}
             }
         }
         _ => {}

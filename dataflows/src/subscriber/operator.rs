@@ -133,7 +133,10 @@ pub fn subscriber_state<'scope>(
         let crate::Observe {
             mut final_states,
             standings_at: mut snapshot,
+            daily,
         } = observe;
+        let (daily_at, daily_sink) = daily.unzip();
+        let mut daily_at: std::collections::VecDeque<Millis> = daily_at.unwrap_or_default().into();
         let mut decisions = Vec::new();
         let mut timers = Vec::new();
         move |frontiers| {
@@ -223,6 +226,14 @@ pub fn subscriber_state<'scope>(
                             sink.lock().unwrap_or_else(|p| p.into_inner()).extend(standings);
                         }
                     }
+                }
+                while let (Some(&at), Some(sink)) = (daily_at.front(), daily_sink.as_ref()) {
+                    if !(next.is_none_or(|n| n >= at) && (closed || passed(frontiers, at.saturating_sub(1)))) {
+                        break;
+                    }
+                    daily_at.pop_front();
+                    let risks = logic.risks_and_stages(at);
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).extend(risks);
                 }
                 // Take the checkpoint once every instant before it is applied; nothing at or
                 // after it is applied before it is taken.

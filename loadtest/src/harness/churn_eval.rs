@@ -537,8 +537,8 @@ pub struct EvalReport {
     pub worlds: Vec<WorldResult>,
 }
 
-/// One decision of the retention loop's rules (those on churn_risk and cancel_intent), from a
-/// replay's decisions.jsonl.
+/// One decision of the retention loop's rules (the shipped ones: on churn_risk,
+/// cancel_intent and household_at_risk), from a replay's decisions.jsonl.
 struct LoopDecision {
     msisdn: String,
     rule: String,
@@ -553,7 +553,10 @@ fn loop_decisions(path: &Path) -> Result<Vec<LoopDecision>> {
     let mut out = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let v: Value = serde_json::from_str(&line?)?;
-        if !matches!(v["moment"].as_str(), Some("churn_risk" | "cancel_intent")) {
+        if !matches!(
+            v["moment"].as_str(),
+            Some("churn_risk" | "cancel_intent" | "household_at_risk")
+        ) {
             continue;
         }
         let (Some(msisdn), Some(rule), Some(ts), Some(action)) = (
