@@ -1,7 +1,7 @@
 //! The customer's lifecycle, as far as the state keeps it: when kairos first heard of the
 //! subscriber, the last activity of each kind, the complaints, cancel-page visits (contract
-//! §5.1) and plan downgrades of the last 90 days, and when the subscriber's time-moving features must be
-//! looked at again although nothing happens to them (`review_at`).
+//! §5.1) and plan downgrades of the last 90 days, and when the subscriber's time-moving
+//! features must be looked at again although nothing happens to them (`review_at`).
 //!
 //! What these mean to a rule — days since the last data session, complaints in 90 days, and
 //! the instant each changes by time alone — is the vocabulary's (`condition/vocabulary.rs`);
@@ -12,11 +12,11 @@ use kairos_model::time::DAY;
 use kairos_model::{ChurnModel, Event, Millis, Stage};
 use serde::{Deserialize, Serialize};
 
-/// How long complaints, cancel-page visits and downgrades are remembered (the longest window that reads
-/// them).
+/// How long complaints, cancel-page visits and downgrades are remembered (the longest window
+/// that reads them).
 pub const PAGES_DAYS: u64 = 90;
-/// At most this many complaints, cancel visits or downgrades are kept, whatever their age: a bound far
-/// above what 90 days of a real customer hold.
+/// At most this many complaints, cancel visits or downgrades are kept, whatever their age: a
+/// bound far above what 90 days of a real customer hold.
 pub const PAGES_KEPT: usize = 64;
 
 /// The self-care page that means a complaint was filed (contract §5.1).

@@ -510,7 +510,7 @@ impl ChurnLayer {
             return true;
         };
         let t = at.and_utc().timestamp_millis();
-        if self.gone(s, at) {
+        if self.quiet(s, at) {
             return false;
         }
         if event["type"] == "selfcare" && event["page"] == "cancel" {
@@ -527,9 +527,6 @@ impl ChurnLayer {
                 }
             }
             if fate.dry_from.is_some_and(|from| t >= from) && event["type"] == "topup" {
-                return false;
-            }
-            if fate.silent_from.is_some_and(|from| t >= from) {
                 return false;
             }
         }

@@ -201,6 +201,15 @@ pub struct DayRow {
     pub stages: Vec<StageRow>,
 }
 
+/// Where a customer in `stage` at `at`, terminated at `terminated` (if ever), stands for the
+/// report: `None` when already gone at `at`, else whether they left within `horizon` after it.
+pub fn outcome(stage: Stage, terminated: Option<Millis>, at: Millis, horizon: Millis) -> Option<bool> {
+    if stage == Stage::Gone || terminated.is_some_and(|t| t <= at) {
+        return None;
+    }
+    Some(terminated.is_some_and(|t| t <= at.saturating_add(horizon)))
+}
+
 /// The day-by-day series of `standings` — (instant, number, risk, stage), as a replay's
 /// `Watch::daily` gives them — against `terminated` (each subscriber's termination instant)
 /// within `horizon` after each instant.
@@ -215,17 +224,16 @@ pub fn daily(
         let mut gone = 0;
         let mut scored = Vec::with_capacity(day.len());
         for (_, msisdn, risk, stage) in day {
-            let ended = terminated.get(msisdn).copied();
-            if *stage == Stage::Gone || ended.is_some_and(|t| t <= at) {
+            let Some(left) = outcome(*stage, terminated.get(msisdn).copied(), at, horizon) else {
                 gone += 1;
                 continue;
-            }
+            };
             scored.push(Scored {
                 msisdn: *msisdn,
                 risk: f64::from(*risk),
                 stage: stage.as_str().to_string(),
                 reasons: Vec::new(),
-                left: ended.is_some_and(|t| t > at && t <= at.saturating_add(horizon)),
+                left,
             });
         }
         let (base, auc, top_decile_lift, _, _) = score(&scored, gone, &[]);

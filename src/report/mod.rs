@@ -313,7 +313,6 @@ struct ScoreLine<'a> {
 /// instant leaves no horizon inside the log, or an output cannot be written.
 pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
     use kairos_model::MomentKind;
-    use kairos_model::Stage;
 
     let rules = pipeline::load_rules(&options.rules).map_err(|e| e.to_string())?;
     let retention_rules = match &options.retention_rules {
@@ -384,25 +383,23 @@ pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
     };
     let watch = pipeline::Watch { at: Some(at), daily };
     let replayed = pipeline::replay_observing(&replay, &watch).map_err(|e| e.to_string())?;
-    let horizon_end = at.saturating_add(options.horizon);
-    let left = |msisdn: &kairos_model::Msisdn| read.first.get(msisdn).filter(|t| **t > at && **t <= horizon_end);
     let mut gone = 0;
     let mut scored = Vec::new();
     let scores_path = options.out.join("scores.jsonl");
     let mut lines = String::new();
     for s in &replayed.standings_at {
         let terminated = read.first.get(&s.msisdn).copied();
-        if s.lifecycle == Stage::Gone || terminated.is_some_and(|t| t <= at) {
+        let Some(left) = churn::outcome(s.lifecycle, terminated, at, options.horizon) else {
             gone += 1;
             continue;
-        }
+        };
         let line = ScoreLine {
             msisdn: s.msisdn.to_string(),
             lifecycle: s.lifecycle.as_str(),
             churn_risk: s.churn_risk,
             churn_reasons: &s.churn_reasons,
             churn_factors: &s.churn_factors,
-            left: left(&s.msisdn).is_some(),
+            left,
             terminated: terminated.map(churn::instant),
         };
         lines.push_str(&serde_json::to_string(&line).unwrap_or_default());
@@ -412,7 +409,7 @@ pub fn churn(options: &ChurnOptions) -> Result<ChurnRun, String> {
             risk: s.churn_risk,
             stage: s.lifecycle.as_str().to_string(),
             reasons: s.churn_reasons.clone(),
-            left: left(&s.msisdn).is_some(),
+            left,
         });
     }
     std::fs::write(&scores_path, lines).map_err(|e| format!("cannot write {}: {e}", scores_path.display()))?;

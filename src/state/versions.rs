@@ -204,9 +204,9 @@ pub(super) struct HouseholdViewV2 {
     links: Vec<(Msisdn, LinkKind)>,
 }
 
-impl From<HouseholdViewV2> for HouseholdView {
-    fn from(v: HouseholdViewV2) -> HouseholdView {
-        HouseholdView {
+impl From<HouseholdViewV2> for HouseholdViewV3 {
+    fn from(v: HouseholdViewV2) -> HouseholdViewV3 {
+        HouseholdViewV3 {
             founder: v.founder,
             decision_maker: v.decision_maker,
             size: v.size,
@@ -215,10 +215,6 @@ impl From<HouseholdViewV2> for HouseholdView {
             // Until the member's next record puts what they hold in the graph.
             held_milli: 0,
             cancel_intents: v.cancel_intents,
-            // Until the graph says again (it does at the restart).
-            complaints: 0,
-            members_left: 0,
-            most_at_risk: false,
             competitor_peer: v.competitor_peer,
             gave_handset: v.gave_handset,
             got_handset: v.got_handset,
@@ -227,22 +223,27 @@ impl From<HouseholdViewV2> for HouseholdView {
     }
 }
 
-impl From<HouseholdStateV2> for HouseholdState {
-    fn from(h: HouseholdStateV2) -> HouseholdState {
-        HouseholdState {
+impl From<HouseholdStateV2> for HouseholdStateV3 {
+    fn from(h: HouseholdStateV2) -> HouseholdStateV3 {
+        HouseholdStateV3 {
             first_seen: h.first_seen,
             facts: h.facts,
             handset: h.handset,
             evidence: h.evidence,
-            view: h.view.map(HouseholdView::from),
+            view: h.view.map(HouseholdViewV3::from),
             pending_views: h
                 .pending_views
                 .into_iter()
                 .map(|(at, view, diff)| (at, view.into(), diff))
                 .collect(),
             held: 0,
-            risk: None,
         }
+    }
+}
+
+impl From<HouseholdStateV2> for HouseholdState {
+    fn from(h: HouseholdStateV2) -> HouseholdState {
+        HouseholdStateV3::from(h).into()
     }
 }
 

@@ -619,8 +619,6 @@ fn forget_timer(retention: &Retention, msisdn: Msisdn, state: &SubscriberState, 
     })
 }
 
-/// What an activity event says about the subscriber's household (customer records are
-/// handled with the record).
 /// The churn risk a customer has in the household graph, in thousandths: the score in
 /// force (`None` before one, for a terminated customer — who is no longer at risk — and
 /// when the model has no factors).
@@ -639,6 +637,8 @@ fn share_risk(rules: &RuleSet, state: &mut SubscriberState, msisdn: Msisdn, out:
     state.household.rescore(msisdn, risk, at, out);
 }
 
+/// What an activity event says about the subscriber's household (customer records are
+/// handled with the record).
 fn household_evidence(
     config: &HouseholdConfig,
     state: &mut SubscriberState,

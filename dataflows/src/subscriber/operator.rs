@@ -218,9 +218,11 @@ pub fn subscriber_state<'scope>(
                 let next = pending.keys().next().copied();
                 // Where everyone stands at the instant asked for: once nothing before it can
                 // still come, and before anything at it applies.
+                let ready =
+                    |at: Millis| next.is_none_or(|n| n >= at) && (closed || passed(frontiers, at.saturating_sub(1)));
                 if let Some((at, _)) = &snapshot {
                     let at = *at;
-                    if next.is_none_or(|n| n >= at) && (closed || passed(frontiers, at.saturating_sub(1))) {
+                    if ready(at) {
                         if let Some((_, sink)) = snapshot.take() {
                             let standings = logic.standings(at);
                             sink.lock().unwrap_or_else(|p| p.into_inner()).extend(standings);
@@ -228,7 +230,7 @@ pub fn subscriber_state<'scope>(
                     }
                 }
                 while let (Some(&at), Some(sink)) = (daily_at.front(), daily_sink.as_ref()) {
-                    if !(next.is_none_or(|n| n >= at) && (closed || passed(frontiers, at.saturating_sub(1)))) {
+                    if !ready(at) {
                         break;
                     }
                     daily_at.pop_front();
