@@ -508,6 +508,11 @@ pub struct WorldResult {
     /// the treated who would have left within the horizon and were saved, less that share
     /// among the control (saved by another rule's action).
     pub planted_reduction: Option<f64>,
+    /// The arms' balance: in the treated and in the control, the share who would have left
+    /// within the horizon without any retention (planted). Holdouts drawn at random make them
+    /// equal up to chance; the measured reduction is the planted one plus control's share
+    /// less treated's.
+    pub would_leave: [Option<f64>; 2],
     pub treated: u64,
     pub replay_seconds: f64,
     pub replay_peak_mb: f64,
@@ -685,21 +690,26 @@ pub fn churn_eval(spec: &ChurnEvalSpec) -> Result<EvalReport> {
             .map(|t| t.timestamp_millis())
             .unwrap_or(i64::MAX);
         let horizon = i64::from(spec.horizon_days) * 86_400_000;
-        let (mut treated, mut control) = ((0u64, 0u64), (0u64, 0u64));
+        // Per arm: (would have left within the horizon, of whom saved, subscribers).
+        let (mut treated, mut control) = ((0u64, 0u64, 0u64), (0u64, 0u64, 0u64));
         for (msisdn, (at, sent)) in arms(&decisions, horizon, end) {
-            let saved_leaver = truth.get(msisdn.as_str()).is_some_and(|t| {
-                t.saved
-                    && t.planned_leave
-                        .as_deref()
-                        .and_then(|p| chrono::DateTime::parse_from_rfc3339(p).ok())
-                        .is_some_and(|p| p.timestamp_millis() > at && p.timestamp_millis() <= at + horizon)
+            let t = truth.get(msisdn.as_str());
+            let would_leave = t.is_some_and(|t| {
+                t.planned_leave
+                    .as_deref()
+                    .and_then(|p| chrono::DateTime::parse_from_rfc3339(p).ok())
+                    .is_some_and(|p| p.timestamp_millis() > at && p.timestamp_millis() <= at + horizon)
             });
             let arm = if sent { &mut treated } else { &mut control };
-            arm.0 += u64::from(saved_leaver);
-            arm.1 += 1;
+            arm.0 += u64::from(would_leave);
+            arm.1 += u64::from(would_leave && t.is_some_and(|t| t.saved));
+            arm.2 += 1;
         }
-        let share = |(x, n): (u64, u64)| (n > 0).then(|| x as f64 / n as f64);
-        let planted_reduction = share(treated).zip(share(control)).map(|(t, c)| t - c);
+        let share = |x: u64, n: u64| (n > 0).then(|| x as f64 / n as f64);
+        let planted_reduction = share(treated.1, treated.2)
+            .zip(share(control.1, control.2))
+            .map(|(t, c)| t - c);
+        let would_leave = [share(treated.0, treated.2), share(control.0, control.2)];
         let result = WorldResult {
             params_seed: seed,
             churn: second.churn.clone(),
@@ -712,7 +722,8 @@ pub fn churn_eval(spec: &ChurnEvalSpec) -> Result<EvalReport> {
             stages: measured["stages"].clone(),
             retention: measured["retention"]["rows"][0].clone(),
             planted_reduction,
-            treated: treated.1,
+            would_leave,
+            treated: treated.2,
             replay_seconds,
             replay_peak_mb,
             report_seconds,
@@ -744,15 +755,15 @@ pub fn churn_eval(spec: &ChurnEvalSpec) -> Result<EvalReport> {
 pub fn markdown(report: &EvalReport) -> String {
     let mut m = format!(
         "# churn-eval\n\n`{}`\n\n{} subscribers × {} days, about {} events a subscriber a day; horizon {} days.\n\n\
-         | world | events | churners planted | scored | left in horizon | AUC | top-decile lift | treated | reduction measured | 95 % | planted |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+         | world | events | churners planted | scored | left in horizon | AUC | top-decile lift | treated | reduction measured | 95 % | planted | would leave: treated | control |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
         report.command, report.subscribers, report.days, report.events_per_day, report.horizon_days
     );
     let f = |x: Option<f64>, d: usize| x.map_or("—".to_string(), |x| format!("{x:.d$}"));
     for w in &report.worlds {
         let r = &w.retention;
         m.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | [{}, {}] | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | [{}, {}] | {} | {} | {} |\n",
             w.params_seed,
             w.events,
             w.churners_planted,
@@ -765,6 +776,8 @@ pub fn markdown(report: &EvalReport) -> String {
             f(r["interval"]["low"].as_f64(), 3),
             f(r["interval"]["high"].as_f64(), 3),
             f(w.planted_reduction, 3),
+            f(w.would_leave[0], 3),
+            f(w.would_leave[1], 3),
         ));
     }
     let aucs: Vec<f64> = report.worlds.iter().filter_map(|w| w.auc).collect();
@@ -807,7 +820,53 @@ pub fn markdown(report: &EvalReport) -> String {
             worst(&lifts)
         ));
     }
+    m.push_str(&retention_summary(&report.worlds));
     m
+}
+
+/// Over the worlds: how far the measured reduction lies from the planted one, how often the
+/// planted value is inside the measured 95 % interval, and how much of the gap the arms'
+/// balance (who would have left anyway) accounts for.
+fn retention_summary(worlds: &[WorldResult]) -> String {
+    let rows: Vec<(f64, f64, bool, Option<f64>)> = worlds
+        .iter()
+        .filter_map(|w| {
+            let r = &w.retention;
+            let measured = r["reduction"].as_f64()?;
+            let planted = w.planted_reduction?;
+            let inside = r["interval"]["low"].as_f64().is_some_and(|lo| lo <= planted)
+                && r["interval"]["high"].as_f64().is_some_and(|hi| planted <= hi);
+            let imbalance = w.would_leave[1].zip(w.would_leave[0]).map(|(c, t)| c - t);
+            Some((measured, planted, inside, imbalance))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let n = rows.len() as f64;
+    let gaps: Vec<f64> = rows.iter().map(|(m, p, _, _)| m - p).collect();
+    let mean_gap = gaps.iter().sum::<f64>() / n;
+    let worst_gap = gaps
+        .iter()
+        .copied()
+        .fold(0.0f64, |a, g| if g.abs() > a.abs() { g } else { a });
+    let inside = rows.iter().filter(|r| r.2).count();
+    let imbalances: Vec<f64> = rows.iter().filter_map(|r| r.3).collect();
+    let mut text = format!(
+        "\nRetention: measured − planted, mean {:+.3}, largest {:+.3}; the planted value inside the measured 95 % interval in {} of {} worlds.",
+        mean_gap,
+        worst_gap,
+        inside,
+        rows.len()
+    );
+    if !imbalances.is_empty() {
+        text.push_str(&format!(
+            " The arms' balance (control's would-leave share − treated's) averages {:+.3}.",
+            imbalances.iter().sum::<f64>() / imbalances.len() as f64
+        ));
+    }
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]
@@ -854,6 +913,42 @@ mod tests {
         assert!(fit.weights[0] > 2.0, "{fit:?}");
         assert!(fit.weights[2].abs() < 1e-9, "{fit:?}");
         assert!(fit.log_loss < 0.2, "{fit:?}");
+    }
+
+    #[test]
+    fn the_retention_summary_weighs_measured_against_planted_over_the_worlds() {
+        let world = |seed, measured: f64, low: f64, high: f64, planted, would: [f64; 2]| WorldResult {
+            params_seed: seed,
+            churn: ChurnSpec::default(),
+            events: 0,
+            churners_planted: 0,
+            scored: 0,
+            leavers: 0,
+            auc: None,
+            top_decile_lift: None,
+            stages: Value::Null,
+            retention: serde_json::json!({"reduction": measured, "interval": {"low": low, "high": high}}),
+            planted_reduction: Some(planted),
+            would_leave: [Some(would[0]), Some(would[1])],
+            treated: 0,
+            replay_seconds: 0.0,
+            replay_peak_mb: 0.0,
+            report_seconds: 0.0,
+            cost: None,
+        };
+        // One world finds +0.09 against +0.03 planted (outside), one +0.02 against +0.04 (inside).
+        let worlds = [
+            world(1, 0.09, 0.04, 0.14, 0.03, [0.35, 0.41]),
+            world(2, 0.02, -0.03, 0.07, 0.04, [0.40, 0.38]),
+        ];
+        let text = retention_summary(&worlds);
+        assert!(text.contains("mean +0.020, largest +0.060"), "{text}");
+        assert!(
+            text.contains("inside the measured 95 % interval in 1 of 2 worlds"),
+            "{text}"
+        );
+        assert!(text.contains("averages +0.020"), "{text}");
+        assert_eq!(retention_summary(&[]), "");
     }
 
     #[test]
