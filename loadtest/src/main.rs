@@ -125,6 +125,30 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Where a replay's bytes are: its peak RSS, then the heap at its peak under heaptrack,
+    /// cut into the engine's components (usage windows, contact history, household evidence,
+    /// the graph's arrangements, timely's channels, …), in bytes a subscriber.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        #[arg(long, default_value_t = 40)]
+        events_per_day: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        households: bool,
+        /// The heaptrack program.
+        #[arg(long, default_value = "heaptrack")]
+        heaptrack: PathBuf,
+        #[arg(long, default_value = "/tmp/kairos-loadtest/worlds")]
+        cache: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The rate search: the generator produces into the local broker at each rate in turn
     /// while `kairos run` consumes; each step's throughput, lag and event → action latency;
     /// stops after the first step the engine does not hold (lag growing or p99 over target).
@@ -716,6 +740,36 @@ fn main() -> Result<()> {
                 out: common.out("replay"),
             };
             finish(&harness::replay::run(&spec)?)
+        }
+        Command::Memory {
+            subscribers,
+            days,
+            events_per_day,
+            seed,
+            workers,
+            households,
+            heaptrack,
+            cache,
+            common,
+        } => {
+            if subscribers == 0 || days == 0 || workers == 0 {
+                bail!("--subscribers, --days and --workers must be positive");
+            }
+            let spec = harness::memory::MemorySpec {
+                command: command_line(),
+                binary: common.binary()?,
+                rules: common.rules.clone(),
+                world: world_spec(subscribers, days, seed, events_per_day, 0.0),
+                workers,
+                households,
+                cache,
+                out: common.out("memory"),
+                heaptrack,
+            };
+            let report = harness::memory::run(&spec)?;
+            print!("{}", harness::memory::markdown(&report));
+            eprintln!("memory: report in {}", spec.out.display());
+            Ok(())
         }
         Command::Kafka { rates, step_secs, live } => {
             let schedule = rates.iter().map(|r| step(format!("{r:.0}/s"), *r, step_secs)).collect();

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod faults;
 pub mod feed;
 pub mod households_eval;
+pub mod memory;
 pub mod observe;
 pub mod replay;
 

@@ -84,17 +84,24 @@ pub fn world_file(spec: &WorldSpec, cache: &Path) -> Result<(PathBuf, Vec<Moment
     Ok((events, planted))
 }
 
-/// Runs `kairos replay` once, polling its peak memory.
-fn replay_once(spec: &ReplaySpec, events: &Path, out: &Path, workers: usize, households: bool) -> Result<(f64, f64)> {
+/// Runs `kairos replay` once, polling its peak memory: its seconds and peak RSS in MB.
+pub fn replay_once(
+    binary: &Path,
+    rules: &Path,
+    events: &Path,
+    out: &Path,
+    workers: usize,
+    households: bool,
+) -> Result<(f64, f64)> {
     let _ = std::fs::remove_dir_all(out);
-    let mut command = Command::new(&spec.binary);
+    let mut command = Command::new(binary);
     command
         .args(["replay", "--events"])
         .arg(events)
         .arg("--out")
         .arg(out)
         .arg("--rules")
-        .arg(&spec.rules)
+        .arg(rules)
         .args(["--workers", &workers.to_string()])
         // Its stderr is read only at the end: progress lines would fill the pipe.
         .arg("--no-progress")
@@ -106,7 +113,7 @@ fn replay_once(spec: &ReplaySpec, events: &Path, out: &Path, workers: usize, hou
     let started = Instant::now();
     let mut child = command
         .spawn()
-        .with_context(|| format!("cannot start {}", spec.binary.display()))?;
+        .with_context(|| format!("cannot start {}", binary.display()))?;
     let mut peak = 0.0f64;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -158,7 +165,7 @@ pub fn run(spec: &ReplaySpec) -> Result<Report> {
                     workers,
                     if households { "households" } else { "no-households" }
                 ));
-                let (seconds, peak) = replay_once(spec, &events, &out, workers, households)?;
+                let (seconds, peak) = replay_once(&spec.binary, &spec.rules, &events, &out, workers, households)?;
                 let summary: serde_json::Value = serde_json::from_str(
                     &std::fs::read_to_string(out.join("summary.json")).context("the replay wrote no summary")?,
                 )?;
