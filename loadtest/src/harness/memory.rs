@@ -5,6 +5,10 @@
 //! evidence, the household graph's arrangements, timely's channels, decoding, the replay's
 //! collected outputs, CEL, and what is left.
 //!
+//! heaptrack sees `malloc`: the binary measured must run on the system allocator, not the
+//! mimalloc global allocator of the default build (the scenario refuses a heap far below the
+//! RSS, which is what a mimalloc binary shows).
+//!
 //! A stack is read from its allocation upwards and given to the first component one of its
 //! frames names, so an allocation made by a `Vec` inside a usage window counts as the window's,
 //! and one made by differential's spine inside the household graph as the arrangement's.
@@ -286,6 +290,15 @@ pub fn run(spec: &MemorySpec) -> Result<MemoryReport> {
     let folded = std::fs::read_to_string(&stacks).with_context(|| format!("cannot read {}", stacks.display()))?;
     let components = breakdown(&folded, spec.world.subscribers, 6);
     let heap: u64 = components.iter().map(|c| c.bytes).sum();
+    // heaptrack sees malloc only: a kairos whose global allocator is mimalloc (the default
+    // build) shows a heap of almost nothing against its RSS.
+    if (heap as f64) < 0.1 * peak_rss_mb * 1024.0 * 1024.0 {
+        bail!(
+            "heaptrack saw {:.1} MB of heap against a peak RSS of {peak_rss_mb:.0} MB: the kairos binary allocates \
+             outside malloc (its mimalloc global allocator); give --kairos a build on the system allocator",
+            heap as f64 / 1048576.0
+        );
+    }
     let n = spec.world.subscribers.max(1) as f64;
     let report = MemoryReport {
         command: spec.command.clone(),
