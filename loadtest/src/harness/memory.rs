@@ -192,23 +192,20 @@ fn short(frame: &str) -> String {
             _ => {}
         }
     }
-    let s = s.split(" at ").next().unwrap_or("").trim().to_string();
+    // Rust backtraces put the source after " at ", heaptrack after " (".
+    let s = s.split(" at ").next().and_then(|s| s.split(" (").next()).unwrap_or("");
+    let s = s.trim().to_string();
     s.chars().take(120).collect()
 }
 
 /// Runs the scenario and writes `report.json` and `report.md` into `spec.out`.
 pub fn run(spec: &MemorySpec) -> Result<MemoryReport> {
     std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;
+    // `heaptrack` alone gives `heaptrack_print` alone, found on the PATH the same way.
     let print = spec.heaptrack.with_file_name("heaptrack_print");
-    let print = if spec.heaptrack.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
-        print
-    } else {
-        PathBuf::from("heaptrack_print")
-    };
     let (events, _) = replay::world_file(&spec.world, &spec.cache)?;
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&events)?)).count() as u64;
 
-    eprintln!("kairos-loadtest: memory: the plain replay ({lines} events)");
+    eprintln!("kairos-loadtest: memory: the plain replay");
     let plain = spec.out.join("replay");
     let (seconds, peak_rss_mb) = replay::replay_once(
         &spec.binary,
@@ -218,7 +215,18 @@ pub fn run(spec: &MemorySpec) -> Result<MemoryReport> {
         spec.workers,
         spec.households,
     )?;
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(plain.join("summary.json")).context("the replay wrote no summary")?,
+    )?;
+    let lines = ["events_valid", "events_invalid"]
+        .iter()
+        .map(|k| summary[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
     let _ = std::fs::remove_dir_all(&plain);
+    eprintln!(
+        "kairos-loadtest: memory: {lines} events in {seconds:.1} s, peak RSS {peak_rss_mb:.0} MB = {:.0} bytes a subscriber",
+        peak_rss_mb * 1024.0 * 1024.0 / spec.world.subscribers.max(1) as f64
+    );
 
     eprintln!("kairos-loadtest: memory: the replay under heaptrack (it runs several times slower)");
     let traced = spec.out.join("replay-heaptrack");
@@ -331,7 +339,7 @@ pub fn markdown(r: &MemoryReport) -> String {
          - {} events, {} worker(s); the plain replay took {:.1} s\n\
          - **peak RSS {:.0} MB = {:.0} bytes a subscriber**\n\
          - the heap at its peak (heaptrack): {:.0} MB = {:.0} bytes a subscriber\n\
-         - machine: {} cores, {}; kairos {}\n\n\
+         - machine: {} cores, {}; {}\n\n\
          | component | MB at the heap's peak | bytes a subscriber | share |\n|---|---:|---:|---:|\n",
         r.subscribers,
         r.days,
@@ -415,5 +423,9 @@ a;c;malloc 0
             vec![("kairos_dataflows::features::Window::push".to_string(), 300)]
         );
         assert_eq!(short("x::Y<alloc::Vec<u8>>::z at src/a.rs:3"), "x::Y<…>::z");
+        assert_eq!(
+            short("kairos_dataflows::features::Activity::add_usage (features.rs)"),
+            "kairos_dataflows::features::Activity::add_usage"
+        );
     }
 }
