@@ -15,6 +15,9 @@ use kairos::progress::{Display, Reporter, Unit};
 
 /// mimalloc: per-thread free lists suit the workers' many small, short-lived allocations
 /// (decoded events, CEL values); glibc's malloc took ~30 % of a replay (loadtest/results).
+/// The default feature `mimalloc`; a build without it runs on the system's malloc, for heap
+/// profilers (`loadtest/run memory`).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

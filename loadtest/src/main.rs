@@ -144,6 +144,11 @@ enum Command {
         /// The heaptrack program.
         #[arg(long, default_value = "heaptrack")]
         heaptrack: PathBuf,
+        /// The kairos traced under heaptrack: one built on the system allocator
+        /// (`cargo build -p kairos --no-default-features`; loadtest/run memory builds it).
+        /// The peak RSS is the default build's, from --kairos.
+        #[arg(long)]
+        traced_kairos: Option<PathBuf>,
         #[arg(long, default_value = "/tmp/kairos-loadtest/worlds")]
         cache: PathBuf,
         #[command(flatten)]
@@ -749,6 +754,7 @@ fn main() -> Result<()> {
             workers,
             households,
             heaptrack,
+            traced_kairos,
             cache,
             common,
         } => {
@@ -757,6 +763,10 @@ fn main() -> Result<()> {
             }
             let spec = harness::memory::MemorySpec {
                 command: command_line(),
+                traced_binary: match traced_kairos {
+                    Some(path) => path,
+                    None => common.binary()?,
+                },
                 binary: common.binary()?,
                 rules: common.rules.clone(),
                 world: world_spec(subscribers, days, seed, events_per_day, 0.0),

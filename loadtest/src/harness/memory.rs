@@ -5,9 +5,9 @@
 //! evidence, the household graph's arrangements, timely's channels, decoding, the replay's
 //! collected outputs, CEL, and what is left.
 //!
-//! heaptrack sees `malloc`: the binary measured must run on the system allocator, not the
+//! heaptrack sees `malloc`: the binary it traces must run on the system allocator, not the
 //! mimalloc global allocator of the default build (the scenario refuses a heap far below the
-//! RSS, which is what a mimalloc binary shows).
+//! RSS, which is what a mimalloc binary shows). The peak RSS is the default build's.
 //!
 //! A stack is read from its allocation upwards and given to the first component one of its
 //! frames names, so an allocation made by a `Vec` inside a usage window counts as the window's,
@@ -29,7 +29,10 @@ use super::{engine, replay};
 /// What to measure.
 pub struct MemorySpec {
     pub command: String,
+    /// The kairos whose peak RSS is measured (the default build, on mimalloc).
     pub binary: PathBuf,
+    /// The kairos traced under heaptrack: the same code on the system allocator.
+    pub traced_binary: PathBuf,
     pub rules: PathBuf,
     pub world: WorldSpec,
     pub workers: usize,
@@ -242,7 +245,7 @@ pub fn run(spec: &MemorySpec) -> Result<MemoryReport> {
     command
         .arg("-o")
         .arg(&prefix)
-        .arg(&spec.binary)
+        .arg(&spec.traced_binary)
         .args(["replay", "--events"])
         .arg(&events)
         .arg("--out")
@@ -303,7 +306,7 @@ pub fn run(spec: &MemorySpec) -> Result<MemoryReport> {
     if (heap as f64) < 0.1 * peak_rss_mb * 1024.0 * 1024.0 {
         bail!(
             "heaptrack saw {:.1} MB of heap against a peak RSS of {peak_rss_mb:.0} MB: the kairos binary allocates \
-             outside malloc (its mimalloc global allocator); give --kairos a build on the system allocator",
+             outside malloc (its mimalloc global allocator); give --traced-kairos one on the system allocator (cargo build -p kairos --no-default-features; loadtest/run memory builds it)",
             heap as f64 / 1048576.0
         );
     }
